@@ -1,0 +1,7 @@
+"""Registry backends: where names and groups live. See docs/backends.md."""
+
+from thespian_cluster.backends.behavior import RegistryBehavior
+from thespian_cluster.backends.loading import BackendLoadError, load_backend
+from thespian_cluster.backends.local import LocalBackend
+
+__all__ = ["BackendLoadError", "LocalBackend", "RegistryBehavior", "load_backend"]

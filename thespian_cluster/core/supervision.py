@@ -1,0 +1,206 @@
+"""OTP supervision decisions, without actors: which children to stop and start, when.
+
+The rules (Erlang/OTP ``supervisor``):
+
+* Children start in spec order and stop in reverse order.
+* When a child exits, its **restart type** says whether it is restarted:
+  ``permanent`` always, ``transient`` only after an abnormal exit, ``temporary``
+  never (its spec is then dropped).
+* If it is restarted, the **strategy** says which others go with it:
+  ``one_for_one`` only that child; ``one_for_all`` every child (the others are
+  stopped in reverse order first, then all are started in order; temporary
+  children stopped this way are dropped); ``rest_for_one`` that child and every
+  child after it in start order.
+* **Intensity**: if more than ``max_restarts`` restarts happen within
+  ``max_seconds``, the supervisor stops all children and exits, leaving the decision
+  to its own parent.
+
+An exit is *normal* when the supervisor stopped the child itself, or when the child
+said so first (``NormalExit``, see docs/supervision.md); any other exit — a crash,
+a SIGKILL, an ``ActorExitRequest`` from someone else — is abnormal.
+
+:class:`SupervisorCore` turns each event into a :class:`Plan` for the actor shell:
+stop these (in this order), then start those (in this order), or escalate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+RestartType = Literal["permanent", "transient", "temporary"]
+Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
+Shutdown = float | Literal["brutal_kill"]
+
+
+class RegisterAs(BaseModel):
+    """The registry name a supervised child is registered under on every start."""
+
+    model_config = ConfigDict(frozen=True)
+    name: str | tuple[str, ...]
+    kind: str = "server"
+    scope: Literal["local", "global"] = "local"
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class ChildSpec(BaseModel):
+    """How to start, restart and stop one child (OTP's child specification).
+
+    ``actor_class`` is an ``Actor`` subclass or its dotted name. ``init_message``,
+    when given, is sent to the child right after every start (Thespian actors get
+    their arguments as messages). ``shutdown`` is the seconds a child gets to exit
+    after ``ActorExitRequest`` before it is killed, or ``"brutal_kill"``.
+    """
+
+    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
+    id: str = Field(min_length=1, max_length=255)
+    actor_class: Any
+    restart: RestartType = "permanent"
+    shutdown: Shutdown = 5.0
+    register_as: RegisterAs | None = None
+    requirements: dict[str, Any] | None = None
+    init_message: Any = None
+
+    @field_validator("actor_class")
+    @classmethod
+    def _class_or_name(cls, value: Any) -> Any:
+        if isinstance(value, str) and "." in value or isinstance(value, type):
+            return value
+        raise ValueError("actor_class must be an Actor subclass or a dotted 'module.Class' name")
+
+    @field_validator("shutdown")
+    @classmethod
+    def _positive(cls, value: Shutdown) -> Shutdown:
+        if value != "brutal_kill" and not (isinstance(value, int | float) and value > 0):
+            raise ValueError("shutdown must be seconds > 0 or 'brutal_kill'")
+        return value
+
+
+@dataclass
+class ChildState:
+    """A spec and what is known of its current incarnation."""
+
+    spec: ChildSpec
+    address: Any = None  # None while not running
+    restarts: int = 0
+    started_at: float | None = None
+
+    @property
+    def running(self) -> bool:
+        return self.address is not None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What the shell must do: stop ``stop`` in order, then start ``start`` in order.
+
+    With ``escalate`` the shell stops everything and exits instead of starting.
+    """
+
+    stop: tuple[str, ...] = ()
+    start: tuple[str, ...] = ()
+    escalate: bool = False
+
+    def __bool__(self) -> bool:
+        return bool(self.stop or self.start or self.escalate)
+
+
+@dataclass
+class SupervisorCore:
+    """Children, restart history and the rules of the module docstring."""
+
+    strategy: Strategy = "one_for_one"
+    max_restarts: int = 3
+    max_seconds: float = 5.0
+    children: list[ChildState] = field(default_factory=list)
+    _restarts: deque[float] = field(default_factory=deque)
+
+    # ---- specs ----
+
+    def child(self, child_id: str) -> ChildState | None:
+        return next((c for c in self.children if c.spec.id == child_id), None)
+
+    def add(self, spec: ChildSpec) -> ChildState:
+        if self.child(spec.id) is not None:
+            raise ValueError(f"a child with id {spec.id!r} already exists")
+        state = ChildState(spec)
+        self.children.append(state)
+        return state
+
+    def delete(self, child_id: str) -> None:
+        self.children = [c for c in self.children if c.spec.id != child_id]
+
+    def ids(self) -> list[str]:
+        return [c.spec.id for c in self.children]
+
+    # ---- events ----
+
+    def started(self, child_id: str, address: Any, now: float) -> None:
+        state = self._get(child_id)
+        state.address = address
+        state.started_at = now
+
+    def stopped(self, child_id: str) -> None:
+        state = self._get(child_id)
+        state.address = None
+        state.started_at = None
+
+    def exited(self, child_id: str, normal: bool, now: float) -> Plan:
+        """A running child exited on its own; decide what happens next."""
+        state = self._get(child_id)
+        self.stopped(child_id)
+        if not self._restarts_after(state, normal):
+            if state.spec.restart == "temporary":
+                self.delete(child_id)
+            return Plan()
+        if self._intensity_exceeded(now):
+            return Plan(stop=self._running_ids_reversed(), escalate=True)
+        affected = self._affected(child_id)
+        stop = tuple(i for i in reversed(affected) if i != child_id and self._get(i).running)
+        start = tuple(i for i in affected if i == child_id or self._get(i).spec.restart != "temporary")
+        for i in start:
+            self._get(i).restarts += 1
+        return Plan(stop=stop, start=start)
+
+    def drop_stopped_temporaries(self) -> None:
+        """After a plan's stops: temporary children that are not running are gone
+        (OTP never restarts them, so their specs are dropped)."""
+        self.children = [
+            c for c in self.children if c.running or c.spec.restart != "temporary"
+        ]
+
+    def shutdown_order(self) -> tuple[str, ...]:
+        return self._running_ids_reversed()
+
+    # ---- internals ----
+
+    def _get(self, child_id: str) -> ChildState:
+        state = self.child(child_id)
+        if state is None:
+            raise KeyError(child_id)
+        return state
+
+    @staticmethod
+    def _restarts_after(state: ChildState, normal: bool) -> bool:
+        restart = state.spec.restart
+        return restart == "permanent" or (restart == "transient" and not normal)
+
+    def _intensity_exceeded(self, now: float) -> bool:
+        self._restarts.append(now)
+        while self._restarts and now - self._restarts[0] > self.max_seconds:
+            self._restarts.popleft()
+        return len(self._restarts) > self.max_restarts
+
+    def _affected(self, child_id: str) -> list[str]:
+        ids = self.ids()
+        if self.strategy == "one_for_one":
+            return [child_id]
+        if self.strategy == "one_for_all":
+            return ids
+        return ids[ids.index(child_id) :]
+
+    def _running_ids_reversed(self) -> tuple[str, ...]:
+        return tuple(c.spec.id for c in reversed(self.children) if c.running)

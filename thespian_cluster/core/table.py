@@ -1,0 +1,257 @@
+"""The name and group table: the registry's data and its invariants, nothing else.
+
+One table holds
+
+* **names**: ``(kind, name) -> Entry``. A name has at most one owner (an actor
+  address); registering a taken name returns a :class:`Conflict` naming the owner,
+  registering it again from the same owner updates its meta (as syn does).
+* **groups** (as OTP ``pg``): ``group -> {address: Member}``. Joining twice is one
+  membership; leaving a group one is not in is a no-op that says so.
+* **automatic groups**, derived from registrations and never stored on their own:
+  every ``server`` is in ``servers``, every ``transport`` in ``transports``, and a
+  server whose ``meta["capabilities"]`` names ``tools``, ``resources`` or
+  ``prompts`` is in ``tool_servers``, ``resource_servers``, ``prompt_servers``.
+  Because they are derived, they can never disagree with the names.
+
+Every change bumps :attr:`NameTable.version`, which readers use to validate caches.
+The table is pure: addresses are opaque values keyed by :func:`address_key`.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from thespian_cluster.core.addresses import AddressKey, address_key
+
+Name = str | tuple[str, ...]
+NameKey = tuple[str, Name]  # (kind, name)
+
+SERVER_KIND = "server"
+TRANSPORT_KIND = "transport"
+
+#: meta["capabilities"] entry -> automatic group of servers that declare it.
+CAPABILITY_GROUPS: Mapping[str, str] = {
+    "tools": "tool_servers",
+    "resources": "resource_servers",
+    "prompts": "prompt_servers",
+}
+KIND_GROUPS: Mapping[str, str] = {SERVER_KIND: "servers", TRANSPORT_KIND: "transports"}
+AUTOMATIC_GROUPS: frozenset[str] = frozenset([*KIND_GROUPS.values(), *CAPABILITY_GROUPS.values()])
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered name and who owns it."""
+
+    name: Name
+    kind: str
+    address: Any
+    node: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    registered_at: float = 0.0
+
+    @property
+    def key(self) -> NameKey:
+        return (self.kind, self.name)
+
+
+@dataclass(frozen=True)
+class Member:
+    """One member of a process group."""
+
+    group: str
+    address: Any
+    node: str
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Conflict:
+    """A registration refused because another actor owns the name."""
+
+    owner: Entry
+
+
+@dataclass(frozen=True)
+class Removal:
+    """What went away with an address (an actor that died)."""
+
+    names: tuple[Entry, ...] = ()
+    groups: tuple[str, ...] = ()
+
+    def __bool__(self) -> bool:
+        return bool(self.names or self.groups)
+
+
+def automatic_groups(kind: str, meta: Mapping[str, Any]) -> frozenset[str]:
+    """The automatic groups a registration of ``kind`` with ``meta`` belongs to."""
+    groups = set()
+    if kind in KIND_GROUPS:
+        groups.add(KIND_GROUPS[kind])
+    if kind == SERVER_KIND:
+        capabilities = meta.get("capabilities") or ()
+        # MCP declares capabilities as a dict ({"tools": {...}}); a list of names works too.
+        names: Iterable[Any] = capabilities.keys() if isinstance(capabilities, Mapping) else capabilities
+        if isinstance(names, str):
+            names = (names,)
+        for capability in names:
+            if capability in CAPABILITY_GROUPS:
+                groups.add(CAPABILITY_GROUPS[capability])
+    return frozenset(groups)
+
+
+class NameTable:
+    """Names, groups and their indexes; see the module docstring for the rules."""
+
+    def __init__(self) -> None:
+        self.version = 0
+        self._names: dict[NameKey, Entry] = {}
+        self._names_by_address: dict[AddressKey, set[NameKey]] = {}
+        self._groups: dict[str, dict[AddressKey, Member]] = {}
+        self._groups_by_address: dict[AddressKey, set[str]] = {}
+        # automatic group -> the registrations that put an address in it
+        self._automatic: dict[str, dict[NameKey, Entry]] = {}
+
+    # ---- names -------------------------------------------------------------------
+
+    def register(
+        self, name: Name, kind: str, address: Any, node: str, meta: Mapping[str, Any]
+    ) -> Entry | Conflict:
+        key = (kind, name)
+        owner = self._names.get(key)
+        if owner is not None and address_key(owner.address) != address_key(address):
+            return Conflict(owner)
+        entry = Entry(name, kind, address, node, dict(meta), time.time())
+        if owner is not None:
+            entry = replace(entry, registered_at=owner.registered_at)
+            self._unindex_name(owner)
+        self._store(entry)
+        return entry
+
+    def unregister(self, name: Name, kind: str) -> Entry | None:
+        entry = self._names.pop((kind, name), None)
+        if entry is not None:
+            self._unindex_name(entry)
+            self.version += 1
+        return entry
+
+    def whereis(self, name: Name, kind: str) -> Entry | None:
+        return self._names.get((kind, name))
+
+    def names(self, kind: str | None = None) -> list[Entry]:
+        return [e for e in self._names.values() if kind is None or e.kind == kind]
+
+    def update_meta(self, name: Name, kind: str, meta: Mapping[str, Any]) -> Entry | None:
+        entry = self._names.get((kind, name))
+        if entry is None:
+            return None
+        self._unindex_name(entry)
+        entry = replace(entry, meta=dict(meta))
+        self._store(entry)
+        return entry
+
+    def insert(self, entry: Entry) -> None:
+        """Put an entry in as it is (restoring a saved table); replaces any owner."""
+        old = self._names.get(entry.key)
+        if old is not None:
+            self._unindex_name(old)
+        self._store(entry)
+
+    # ---- groups ------------------------------------------------------------------
+
+    def join(self, group: str, address: Any, node: str, meta: Mapping[str, Any]) -> Member:
+        member = Member(group, address, node, dict(meta))
+        akey = address_key(address)
+        self._groups.setdefault(group, {})[akey] = member
+        self._groups_by_address.setdefault(akey, set()).add(group)
+        self.version += 1
+        return member
+
+    def leave(self, group: str, address: Any) -> bool:
+        akey = address_key(address)
+        members = self._groups.get(group)
+        if not members or akey not in members:
+            return False
+        del members[akey]
+        if not members:
+            del self._groups[group]
+        self._discard_index(self._groups_by_address, akey, group)
+        self.version += 1
+        return True
+
+    def members(self, group: str, node: str | None = None) -> list[Member]:
+        """Explicit members then derived ones, one row per address, in join order."""
+        found: dict[AddressKey, Member] = dict(self._groups.get(group, {}))
+        for entry in self._automatic.get(group, {}).values():
+            found.setdefault(
+                address_key(entry.address), Member(group, entry.address, entry.node, entry.meta)
+            )
+        return [m for m in found.values() if node is None or m.node == node]
+
+    def groups(self) -> list[str]:
+        """Every group with at least one member, explicit or automatic."""
+        return sorted(set(self._groups) | set(self._automatic))
+
+    def explicit_members(self) -> list[Member]:
+        return [m for members in self._groups.values() for m in members.values()]
+
+    # ---- owners ------------------------------------------------------------------
+
+    def addresses(self) -> list[Any]:
+        """One address per distinct owner or member: the actors worth watching."""
+        seen: dict[AddressKey, Any] = {}
+        for entry in self._names.values():
+            seen.setdefault(address_key(entry.address), entry.address)
+        for members in self._groups.values():
+            for akey, member in members.items():
+                seen.setdefault(akey, member.address)
+        return list(seen.values())
+
+    def owns_anything(self, address: Any) -> bool:
+        akey = address_key(address)
+        return akey in self._names_by_address or akey in self._groups_by_address
+
+    def remove_address(self, address: Any) -> Removal:
+        """Forget every name and membership of ``address`` (its actor is dead)."""
+        akey = address_key(address)
+        names = tuple(self._names.pop(k) for k in sorted(self._names_by_address.get(akey, ()), key=repr))
+        for entry in names:
+            self._unindex_name(entry)
+        groups = tuple(sorted(self._groups_by_address.pop(akey, ())))
+        for group in groups:
+            members = self._groups[group]
+            del members[akey]
+            if not members:
+                del self._groups[group]
+        if names or groups:
+            self.version += 1
+        return Removal(names, groups)
+
+    # ---- internals ---------------------------------------------------------------
+
+    def _store(self, entry: Entry) -> None:
+        self._names[entry.key] = entry
+        self._names_by_address.setdefault(address_key(entry.address), set()).add(entry.key)
+        for group in automatic_groups(entry.kind, entry.meta):
+            self._automatic.setdefault(group, {})[entry.key] = entry
+        self.version += 1
+
+    def _unindex_name(self, entry: Entry) -> None:
+        """Drop the indexes of ``entry`` (the caller owns ``_names``)."""
+        self._discard_index(self._names_by_address, address_key(entry.address), entry.key)
+        for group in automatic_groups(entry.kind, entry.meta):
+            registrations = self._automatic.get(group, {})
+            registrations.pop(entry.key, None)
+            if not registrations:
+                self._automatic.pop(group, None)
+
+    @staticmethod
+    def _discard_index(index: dict[AddressKey, set[Any]], akey: AddressKey, item: Any) -> None:
+        items = index.get(akey)
+        if items is not None:
+            items.discard(item)
+            if not items:
+                del index[akey]

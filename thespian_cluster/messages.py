@@ -1,0 +1,389 @@
+"""The public protocol: every request the Registry answers and every reply it sends.
+
+All messages are pydantic models, validated when they are built, so bad input is a
+``pydantic.ValidationError`` at the caller and never reaches an actor. Every request
+carries a ``request_id`` (a fresh one unless you give your own) and its reply echoes
+it: Thespian's ``ask()`` does not match replies to requests, so you can.
+
+    from thespian_cluster import Register, Whereis
+
+    reply = asys.ask(registry, Register(name="weather", address=addr, kind="server"), 5)
+    assert isinstance(reply, Registered)
+    reply = asys.ask(registry, Whereis(name="weather", kind="server"), 5)
+    reply.address  # the owner's ActorAddress, or None
+
+Errors come back as :class:`RegistryError` replies with a stable ``code``
+(see :class:`ErrorCode`), never as exceptions across actors.
+"""
+
+from __future__ import annotations
+
+import pickle
+import uuid
+from enum import StrEnum
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    field_validator,
+)
+from thespian.actors import ActorAddress
+
+from thespian_cluster.core.supervision import ChildSpec, RestartType
+
+MAX_NAME_LENGTH = 255
+MAX_META_BYTES = 64 * 1024
+
+Scope = Literal["local", "global"]
+NamePart = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
+#: A name: a non-empty string of at most 255 characters, or a non-empty tuple of them.
+Name = NamePart | Annotated[tuple[NamePart, ...], Field(min_length=1, max_length=16)]
+#: ``server``, ``transport`` or a kind of your own (letters, digits, ``_.:-``).
+Kind = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")]
+GroupName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
+
+
+def _check_address(value: Any) -> ActorAddress:
+    if not isinstance(value, ActorAddress):
+        raise ValueError(f"expected a Thespian ActorAddress, got {type(value).__name__}")
+    return value
+
+
+def _check_meta(value: dict[str, Any]) -> dict[str, Any]:
+    try:
+        size = len(pickle.dumps(value, protocol=pickle.HIGHEST_PROTOCOL))
+    except Exception as exc:  # any pickling failure means it cannot cross a process
+        raise ValueError(f"meta must be picklable: {exc}") from None
+    if size > MAX_META_BYTES:
+        raise ValueError(f"meta is {size} bytes pickled; the limit is {MAX_META_BYTES}")
+    return value
+
+
+Address = Annotated[Any, AfterValidator(_check_address)]
+Meta = Annotated[dict[str, Any], AfterValidator(_check_meta)]
+
+
+def new_request_id() -> str:
+    return uuid.uuid4().hex
+
+
+class Message(BaseModel):
+    """Base of every protocol message: immutable, strict about unknown fields."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
+
+
+class Request(Message):
+    request_id: str = Field(default_factory=new_request_id, min_length=1, max_length=128)
+
+
+class Reply(Message):
+    request_id: str
+
+
+# ---- requests ---------------------------------------------------------------------
+
+
+class Register(Request):
+    """Claim ``name`` for ``address``. Replies :class:`Registered` or :class:`AlreadyRegistered`."""
+
+    name: Name
+    address: Address
+    kind: Kind = "server"
+    scope: Scope = "local"
+    meta: Meta = Field(default_factory=dict)
+
+
+class Unregister(Request):
+    """Free ``name``. Replies :class:`Unregistered` or ``RegistryError(not_registered)``."""
+
+    name: Name
+    kind: Kind = "server"
+    scope: Scope = "local"
+
+
+class Whereis(Request):
+    """Find the owner of ``name``. Replies :class:`WhereisReply` (address None if free)."""
+
+    name: Name
+    kind: Kind = "server"
+    scope: Scope = "local"
+
+
+class ListNames(Request):
+    """Every registration of ``kind`` (all kinds when None). Replies :class:`NameList`."""
+
+    kind: Kind | None = None
+    scope: Scope = "local"
+
+
+class UpdateMeta(Request):
+    """Replace the meta of a registered name. Replies :class:`MetaUpdated`."""
+
+    name: Name
+    kind: Kind = "server"
+    scope: Scope = "local"
+    meta: Meta
+
+
+class JoinGroup(Request):
+    """Add ``address`` to ``group`` (idempotent). Replies :class:`JoinedGroup`."""
+
+    group: GroupName
+    address: Address
+    scope: Scope = "local"
+    meta: Meta = Field(default_factory=dict)
+
+
+class LeaveGroup(Request):
+    """Remove ``address`` from ``group``. Replies :class:`LeftGroup`."""
+
+    group: GroupName
+    address: Address
+    scope: Scope = "local"
+
+
+class GroupMembers(Request):
+    """Members of ``group``; only this node's with ``local_only``. Replies :class:`GroupMembersReply`."""
+
+    group: GroupName
+    scope: Scope = "local"
+    local_only: bool = False
+
+
+class ListGroups(Request):
+    """Every group with at least one member. Replies :class:`GroupList`."""
+
+    scope: Scope = "local"
+
+
+class ActorExiting(Message):
+    """One-way notice that ``address`` is exiting: free its names and groups now.
+
+    Sent by :class:`~thespian_cluster.actors.exit_hook.RegistryExitHook` from the
+    actor's ``ActorExitRequest`` handler; needs no reply.
+    """
+
+    address: Address
+
+
+# ---- replies ----------------------------------------------------------------------
+
+
+class RegistrationInfo(Message):
+    """A registration as seen in replies."""
+
+    name: Name
+    kind: str
+    address: Any
+    node: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class GroupMember(Message):
+    address: Any
+    node: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Registered(Reply):
+    name: Name
+    kind: str
+    address: Any
+    node: str
+
+
+class AlreadyRegistered(Reply):
+    name: Name
+    kind: str
+    owner: Any
+    node: str
+
+
+class Unregistered(Reply):
+    name: Name
+    kind: str
+
+
+class WhereisReply(Reply):
+    name: Name
+    kind: str
+    address: Any | None = None
+    node: str | None = None
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class NameList(Reply):
+    names: list[RegistrationInfo]
+
+
+class MetaUpdated(Reply):
+    name: Name
+    kind: str
+    meta: dict[str, Any]
+
+
+class JoinedGroup(Reply):
+    group: str
+
+
+class LeftGroup(Reply):
+    group: str
+    was_member: bool
+
+
+class GroupMembersReply(Reply):
+    group: str
+    members: list[GroupMember]
+
+    @property
+    def addresses(self) -> list[Any]:
+        return [m.address for m in self.members]
+
+
+class GroupList(Reply):
+    groups: list[str]
+
+
+class ErrorCode(StrEnum):
+    NOT_DISTRIBUTED = "not_distributed"
+    NOT_REGISTERED = "not_registered"
+    INVALID_REQUEST = "invalid_request"
+    UNKNOWN_REQUEST = "unknown_request"
+    BACKEND_FAILURE = "backend_failure"
+
+
+class RegistryError(Reply):
+    """A request that could not be done; ``code`` is one of :class:`ErrorCode`."""
+
+    code: str
+    detail: str
+
+    @field_validator("code")
+    @classmethod
+    def _known_code(cls, value: str) -> str:
+        return ErrorCode(value).value
+
+
+# ---- supervision ------------------------------------------------------------------
+# Requests a Supervisor answers (see thespian_cluster.supervisors.supervisor).
+
+
+class SupervisedBy(Message):
+    """Sent by a supervisor to each child right after every start.
+
+    Keep it if the child may want to exit *normally* (``NormalExit``), which matters
+    to ``transient`` children: a transient child is restarted only after an
+    abnormal exit.
+    """
+
+    supervisor: Address
+    child_id: str
+
+
+class NormalExit(Message):
+    """Child → supervisor, just before the child exits: this exit is normal."""
+
+    child_id: str
+
+
+class StartChild(Request):
+    """Add a child spec and start it. Replies :class:`ChildStarted` or :class:`SupervisorError`."""
+
+    spec: ChildSpec
+
+
+class TerminateChild(Request):
+    """Stop a child, keeping its spec (unless temporary). Replies :class:`ChildTerminated`."""
+
+    child_id: str
+
+
+class RestartChild(Request):
+    """Start a terminated child again. Replies :class:`ChildStarted`."""
+
+    child_id: str
+
+
+class DeleteChild(Request):
+    """Remove a terminated child's spec. Replies :class:`ChildDeleted`."""
+
+    child_id: str
+
+
+class WhichChildren(Request):
+    """Replies :class:`ChildrenReply`, one :class:`ChildInfo` per child in start order."""
+
+
+class CountChildren(Request):
+    """Replies :class:`ChildCount`."""
+
+
+class ShutdownSupervisor(Request):
+    """Stop every child in reverse order (each within its shutdown), then exit.
+
+    Replies :class:`SupervisorStopped` just before the supervisor exits.
+    """
+
+
+class ChildInfo(Message):
+    id: str
+    address: Any | None
+    restart: RestartType
+    restart_count: int
+    uptime: float | None
+    running: bool
+    type: Literal["worker", "supervisor"]
+
+
+class ChildStarted(Reply):
+    child_id: str
+    address: Any
+
+
+class ChildTerminated(Reply):
+    child_id: str
+
+
+class ChildDeleted(Reply):
+    child_id: str
+
+
+class ChildrenReply(Reply):
+    children: list[ChildInfo]
+
+    def by_id(self, child_id: str) -> ChildInfo:
+        return next(c for c in self.children if c.id == child_id)
+
+
+class ChildCount(Reply):
+    specs: int
+    active: int
+    supervisors: int
+    workers: int
+
+
+class SupervisorStopped(Reply):
+    pass
+
+
+class SupervisorErrorCode(StrEnum):
+    NOT_FOUND = "not_found"
+    ALREADY_PRESENT = "already_present"
+    RUNNING = "running"
+    START_FAILED = "start_failed"
+    BUSY = "busy"
+
+
+class SupervisorError(Reply):
+    code: str
+    detail: str
+
+    @field_validator("code")
+    @classmethod
+    def _known_code(cls, value: str) -> str:
+        return SupervisorErrorCode(value).value

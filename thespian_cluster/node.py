@@ -1,0 +1,165 @@
+"""Starting, finding and stopping nodes.
+
+::
+
+    from thespian_cluster import ClusterSettings, start_node, Register, Whereis
+
+    node = start_node(ClusterSettings.load("config/single-node.toml"))
+    try:
+        reply = node.ask(Whereis(name="weather"))
+    finally:
+        node.stop()
+
+A node is a Thespian ``multiprocTCPBase`` actor system (an admin process and one
+process per actor, all in the admin's process group) running the supervision tree
+of :mod:`thespian_cluster.supervisors.node`. :func:`start_node` returns a
+:class:`Node` handle; :func:`connect` and :func:`registry_address` talk to a node
+that another process started.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+from dataclasses import dataclass, field
+from typing import Any
+
+from loguru import logger
+from thespian.actors import ActorAddress, ActorSystem
+
+from thespian_cluster import node_table
+from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
+from thespian_cluster.backends.loading import backend_class
+from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
+from thespian_cluster.messages import Request, WhichChildren
+from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.supervisors.node import (
+    REGISTRY_CHILD,
+    ROOT_GLOBAL_NAME,
+    NodeStarted,
+    NodeSupervisor,
+    StartNode,
+)
+
+SYSTEM_BASE = "multiprocTCPBase"
+DEFAULT_TIMEOUT = 10.0
+
+
+class NodeError(RuntimeError):
+    """A node could not be started, reached or asked."""
+
+
+@dataclass
+class Node:
+    """A running node, as seen from the process that started or connected to it."""
+
+    settings: ClusterSettings
+    system: ActorSystem
+    root: ActorAddress
+    pgid: int
+    _registry: Any = field(default=None, repr=False)
+
+    @property
+    def registry(self) -> ActorAddress:
+        """The node's Registry actor (looked up again if it was restarted)."""
+        if self._registry is None:
+            self._registry = registry_address(self.system, self.root)
+        return self._registry
+
+    def ask(self, request: Request, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        """Send ``request`` to the Registry and wait for its reply (None on timeout)."""
+        reply = self.system.ask(self.registry, request, timeout)
+        if reply is None:
+            self._registry = None  # perhaps restarted: find it again next time
+        return reply
+
+    def ask_root(self, request: Request, timeout: float = DEFAULT_TIMEOUT) -> Any:
+        return self.system.ask(self.root, request, timeout)
+
+    def stop(self) -> None:
+        """Shut the node down: every actor process and the admin exit."""
+        try:
+            self.system.shutdown()
+        finally:
+            # Anything the admin could not reach (a hung actor) dies with its group.
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(self.pgid, signal.SIGKILL)
+
+    def kill(self) -> None:
+        """SIGKILL the whole node (admin and actors) as a crash would."""
+        os.killpg(self.pgid, signal.SIGKILL)
+
+
+def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
+    """Start a node's actor system and supervision tree; return its handle."""
+    backend_class(settings.registry_backend)  # a bad backend is a startup error, here
+    settings.node_dir.mkdir(parents=True, exist_ok=True)
+    configure_logging(
+        settings.node_name, settings.log_level, settings.resolved_log_file, log_to_stderr
+    )
+    if port_in_use(settings.host, settings.admin_port):
+        raise NodeError(f"admin port {settings.admin_port} on {settings.host} is already in use")
+    node_table.wipe(settings.node_dir)  # a new incarnation: the old actors are gone
+    os.environ[NODE_DIR_ENV] = str(settings.node_dir)  # inherited by every actor process
+    move_thespian_internal_log(settings.node_dir)
+    system = ActorSystem(
+        SYSTEM_BASE,
+        _capabilities(settings),
+        logDefs=thespian_log_defs(settings.log_level),
+        transientUnique=True,
+    )
+    try:
+        root = system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
+        started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
+        if not isinstance(started, NodeStarted):
+            raise NodeError(f"node root did not start: {started!r}")
+    except BaseException:
+        system.shutdown()
+        raise
+    logger.info("node {} up on {} (pgid {})", settings.node_name, settings.admin_address, started.pgid)
+    return Node(settings, system, root, started.pgid, started.registry)
+
+
+def connect(port: int, host: str = "127.0.0.1") -> ActorSystem:
+    """A client handle on the node whose admin listens on ``host:port``.
+
+    Refuses to go on when nothing listens there: Thespian would otherwise start a
+    new, empty actor system on that port.
+    """
+    if not port_in_use(host, port):
+        raise NodeError(f"no node is listening on {host}:{port}")
+    return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+
+
+def root_address(system: ActorSystem) -> ActorAddress:
+    return system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
+
+
+def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> ActorAddress:
+    """The Registry of the node ``system`` talks to (one round trip to the root)."""
+    root = root or root_address(system)
+    reply = system.ask(root, WhichChildren(), DEFAULT_TIMEOUT)
+    if reply is None:
+        raise NodeError("the node's root supervisor did not answer")
+    for child in reply.children:
+        if child.id == REGISTRY_CHILD and child.address is not None:
+            return child.address
+    raise NodeError("this actor system runs no thespian-cluster node (no registry child)")
+
+
+def port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(1.0)
+        return probe.connect_ex((host, port)) == 0
+
+
+def _capabilities(settings: ClusterSettings) -> dict[str, Any]:
+    capabilities: dict[str, Any] = {
+        "Admin Port": settings.admin_port,
+        "thespian_cluster.node": settings.node_name,
+    }
+    if settings.convention_leader:
+        capabilities["Convention Address.IPv4"] = settings.convention_leader
+    return capabilities

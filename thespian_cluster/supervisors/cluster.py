@@ -1,0 +1,45 @@
+"""``ClusterSupervisor``: RegistryDist, NodeMonitor and SplitBrainDetector, one_for_one."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from thespian.actors import ActorAddress
+
+from thespian_cluster.actors.cluster_members import (
+    ConfigureComponent,
+    NodeMonitor,
+    RegistryDist,
+    SplitBrainDetector,
+)
+from thespian_cluster.core.supervision import ChildSpec
+from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.supervisors.supervisor import Supervisor
+
+
+class ConfigureCluster(ConfigureComponent):
+    """The ClusterSupervisor's init message."""
+
+
+class ClusterSupervisor(Supervisor):
+    strategy = "one_for_one"
+    max_restarts = 10
+    max_seconds = 10.0
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings: ClusterSettings | None = None
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if isinstance(message, ConfigureCluster):
+            self.settings = message.settings
+        super().receiveMessage(message, sender)
+
+    def child_specs(self) -> list[ChildSpec]:
+        assert self.settings is not None, "ConfigureCluster must come first"
+        init = ConfigureComponent(settings=self.settings)
+        return [
+            ChildSpec(id="registry_dist", actor_class=RegistryDist, init_message=init),
+            ChildSpec(id="node_monitor", actor_class=NodeMonitor, init_message=init),
+            ChildSpec(id="split_brain_detector", actor_class=SplitBrainDetector, init_message=init),
+        ]

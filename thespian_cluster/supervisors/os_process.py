@@ -1,0 +1,31 @@
+"""The OS side of a child actor: its pid, for ``brutal_kill`` and shutdown timeouts.
+
+Thespian's multiproc bases fork each child from its parent's process and keep the
+``multiprocessing.Process`` in the parent's actor manager (``_child_procs``). This is
+Thespian 4.0.1 internals, read in one place so an upgrade has one place to mend.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from typing import Any
+
+
+def child_pid(actor: Any, child_address: Any) -> int | None:
+    """The pid of ``actor``'s child at ``child_address``, or None if unknown."""
+    manager = getattr(actor, "_myRef", None)
+    for info in getattr(manager, "_child_procs", ()):
+        for candidate in (getattr(info, "childRealAddr", None), info.childAddr):
+            if candidate is not None and candidate == child_address:
+                return int(info.childProc.pid)
+    return None
+
+
+def kill(pid: int) -> bool:
+    """SIGKILL ``pid``; False if it was already gone."""
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        return False
+    return True

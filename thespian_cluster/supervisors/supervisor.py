@@ -1,0 +1,394 @@
+"""``Supervisor``: an OTP supervisor as a Thespian actor.
+
+Subclass it and say what to supervise::
+
+    class Workers(Supervisor):
+        strategy = "one_for_one"
+        max_restarts = 3
+        max_seconds = 5.0
+
+        def child_specs(self) -> list[ChildSpec]:
+            return [
+                ChildSpec(id="cache", actor_class=Cache),
+                ChildSpec(id="weather", actor_class=Weather,
+                          register_as=RegisterAs(name="weather")),
+            ]
+
+    workers = asys.createActor(Workers)
+    asys.ask(workers, WhichChildren(), 5)   # the first message starts the children
+
+The rules live in :mod:`thespian_cluster.core.supervision`; this class only turns
+Thespian events into calls on :class:`SupervisorCore` and carries out its plans:
+
+* stops are sequential, in the order the plan gives (reverse start order): a child
+  gets ``ActorExitRequest`` and ``shutdown`` seconds, then SIGKILL;
+* starts follow once every stop is done; each start sends the spec's
+  ``init_message``, :class:`SupervisedBy` and, with ``register_as``, a ``Register`` to the node's
+  Registry (after an ``ActorExiting`` for the previous incarnation, so the name
+  moves to the new child without waiting for death detection);
+* escalation stops everything and exits; the parent gets ``ChildActorExited``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+from typing import Any, ClassVar
+
+from loguru import logger
+from thespian.actors import (
+    Actor,
+    ActorAddress,
+    ActorExitRequest,
+    ChildActorExited,
+    PoisonMessage,
+    WakeupMessage,
+)
+
+from thespian_cluster.actors.exit_hook import node_registry
+from thespian_cluster.core.supervision import (
+    ChildSpec,
+    ChildState,
+    Plan,
+    Strategy,
+    SupervisorCore,
+)
+from thespian_cluster.messages import (
+    ActorExiting,
+    AlreadyRegistered,
+    ChildCount,
+    ChildDeleted,
+    ChildInfo,
+    ChildrenReply,
+    ChildStarted,
+    ChildTerminated,
+    CountChildren,
+    DeleteChild,
+    NormalExit,
+    Register,
+    RegistryError,
+    RestartChild,
+    StartChild,
+    SupervisedBy,
+    SupervisorError,
+    SupervisorErrorCode,
+    SupervisorStopped,
+    ShutdownSupervisor,
+    TerminateChild,
+    WhichChildren,
+)
+from thespian_cluster.supervisors.os_process import child_pid, kill
+
+
+class _Stop:
+    """A stop under way: who asked, and the wakeup that will kill the child."""
+
+    def __init__(self, child_id: str, address: Any, reply_to: list[tuple[Any, str]]) -> None:
+        self.child_id = child_id
+        self.address = address
+        self.reply_to = reply_to
+
+
+class Supervisor(Actor):
+    """An OTP supervisor; override :meth:`child_specs` and the class attributes."""
+
+    strategy: ClassVar[Strategy] = "one_for_one"
+    max_restarts: ClassVar[int] = 3
+    max_seconds: ClassVar[float] = 5.0
+
+    def child_specs(self) -> list[ChildSpec]:
+        """The static children, in start order."""
+        return []
+
+    # ---- lifecycle ---------------------------------------------------------------
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.core = SupervisorCore(self.strategy, self.max_restarts, self.max_seconds)
+        self._initialised = False
+        self._plans: deque[Plan] = deque()  # plans waiting for the current one
+        self._stop_queue: deque[str] = deque()  # the current plan's remaining stops
+        self._start_queue: tuple[str, ...] = ()
+        self._escalating = False
+        self._stopping: _Stop | None = None
+        self._normal: set[str] = set()  # children that announced a normal exit
+        self._exits: deque[tuple[str, bool]] = deque()  # exits seen during a plan
+        self._pending_replies: list[tuple[Any, str, str]] = []  # (to, request_id, child_id)
+        self._shutdown_reply: tuple[Any, str] | None = None
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if not self._initialised:
+            self._initialised = True
+            self._start_static_children()
+        if isinstance(message, ChildActorExited):
+            self._child_exited(message.childAddress)
+        elif isinstance(message, WakeupMessage):
+            self._shutdown_timeout(message.payload)
+        elif isinstance(message, NormalExit):
+            self._normal.add(message.child_id)
+        elif isinstance(message, ActorExitRequest):
+            self._exit_now()
+        elif isinstance(message, AlreadyRegistered | RegistryError):
+            logger.warning("supervisor could not register a child: {}", message)
+        elif isinstance(message, PoisonMessage):
+            logger.warning("a message to a child failed twice: {}", message.poisonMessage)
+        else:
+            self._request(message, sender)
+
+    def _request(self, message: Any, sender: ActorAddress) -> None:
+        if isinstance(message, WhichChildren):
+            self.send(sender, self._which_children(message.request_id))
+        elif isinstance(message, CountChildren):
+            self.send(sender, self._count_children(message.request_id))
+        elif isinstance(message, StartChild):
+            self.send(sender, self._start_child(message.request_id, message.spec))
+        elif isinstance(message, RestartChild):
+            self.send(sender, self._restart_child(message.request_id, message.child_id))
+        elif isinstance(message, DeleteChild):
+            self.send(sender, self._delete_child(message.request_id, message.child_id))
+        elif isinstance(message, TerminateChild):
+            self._terminate_child(sender, message.request_id, message.child_id)
+        elif isinstance(message, ShutdownSupervisor):
+            self._shutdown_reply = (sender, message.request_id)
+            self._run(Plan(stop=self.core.shutdown_order(), escalate=True))
+        else:
+            self.handle_other(message, sender)
+
+    def handle_other(self, message: Any, sender: ActorAddress) -> None:
+        """Messages that are not supervision's; override to give a supervisor more to do."""
+        if isinstance(message, SupervisedBy):
+            return  # our own parent saying hello
+        logger.debug("supervisor ignored a {}", type(message).__name__)
+
+    # ---- dynamic children --------------------------------------------------------
+
+    def _start_child(self, request_id: str, spec: ChildSpec) -> Any:
+        if self.core.child(spec.id) is not None:
+            return _error(request_id, SupervisorErrorCode.ALREADY_PRESENT, spec.id)
+        self.core.add(spec)
+        try:
+            address = self._start(spec.id)
+        except Exception as exc:
+            self.core.delete(spec.id)
+            return _error(request_id, SupervisorErrorCode.START_FAILED, f"{spec.id}: {exc}")
+        return ChildStarted(request_id=request_id, child_id=spec.id, address=address)
+
+    def _restart_child(self, request_id: str, child_id: str) -> Any:
+        state = self.core.child(child_id)
+        if state is None:
+            return _error(request_id, SupervisorErrorCode.NOT_FOUND, child_id)
+        if state.running or self._stopping is not None and self._stopping.child_id == child_id:
+            return _error(request_id, SupervisorErrorCode.RUNNING, child_id)
+        return ChildStarted(request_id=request_id, child_id=child_id, address=self._start(child_id))
+
+    def _delete_child(self, request_id: str, child_id: str) -> Any:
+        state = self.core.child(child_id)
+        if state is None:
+            return _error(request_id, SupervisorErrorCode.NOT_FOUND, child_id)
+        if state.running:
+            return _error(request_id, SupervisorErrorCode.RUNNING, child_id)
+        self.core.delete(child_id)
+        return ChildDeleted(request_id=request_id, child_id=child_id)
+
+    def _terminate_child(self, sender: Any, request_id: str, child_id: str) -> None:
+        state = self.core.child(child_id)
+        if state is None:
+            self.send(sender, _error(request_id, SupervisorErrorCode.NOT_FOUND, child_id))
+        elif not state.running:
+            self.send(sender, ChildTerminated(request_id=request_id, child_id=child_id))
+        else:
+            self._pending_replies.append((sender, request_id, child_id))
+            self._run(Plan(stop=(child_id,)))
+
+    def _which_children(self, request_id: str) -> ChildrenReply:
+        now = time.time()
+        return ChildrenReply(
+            request_id=request_id,
+            children=[_info(state, now) for state in self.core.children],
+        )
+
+    def _count_children(self, request_id: str) -> ChildCount:
+        children = self.core.children
+        supervisors = sum(1 for c in children if _is_supervisor(c.spec))
+        return ChildCount(
+            request_id=request_id,
+            specs=len(children),
+            active=sum(1 for c in children if c.running),
+            supervisors=supervisors,
+            workers=len(children) - supervisors,
+        )
+
+    # ---- plans: stop one at a time, then start ------------------------------------
+
+    def _start_static_children(self) -> None:
+        for spec in self.child_specs():
+            self.core.add(spec)
+            self._start(spec.id)
+
+    def _run(self, plan: Plan) -> None:
+        if self._stop_queue or self._stopping is not None or self._start_queue:
+            self._plans.append(plan)
+            return
+        self._stop_queue = deque(plan.stop)
+        self._start_queue = plan.start
+        self._escalating = plan.escalate
+        self._next_step()
+
+    def _next_step(self) -> None:
+        while self._stop_queue:
+            child_id = self._stop_queue.popleft()
+            state = self.core.child(child_id)
+            if state is not None and state.running:
+                self._begin_stop(state)
+                return
+        if self._escalating:
+            self._escalate()
+            return
+        self.core.drop_stopped_temporaries()
+        starts, self._start_queue = self._start_queue, ()
+        for child_id in starts:
+            if self.core.child(child_id) is not None:
+                self._start(child_id)
+        while self._exits and not self._busy():
+            child_id, normal = self._exits.popleft()
+            self._run(self.core.exited(child_id, normal, time.monotonic()))
+        if self._plans and not self._busy():
+            self._run(self._plans.popleft())
+
+    def _busy(self) -> bool:
+        return bool(self._stop_queue or self._stopping is not None or self._start_queue)
+
+    def _begin_stop(self, state: ChildState) -> None:
+        self._stopping = _Stop(state.spec.id, state.address, [])
+        if state.spec.shutdown == "brutal_kill":
+            self._kill(state.address)
+        else:
+            self.send(state.address, ActorExitRequest())
+            self.wakeupAfter(state.spec.shutdown, payload=("shutdown", state.spec.id, state.started_at))
+
+    def _shutdown_timeout(self, payload: Any) -> None:
+        stop = self._stopping
+        if isinstance(payload, tuple) and stop is not None and payload[1] == stop.child_id:
+            state = self.core.child(stop.child_id)
+            if state is not None and state.started_at == payload[2]:
+                logger.warning("child {} ignored its shutdown; killing it", stop.child_id)
+                self._kill(stop.address)
+
+    def _kill(self, address: Any) -> None:
+        pid = child_pid(self, address)
+        if pid is None or not kill(pid):
+            # Unknown pid: ask politely; ChildActorExited ends the stop either way.
+            self.send(address, ActorExitRequest())
+
+    def _escalate(self) -> None:
+        self._escalating = False
+        if self._shutdown_reply is not None:
+            to, request_id = self._shutdown_reply
+            self.send(to, SupervisorStopped(request_id=request_id))
+        else:
+            logger.error(
+                "supervisor {} exceeded {} restarts in {} s; exiting",
+                type(self).__name__,
+                self.max_restarts,
+                self.max_seconds,
+            )
+        self.send(self.myAddress, ActorExitRequest())
+
+    # ---- child events ------------------------------------------------------------
+
+    def _start(self, child_id: str) -> Any:
+        state = self.core.child(child_id)
+        assert state is not None
+        spec = state.spec
+        address = self.createActor(spec.actor_class, targetActorRequirements=spec.requirements)
+        self.core.started(child_id, address, time.time())
+        self._normal.discard(child_id)
+        # init_message first: a child supervisor needs its configuration before the
+        # SupervisedBy that would start its own children.
+        if spec.init_message is not None:
+            self.send(address, spec.init_message)
+        self.send(address, SupervisedBy(supervisor=self.myAddress, child_id=child_id))
+        if spec.register_as is not None:
+            self._register(spec, address)
+        return address
+
+    def _register(self, spec: ChildSpec, address: Any) -> None:
+        registry = node_registry()
+        if registry is None or spec.register_as is None:
+            logger.warning("no node registry here; child {} is not registered", spec.id)
+            return
+        how = spec.register_as
+        self.send(
+            registry,
+            Register(name=how.name, address=address, kind=how.kind, scope=how.scope, meta=how.meta),
+        )
+
+    def _child_exited(self, address: Any) -> None:
+        state = next((c for c in self.core.children if c.address == address), None)
+        if state is None:
+            return  # already forgotten (e.g. a temporary child that was deleted)
+        child_id = state.spec.id
+        if state.spec.register_as is not None:
+            registry = node_registry()
+            if registry is not None:
+                self.send(registry, ActorExiting(address=address))
+        stop = self._stopping
+        if stop is not None and stop.child_id == child_id:
+            self.core.stopped(child_id)
+            self._stopping = None
+            self._answer_terminations(child_id)
+            self._next_step()
+            return
+        normal = child_id in self._normal
+        if self._busy():
+            self.core.stopped(child_id)
+            if child_id not in self._stop_queue:
+                self._exits.append((child_id, normal))
+            return
+        self._run(self.core.exited(child_id, normal, time.monotonic()))
+
+    def _answer_terminations(self, child_id: str) -> None:
+        state = self.core.child(child_id)
+        if state is not None and state.spec.restart == "temporary":
+            self.core.delete(child_id)
+        remaining = []
+        for to, request_id, waited_for in self._pending_replies:
+            if waited_for == child_id:
+                self.send(to, ChildTerminated(request_id=request_id, child_id=child_id))
+            else:
+                remaining.append((to, request_id, waited_for))
+        self._pending_replies = remaining
+
+    def _exit_now(self) -> None:
+        """Someone else asked us to exit: stop children in reverse order, best effort.
+
+        Thespian exits this actor as soon as this returns, so there is no waiting for
+        shutdown timeouts here; :class:`ShutdownSupervisor` is the graceful way.
+        """
+        for child_id in self.core.shutdown_order():
+            state = self.core.child(child_id)
+            assert state is not None
+            if state.spec.shutdown == "brutal_kill":
+                self._kill(state.address)
+            else:
+                self.send(state.address, ActorExitRequest())
+
+
+def _is_supervisor(spec: ChildSpec) -> bool:
+    return isinstance(spec.actor_class, type) and issubclass(spec.actor_class, Supervisor)
+
+
+def _info(state: ChildState, now: float) -> ChildInfo:
+    return ChildInfo(
+        id=state.spec.id,
+        address=state.address,
+        restart=state.spec.restart,
+        restart_count=state.restarts,
+        uptime=None if state.started_at is None else now - state.started_at,
+        running=state.running,
+        type="supervisor" if _is_supervisor(state.spec) else "worker",
+    )
+
+
+def _error(request_id: str, code: SupervisorErrorCode, detail: str) -> SupervisorError:
+    return SupervisorError(request_id=request_id, code=code, detail=detail)
