@@ -33,7 +33,7 @@ from pydantic import (
 )
 from thespian.actors import ActorAddress
 
-from thespian_cluster.core.supervision import ChildSpec, RestartType
+from thespian_cluster.core.supervision import ChildSpec, RestartType, Strategy
 
 MAX_NAME_LENGTH = 255
 MAX_META_BYTES = 64 * 1024
@@ -283,6 +283,19 @@ class SupervisedBy(Message):
 
     supervisor: Address
     child_id: str
+
+
+class ConfigureSupervisor(Message):
+    """Configure a plain ``Supervisor`` without subclassing; must be its first message.
+
+    Nest supervisors with it: ``ChildSpec(id="pool", actor_class=Supervisor,
+    init_message=ConfigureSupervisor(strategy="one_for_all", children=[...]))``.
+    """
+
+    strategy: Strategy = "one_for_one"
+    max_restarts: int = Field(3, ge=0)
+    max_seconds: float = Field(5.0, gt=0)
+    children: list[ChildSpec] = Field(default_factory=list)
 
 
 class NormalExit(Message):

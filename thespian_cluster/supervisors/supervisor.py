@@ -17,6 +17,11 @@ Subclass it and say what to supervise::
     workers = asys.createActor(Workers)
     asys.ask(workers, WhichChildren(), 5)   # the first message starts the children
 
+or, without a subclass, make :class:`ConfigureSupervisor` the first message::
+
+    sup = asys.createActor(Supervisor)
+    asys.tell(sup, ConfigureSupervisor(strategy="rest_for_one", children=[...]))
+
 The rules live in :mod:`thespian_cluster.core.supervision`; this class only turns
 Thespian events into calls on :class:`SupervisorCore` and carries out its plans:
 
@@ -62,6 +67,7 @@ from thespian_cluster.messages import (
     ChildrenReply,
     ChildStarted,
     ChildTerminated,
+    ConfigureSupervisor,
     CountChildren,
     DeleteChild,
     NormalExit,
@@ -115,11 +121,19 @@ class Supervisor(Actor):
         self._exits: deque[tuple[str, bool]] = deque()  # exits seen during a plan
         self._pending_replies: list[tuple[Any, str, str]] = []  # (to, request_id, child_id)
         self._shutdown_reply: tuple[Any, str] | None = None
+        self._configured_children: list[ChildSpec] = []
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if not self._initialised:
             self._initialised = True
+            if isinstance(message, ConfigureSupervisor):
+                self.core = SupervisorCore(
+                    message.strategy, message.max_restarts, message.max_seconds
+                )
+                self._configured_children = list(message.children)
             self._start_static_children()
+            if isinstance(message, ConfigureSupervisor):
+                return
         if isinstance(message, ChildActorExited):
             self._child_exited(message.childAddress)
         elif isinstance(message, WakeupMessage):
@@ -221,7 +235,7 @@ class Supervisor(Actor):
     # ---- plans: stop one at a time, then start ------------------------------------
 
     def _start_static_children(self) -> None:
-        for spec in self.child_specs():
+        for spec in self._configured_children or self.child_specs():
             self.core.add(spec)
             self._start(spec.id)
 

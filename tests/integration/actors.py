@@ -1,0 +1,40 @@
+"""Actors the integration tests create (importable by every forked actor process)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+from thespian.actors import Actor, ActorExitRequest
+
+from thespian_cluster import NormalExit, RegistryExitHook, SupervisedBy
+
+
+class Worker(Actor):
+    """Answers "info" with (pid, start time); "exit_normally" exits as OTP's normal."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.started = time.monotonic()
+        self.supervised_by: SupervisedBy | None = None
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if isinstance(message, SupervisedBy):
+            self.supervised_by = message
+        elif message == "info":
+            self.send(sender, (os.getpid(), self.started))
+        elif message == "exit_normally" and self.supervised_by is not None:
+            self.send(self.supervised_by.supervisor, NormalExit(child_id=self.supervised_by.child_id))
+            self.send(self.myAddress, ActorExitRequest())
+        elif message == "block":
+            time.sleep(3600)  # ignores everything, ActorExitRequest included
+
+
+class HookedWorker(RegistryExitHook, Actor):
+    """A worker that frees its names through the exit hook."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        super().receiveMessage(message, sender)
+        if message == "info":
+            self.send(sender, (os.getpid(), time.monotonic()))
