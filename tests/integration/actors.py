@@ -18,15 +18,25 @@ class Worker(Actor):
         super().__init__()
         self.started = time.monotonic()
         self.supervised_by: SupervisedBy | None = None
+        self.exit_asked = False
+
+    def exit_normally(self) -> None:
+        assert self.supervised_by is not None
+        self.send(self.supervised_by.supervisor, NormalExit(child_id=self.supervised_by.child_id))
+        self.send(self.myAddress, ActorExitRequest())
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if isinstance(message, SupervisedBy):
             self.supervised_by = message
+            if self.exit_asked:
+                self.exit_normally()
         elif message == "info":
             self.send(sender, (os.getpid(), self.started))
-        elif message == "exit_normally" and self.supervised_by is not None:
-            self.send(self.supervised_by.supervisor, NormalExit(child_id=self.supervised_by.child_id))
-            self.send(self.myAddress, ActorExitRequest())
+        elif message == "exit_normally":
+            # SupervisedBy and this request come from different senders: either may be first.
+            self.exit_asked = True
+            if self.supervised_by is not None:
+                self.exit_normally()
         elif message == "block":
             time.sleep(3600)  # ignores everything, ActorExitRequest included
 
