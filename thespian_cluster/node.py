@@ -133,6 +133,16 @@ def connect(port: int, host: str = "127.0.0.1") -> ActorSystem:
     return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
 
 
+def disconnect(system: ActorSystem) -> None:
+    """Close a client handle from :func:`connect` without stopping the node.
+
+    (``ActorSystem.shutdown()`` would shut the node itself down, from any client.)
+    """
+    transport = getattr(getattr(system, "_systemBase", None), "transport", None)
+    if transport is not None:
+        transport.close()
+
+
 def root_address(system: ActorSystem) -> ActorAddress:
     return system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
 
