@@ -46,9 +46,9 @@ from thespian_cluster.messages import (
     Unregister,
     Unregistered,
     UpdateMeta,
-    WhichChildren,
     Whereis,
     WhereisReply,
+    WhichChildren,
 )
 from thespian_cluster.node import Node, NodeError, connect, registry_address, start_node
 from thespian_cluster.node_table import TableReader
@@ -110,8 +110,8 @@ __all__ = [
     "Unregister",
     "Unregistered",
     "UpdateMeta",
-    "WhereisReply",
     "Whereis",
+    "WhereisReply",
     "WhichChildren",
     "connect",
     "registry_address",

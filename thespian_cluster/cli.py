@@ -26,8 +26,8 @@ from thespian_cluster.messages import (
     ListGroups,
     ListNames,
     Request,
-    WhichChildren,
     Whereis,
+    WhichChildren,
 )
 from thespian_cluster.node import (
     NodeError,
@@ -53,7 +53,9 @@ def main() -> None:
 
 @app.command()
 def start(
-    config: Annotated[Path | None, typer.Option("--config", "-c", help="a TOML settings file")] = None,
+    config: Annotated[
+        Path | None, typer.Option("--config", "-c", help="a TOML settings file")
+    ] = None,
 ) -> None:
     """Run a node in the foreground until Ctrl-C or SIGTERM."""
     try:
@@ -85,8 +87,11 @@ def whereis(name: str, kind: Kind = "server", port: Port = 1900, host: Host = "1
 
 
 @app.command()
-def names(kind: Annotated[str | None, typer.Option("--kind", "-k")] = None,
-          port: Port = 1900, host: Host = "127.0.0.1") -> None:
+def names(
+    kind: Annotated[str | None, typer.Option("--kind", "-k")] = None,
+    port: Port = 1900,
+    host: Host = "127.0.0.1",
+) -> None:
     """Every registered name."""
     reply = _ask_registry(host, port, ListNames(kind=kind))
     for info in sorted(reply.names, key=lambda i: (i.kind, str(i.name))):
@@ -95,8 +100,11 @@ def names(kind: Annotated[str | None, typer.Option("--kind", "-k")] = None,
 
 
 @app.command()
-def groups(group: Annotated[str | None, typer.Argument(help="show this group's members")] = None,
-           port: Port = 1900, host: Host = "127.0.0.1") -> None:
+def groups(
+    group: Annotated[str | None, typer.Argument(help="show this group's members")] = None,
+    port: Port = 1900,
+    host: Host = "127.0.0.1",
+) -> None:
     """Every group, or the members of GROUP."""
     if group is None:
         for name in _ask_registry(host, port, ListGroups()).groups:
@@ -121,8 +129,9 @@ def status(port: Port = 1900, host: Host = "127.0.0.1") -> None:
 
 
 @app.command()
-def demo(port: Annotated[int | None, typer.Option(help="admin port (default: a free one)")] = None,
-         ) -> None:
+def demo(
+    port: Annotated[int | None, typer.Option(help="admin port (default: a free one)")] = None,
+) -> None:
     """A local node that registers servers and transports, kills one, and shows the name freed."""
     from thespian_cluster.demo import run_demo
 

@@ -27,7 +27,7 @@ from thespian_cluster.messages import (
 from thespian_cluster.node import Node, port_in_use, start_node
 from thespian_cluster.settings import ClusterSettings
 
-SERVERS = {
+SERVERS: dict[str, dict[str, Any]] = {
     "weather": {"capabilities": {"tools": {}, "resources": {}}},
     "calendar": {"capabilities": {"tools": {}, "prompts": {}}},
     "docs": {"capabilities": {"resources": {}}},
@@ -65,7 +65,9 @@ def run_demo(port: int | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="thespian-cluster-demo-") as data_dir:
         settings = demo_settings(port, Path(data_dir))
         node = start_node(settings, log_to_stderr=False)
-        timeline.say(f"node {settings.node_name!r} up on {settings.admin_address} (pgid {node.pgid})")
+        timeline.say(
+            f"node {settings.node_name!r} up on {settings.admin_address} (pgid {node.pgid})"
+        )
         try:
             return _scenario(node, timeline)
         finally:
@@ -109,7 +111,9 @@ def _scenario(node: Node, timeline: Timeline) -> int:
             timeline.say("'weather' was NOT freed within 10 s")
             return 1
         time.sleep(0.005)
-    timeline.say(f"'weather' is free again, {(time.monotonic() - killed) * 1000:.0f} ms after the kill")
+    timeline.say(
+        f"'weather' is free again, {(time.monotonic() - killed) * 1000:.0f} ms after the kill"
+    )
     tool_servers = node.ask(GroupMembers(group="tool_servers")).members
     timeline.say(f"group tool_servers      {len(tool_servers)} member(s) (calendar)")
 
@@ -117,9 +121,10 @@ def _scenario(node: Node, timeline: Timeline) -> int:
     reply = node.ask(Register(name="weather", address=replacement, meta=SERVERS["weather"]))
     timeline.say(f"a new 'weather' takes the name -> {type(reply).__name__} {reply.address}")
     listed = node.ask(ListNames())
-    timeline.say(f"{len(listed.names)} names registered: " + ", ".join(
-        sorted(str(n.name) for n in listed.names)
-    ))
+    timeline.say(
+        f"{len(listed.names)} names registered: "
+        + ", ".join(sorted(str(n.name) for n in listed.names))
+    )
     return 0
 
 

@@ -32,10 +32,12 @@ class LoguruHandler(logging.Handler):
             level: str | int = logger.level(record.levelname).name
         except ValueError:
             level = record.levelno
+
         # Show where the record was made, not this handler.
-        located = logger.patch(
-            lambda r: r.update(name=record.name, function=record.funcName, line=record.lineno)
-        )
+        def locate(loguru_record: Any) -> None:
+            loguru_record.update(name=record.name, function=record.funcName, line=record.lineno)
+
+        located = logger.patch(locate)
         located.opt(exception=record.exc_info).log(level, record.getMessage())
 
 

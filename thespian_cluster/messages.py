@@ -148,7 +148,10 @@ class LeaveGroup(Request):
 
 
 class GroupMembers(Request):
-    """Members of ``group``; only this node's with ``local_only``. Replies :class:`GroupMembersReply`."""
+    """Members of ``group`` (this node's only, with ``local_only``).
+
+    Replies :class:`GroupMembersReply`.
+    """
 
     group: GroupName
     scope: Scope = "local"

@@ -118,7 +118,9 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     except BaseException:
         system.shutdown()
         raise
-    logger.info("node {} up on {} (pgid {})", settings.node_name, settings.admin_address, started.pgid)
+    logger.info(
+        "node {} up on {} (pgid {})", settings.node_name, settings.admin_address, started.pgid
+    )
     return Node(settings, system, root, started.pgid, started.registry)
 
 

@@ -92,12 +92,13 @@ class ClusterSettings(BaseSettings):
     def _consistent(self) -> Self:
         if self.split_brain_strategy == "configured_master" and not self.master_node:
             raise ValueError("split_brain_strategy 'configured_master' needs master_node")
-        if self.cluster_cookie is not None and not self.allow_short_cookie:
-            if len(self.cluster_cookie.get_secret_value().encode()) < MIN_COOKIE_BYTES:
-                raise ValueError(
-                    f"cluster_cookie must be at least {MIN_COOKIE_BYTES} bytes "
-                    "(set allow_short_cookie = true for local development)"
-                )
+        cookie = self.cluster_cookie
+        short = cookie is not None and len(cookie.get_secret_value().encode()) < MIN_COOKIE_BYTES
+        if short and not self.allow_short_cookie:
+            raise ValueError(
+                f"cluster_cookie must be at least {MIN_COOKIE_BYTES} bytes "
+                "(set allow_short_cookie = true for local development)"
+            )
         if self.cluster_heartbeat_timeout <= self.cluster_heartbeat_interval:
             raise ValueError("cluster_heartbeat_timeout must exceed cluster_heartbeat_interval")
         return self

@@ -216,7 +216,8 @@ def test_dead_letter_frees_names_at_once(tmp_path: object) -> None:
     from thespian_cluster import start_node
 
     running = start_node(
-        node_settings(tmp_path, liveness_probe_interval=3600), log_to_stderr=False  # type: ignore[arg-type]
+        node_settings(tmp_path, liveness_probe_interval=3600),
+        log_to_stderr=False,  # type: ignore[arg-type]
     )
     try:
         _, pid = _register_worker(running, Worker, "lettered")

@@ -160,7 +160,9 @@ def test_intensity_exceeded_escalates_to_the_parent(node: Node) -> None:
         inner.wait_restarted("w", count)
     inner.kill("w")  # the third restart in 30 s is one too many
     wait_for(
-        lambda: outer.children().by_id("inner").restart_count == 1, 10, "the parent to restart inner"
+        lambda: outer.children().by_id("inner").restart_count == 1,
+        10,
+        "the parent to restart inner",
     )
     new_inner = Tree(node, outer.children().by_id("inner").address)
     assert new_inner.address != inner.address
@@ -189,6 +191,7 @@ def test_restart_types(tree_factory: Any, restart: str, how: str, restarted: boo
     if restarted:
         tree.wait_restarted("w", 1)
         return
+
     # An exit that is not restarted: the child stops running (temporary: its spec goes).
     def settled() -> bool:
         ids = [c.id for c in tree.children().children]

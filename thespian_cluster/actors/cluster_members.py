@@ -45,7 +45,9 @@ class _ClusterComponent(Actor):
             node = self.settings.node_name if self.settings else "?"
             self.send(
                 sender,
-                ComponentPong(request_id=message.request_id, component=type(self).__name__, node=node),
+                ComponentPong(
+                    request_id=message.request_id, component=type(self).__name__, node=node
+                ),
             )
 
 

@@ -296,7 +296,11 @@ def _not_registered(request: Request, name: Any, kind: str) -> RegistryError:
 
 def _info(entry: Entry) -> RegistrationInfo:
     return RegistrationInfo(
-        name=entry.name, kind=entry.kind, address=entry.address, node=entry.node, meta=dict(entry.meta)
+        name=entry.name,
+        kind=entry.kind,
+        address=entry.address,
+        node=entry.node,
+        meta=dict(entry.meta),
     )
 
 

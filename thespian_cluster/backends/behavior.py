@@ -15,6 +15,7 @@ docs/backends.md walks through a complete custom backend.
 
 from __future__ import annotations
 
+import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
 from typing import Any
@@ -52,7 +53,7 @@ class RegistryBehavior(ABC):
         """The owner of ``name``, or None."""
 
     @abstractmethod
-    def list(self, kind: str | None = None) -> list[Entry]:
+    def list(self, kind: str | None = None) -> builtins.list[Entry]:
         """Every registration of ``kind`` (of any kind when None)."""
 
     @abstractmethod
@@ -70,15 +71,15 @@ class RegistryBehavior(ABC):
         """Remove ``address`` from ``group``; False if it was not a member."""
 
     @abstractmethod
-    def get_group_members(self, group: str) -> list[Member]:
+    def get_group_members(self, group: str) -> builtins.list[Member]:
         """Every member of ``group``, including the automatic memberships."""
 
     @abstractmethod
-    def get_local_group_members(self, group: str) -> list[Member]:
+    def get_local_group_members(self, group: str) -> builtins.list[Member]:
         """The members of ``group`` that live on this node."""
 
     @abstractmethod
-    def groups(self) -> list[str]:
+    def groups(self) -> builtins.list[str]:
         """Every group with at least one member."""
 
     # ---- liveness ----
@@ -88,16 +89,16 @@ class RegistryBehavior(ABC):
         """``address`` is dead: drop all its names and memberships, say what went."""
 
     @abstractmethod
-    def watched_addresses(self) -> list[Any]:
+    def watched_addresses(self) -> builtins.list[Any]:
         """The live actors this node must watch (owners and members it hosts)."""
 
     # ---- restarts ----
 
-    def snapshot(self) -> tuple[list[Entry], list[Member]]:
+    def snapshot(self) -> tuple[builtins.list[Entry], builtins.list[Member]]:
         """Everything the backend holds, so a restarted Registry can rebuild it."""
         return self.list(), [m for g in self.groups() for m in self.get_group_members(g)]
 
-    def restore(self, entries: list[Entry], members: list[Member]) -> None:  # noqa: B027
+    def restore(self, entries: builtins.list[Entry], members: builtins.list[Member]) -> None:
         """Load a :meth:`snapshot` into a fresh backend (default: replay the calls)."""
         for entry in entries:
             self.register(entry.name, entry.address, entry.kind, entry.meta)

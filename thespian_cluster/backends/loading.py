@@ -27,12 +27,16 @@ def backend_class(spec: str) -> type[RegistryBehavior]:
     try:
         module = importlib.import_module(module_name)
     except ImportError as exc:
-        raise BackendLoadError(f"registry_backend = {spec!r}: cannot import {module_name}: {exc}")
+        raise BackendLoadError(
+            f"registry_backend = {spec!r}: cannot import {module_name}: {exc}"
+        ) from None
     cls = getattr(module, class_name, None)
     if cls is None:
         raise BackendLoadError(f"registry_backend = {spec!r}: {module_name} has no {class_name}")
     if not (isinstance(cls, type) and issubclass(cls, RegistryBehavior)):
-        raise BackendLoadError(f"registry_backend = {spec!r}: {class_name} is not a RegistryBehavior")
+        raise BackendLoadError(
+            f"registry_backend = {spec!r}: {class_name} is not a RegistryBehavior"
+        )
     return cls
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import builtins
 from collections.abc import Mapping
 from typing import Any
 
@@ -34,7 +35,7 @@ class LocalBackend(RegistryBehavior):
     def whereis(self, name: Name, kind: str) -> Entry | None:
         return self.table.whereis(name, kind)
 
-    def list(self, kind: str | None = None) -> list[Entry]:
+    def list(self, kind: str | None = None) -> builtins.list[Entry]:
         return self.table.names(kind)
 
     def update(self, name: Name, kind: str, meta: Mapping[str, Any]) -> Entry | None:
@@ -46,21 +47,21 @@ class LocalBackend(RegistryBehavior):
     def leave_group(self, group: str, address: Any) -> bool:
         return self.table.leave(group, address)
 
-    def get_group_members(self, group: str) -> list[Member]:
+    def get_group_members(self, group: str) -> builtins.list[Member]:
         return self.table.members(group)
 
-    def get_local_group_members(self, group: str) -> list[Member]:
+    def get_local_group_members(self, group: str) -> builtins.list[Member]:
         return self.table.members(group, node=self.node)
 
-    def groups(self) -> list[str]:
+    def groups(self) -> builtins.list[str]:
         return self.table.groups()
 
     def remove_address(self, address: Any) -> Removal:
         return self.table.remove_address(address)
 
-    def watched_addresses(self) -> list[Any]:
+    def watched_addresses(self) -> builtins.list[Any]:
         return self.table.addresses()
 
-    def snapshot(self) -> tuple[list[Entry], list[Member]]:
+    def snapshot(self) -> tuple[builtins.list[Entry], builtins.list[Member]]:
         # Automatic memberships are derived from the entries: save only explicit ones.
         return self.table.names(), self.table.explicit_members()

@@ -67,7 +67,7 @@ class ChildSpec(BaseModel):
     @field_validator("actor_class")
     @classmethod
     def _class_or_name(cls, value: Any) -> Any:
-        if isinstance(value, str) and "." in value or isinstance(value, type):
+        if (isinstance(value, str) and "." in value) or isinstance(value, type):
             return value
         raise ValueError("actor_class must be an Actor subclass or a dotted 'module.Class' name")
 
@@ -160,7 +160,9 @@ class SupervisorCore:
             return Plan(stop=self._running_ids_reversed(), escalate=True)
         affected = self._affected(child_id)
         stop = tuple(i for i in reversed(affected) if i != child_id and self._get(i).running)
-        start = tuple(i for i in affected if i == child_id or self._get(i).spec.restart != "temporary")
+        start = tuple(
+            i for i in affected if i == child_id or self._get(i).spec.restart != "temporary"
+        )
         for i in start:
             self._get(i).restarts += 1
         return Plan(stop=stop, start=start)
@@ -168,9 +170,7 @@ class SupervisorCore:
     def drop_stopped_temporaries(self) -> None:
         """After a plan's stops: temporary children that are not running are gone
         (OTP never restarts them, so their specs are dropped)."""
-        self.children = [
-            c for c in self.children if c.running or c.spec.restart != "temporary"
-        ]
+        self.children = [c for c in self.children if c.running or c.spec.restart != "temporary"]
 
     def shutdown_order(self) -> tuple[str, ...]:
         return self._running_ids_reversed()

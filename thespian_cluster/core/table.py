@@ -94,7 +94,9 @@ def automatic_groups(kind: str, meta: Mapping[str, Any]) -> frozenset[str]:
     if kind == SERVER_KIND:
         capabilities = meta.get("capabilities") or ()
         # MCP declares capabilities as a dict ({"tools": {...}}); a list of names works too.
-        names: Iterable[Any] = capabilities.keys() if isinstance(capabilities, Mapping) else capabilities
+        names: Iterable[Any] = (
+            capabilities.keys() if isinstance(capabilities, Mapping) else capabilities
+        )
         if isinstance(names, str):
             names = (names,)
         for capability in names:
@@ -217,7 +219,9 @@ class NameTable:
     def remove_address(self, address: Any) -> Removal:
         """Forget every name and membership of ``address`` (its actor is dead)."""
         akey = address_key(address)
-        names = tuple(self._names.pop(k) for k in sorted(self._names_by_address.get(akey, ()), key=repr))
+        names = tuple(
+            self._names.pop(k) for k in sorted(self._names_by_address.get(akey, ()), key=repr)
+        )
         for entry in names:
             self._unindex_name(entry)
         groups = tuple(sorted(self._groups_by_address.pop(akey, ())))

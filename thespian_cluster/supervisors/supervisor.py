@@ -74,12 +74,12 @@ from thespian_cluster.messages import (
     Register,
     RegistryError,
     RestartChild,
+    ShutdownSupervisor,
     StartChild,
     SupervisedBy,
     SupervisorError,
     SupervisorErrorCode,
     SupervisorStopped,
-    ShutdownSupervisor,
     TerminateChild,
     WhichChildren,
 )
@@ -191,7 +191,7 @@ class Supervisor(Actor):
         state = self.core.child(child_id)
         if state is None:
             return _error(request_id, SupervisorErrorCode.NOT_FOUND, child_id)
-        if state.running or self._stopping is not None and self._stopping.child_id == child_id:
+        if state.running or (self._stopping is not None and self._stopping.child_id == child_id):
             return _error(request_id, SupervisorErrorCode.RUNNING, child_id)
         return ChildStarted(request_id=request_id, child_id=child_id, address=self._start(child_id))
 
@@ -278,7 +278,9 @@ class Supervisor(Actor):
             self._kill(state.address)
         else:
             self.send(state.address, ActorExitRequest())
-            self.wakeupAfter(state.spec.shutdown, payload=("shutdown", state.spec.id, state.started_at))
+            self.wakeupAfter(
+                state.spec.shutdown, payload=("shutdown", state.spec.id, state.started_at)
+            )
 
     def _shutdown_timeout(self, payload: Any) -> None:
         stop = self._stopping

@@ -1,0 +1,160 @@
+"""The name table's invariants under random operation sequences (hypothesis)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from hypothesis import strategies as st
+from hypothesis.stateful import RuleBasedStateMachine, invariant, rule
+
+from thespian_cluster.core.addresses import address_key
+from thespian_cluster.core.table import Conflict, Entry, NameTable, automatic_groups
+
+
+@dataclass(frozen=True)
+class FakeDetails:
+    sockname: tuple[str, int]
+
+
+class FakeAddress:
+    """Duck-types an ActorAddress: comparable, deliberately unhashable."""
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, port: int) -> None:
+        self.addressDetails = FakeDetails(("127.0.0.1", port))
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, FakeAddress) and other.addressDetails == self.addressDetails
+
+
+ADDRESSES = [FakeAddress(p) for p in range(5)]
+names = st.sampled_from(["a", "b", "c", ("t", "1")])
+kinds = st.sampled_from(["server", "transport", "custom"])
+addresses = st.sampled_from(ADDRESSES)
+groups = st.sampled_from(["g1", "g2", "servers"])
+metas = st.sampled_from(
+    [{}, {"capabilities": ["tools"]}, {"capabilities": {"prompts": {}, "resources": {}}}]
+)
+
+
+class TableMachine(RuleBasedStateMachine):
+    """A model (plain dicts) next to the real table; they must always agree."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = NameTable()
+        self.names: dict[tuple[str, object], tuple[int, dict]] = {}  # key -> (port, meta)
+        self.groups: dict[str, set[int]] = {}
+        self.dead: set[int] = set()
+        self.version = 0
+
+    @rule(name=names, kind=kinds, address=addresses, meta=metas)
+    def register(self, name: object, kind: str, address: FakeAddress, meta: dict) -> None:
+        port = address.addressDetails.sockname[1]
+        result = self.table.register(name, kind, address, "n", meta)  # type: ignore[arg-type]
+        owner = self.names.get((kind, name))
+        if owner is not None and owner[0] != port:
+            assert isinstance(result, Conflict)
+            assert result.owner.address.addressDetails.sockname[1] == owner[0]
+        else:
+            assert isinstance(result, Entry)
+            self.names[(kind, name)] = (port, meta)
+            self.dead.discard(port)
+
+    @rule(name=names, kind=kinds)
+    def unregister(self, name: object, kind: str) -> None:
+        removed = self.table.unregister(name, kind)  # type: ignore[arg-type]
+        assert (removed is not None) == ((kind, name) in self.names)
+        self.names.pop((kind, name), None)
+
+    @rule(name=names, kind=kinds, meta=metas)
+    def update(self, name: object, kind: str, meta: dict) -> None:
+        entry = self.table.update_meta(name, kind, meta)  # type: ignore[arg-type]
+        assert (entry is not None) == ((kind, name) in self.names)
+        if entry is not None:
+            self.names[(kind, name)] = (self.names[(kind, name)][0], meta)
+
+    @rule(group=groups, address=addresses)
+    def join(self, group: str, address: FakeAddress) -> None:
+        self.table.join(group, address, "n", {})
+        self.groups.setdefault(group, set()).add(address.addressDetails.sockname[1])
+
+    @rule(group=groups, address=addresses)
+    def leave(self, group: str, address: FakeAddress) -> None:
+        port = address.addressDetails.sockname[1]
+        was = self.table.leave(group, address)
+        assert was == (port in self.groups.get(group, set()))
+        self.groups.get(group, set()).discard(port)
+
+    @rule(address=addresses)
+    def actor_dies(self, address: FakeAddress) -> None:
+        port = address.addressDetails.sockname[1]
+        removal = self.table.remove_address(address)
+        expected_names = {k for k, (p, _) in self.names.items() if p == port}
+        assert {e.key for e in removal.names} == expected_names
+        assert set(removal.groups) == {g for g, ps in self.groups.items() if port in ps}
+        for key in expected_names:
+            del self.names[key]
+        for members in self.groups.values():
+            members.discard(port)
+
+    @invariant()
+    def names_agree(self) -> None:
+        listed = {e.key: e for e in self.table.names()}
+        assert set(listed) == set(self.names)
+        for key, (port, meta) in self.names.items():
+            assert listed[key].address.addressDetails.sockname[1] == port
+            assert listed[key].meta == meta
+            assert self.table.whereis(key[1], key[0]) == listed[key]  # type: ignore[arg-type]
+
+    @invariant()
+    def groups_hold_exactly_live_members(self) -> None:
+        every_group = set(self.table.groups())
+        for group in [
+            "g1",
+            "g2",
+            "servers",
+            "transports",
+            "tool_servers",
+            "prompt_servers",
+            "resource_servers",
+        ]:
+            expected = set(self.groups.get(group, set()))
+            for (kind, _), (port, meta) in self.names.items():
+                if group in automatic_groups(kind, meta):
+                    expected.add(port)
+            actual = [m.address.addressDetails.sockname[1] for m in self.table.members(group)]
+            assert sorted(actual) == sorted(expected), group  # one row per address
+            assert (group in every_group) == bool(expected)
+
+    @invariant()
+    def version_moves_forward(self) -> None:
+        assert self.table.version >= self.version
+        self.version = self.table.version
+
+    @invariant()
+    def watched_addresses_are_the_owners(self) -> None:
+        owners = {p for p, _ in self.names.values()} | {
+            p for ps in self.groups.values() for p in ps
+        }
+        assert {address_key(a)[2] for a in self.table.addresses()} == owners
+
+
+TestTable = TableMachine.TestCase
+
+
+def test_automatic_groups_of_capabilities() -> None:
+    assert automatic_groups("server", {}) == {"servers"}
+    assert automatic_groups("transport", {"capabilities": ["tools"]}) == {"transports"}
+    assert automatic_groups("server", {"capabilities": {"tools": {}, "logging": {}}}) == {
+        "servers",
+        "tool_servers",
+    }
+    assert automatic_groups("server", {"capabilities": "prompts"}) == {"servers", "prompt_servers"}
+    assert automatic_groups("custom", {"capabilities": ["tools"]}) == frozenset()
+
+
+def test_address_key_of_unknown_objects_falls_back_to_their_text() -> None:
+    assert address_key("x") == ("repr", "x")
+    assert address_key(FakeAddress(7)) == ("tcp", "127.0.0.1", 7)
