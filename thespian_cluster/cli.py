@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from thespian.actors import ActorSystem
+from thespian.actors import ActorExitRequest, ActorSystem
 
 from thespian_cluster.messages import (
     ChildrenReply,
@@ -38,6 +38,7 @@ from thespian_cluster.node import (
     start_node,
 )
 from thespian_cluster.settings import ClusterSettings, SettingsError
+from thespian_cluster.supervisors.node import GetNodeInfo, NodeInfo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 
@@ -122,6 +123,12 @@ def status(port: Port = 1900, host: Host = "127.0.0.1") -> None:
     system = _connect(host, port)
     try:
         root = root_address(system)
+        info = system.ask(root, GetNodeInfo(), TIMEOUT)
+        if not isinstance(info, NodeInfo) or not info.node:
+            system.tell(root, ActorExitRequest())  # the stray root our lookup just created
+            typer.echo("error: this actor system runs no thespian-cluster node", err=True)
+            raise typer.Exit(2)
+        typer.echo(f"node {info.node} (process group {info.pgid})")
         typer.echo(f"NodeSupervisor {root}")
         _print_tree(system, root, "")
     finally:
@@ -176,3 +183,7 @@ def _ask_registry(host: str, port: int, request: Request) -> Any:
         typer.echo("error: the registry did not answer", err=True)
         raise typer.Exit(2)
     return reply
+
+
+if __name__ == "__main__":
+    main()

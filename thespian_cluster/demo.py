@@ -26,6 +26,7 @@ from thespian_cluster.messages import (
 )
 from thespian_cluster.node import Node, port_in_use, start_node
 from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.supervisors.os_process import live_processes_in_group
 
 SERVERS: dict[str, dict[str, Any]] = {
     "weather": {"capabilities": {"tools": {}, "resources": {}}},
@@ -131,9 +132,7 @@ def _scenario(node: Node, timeline: Timeline) -> int:
 def _group_gone(pgid: int, timeout: float = 5.0) -> bool:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not live_processes_in_group(pgid):
             return True
         time.sleep(0.01)
     return False

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from loguru import logger
-from thespian.actors import ActorAddress, ActorSystem
+from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
 from thespian_cluster import node_table
 from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
@@ -38,7 +38,7 @@ from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.node import (
     REGISTRY_CHILD,
     ROOT_GLOBAL_NAME,
-    NodeStarted,
+    NodeInfo,
     NodeSupervisor,
     StartNode,
 )
@@ -113,7 +113,7 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     try:
         root = system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
         started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
-        if not isinstance(started, NodeStarted):
+        if not isinstance(started, NodeInfo):
             raise NodeError(f"node root did not start: {started!r}")
     except BaseException:
         system.shutdown()
@@ -158,6 +158,8 @@ def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> A
     for child in reply.children:
         if child.id == REGISTRY_CHILD and child.address is not None:
             return child.address
+    if not reply.children:
+        system.tell(root, ActorExitRequest())  # the stray root our lookup just created
     raise NodeError("this actor system runs no thespian-cluster node (no registry child)")
 
 

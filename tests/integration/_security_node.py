@@ -18,12 +18,21 @@ from the command line, where ``ps`` would show it).
 ``client --port P [--target-port Q]``
     A script-style client: ``ActorSystem()`` attached to the admin on P, one ``ask`` of
     ``"hello"`` to the actor on port Q (default: the admin's status), prints the outcome.
+
+Either way the process makes itself a *child subreaper*: Thespian detaches (and
+``setsid``s) its admin, so without this the admin, the logger and the actors would be
+re-parented to PID 1 when they outlive this process -- and a container's PID 1 may
+never reap them. Here they come back to this process, which reaps them all (and kills
+any that will not stop) before it exits: a test leaves no process behind.
 """
 
 from __future__ import annotations
 
 import argparse
+import ctypes
 import json
+import os
+import signal
 import sys
 import time
 from typing import Any
@@ -36,6 +45,8 @@ from thespian.system.transport.TCPTransport import TCPTransport
 from thespian_cluster.security import install_wire_security, resolve_cookie
 
 ASK_TIMEOUT = 5.0
+REAP_TIMEOUT = 20  # seconds for the system's processes to exit after shutdown
+PR_SET_CHILD_SUBREAPER = 36
 
 
 class Echo(Actor):  # type: ignore[misc]
@@ -116,6 +127,55 @@ def run_client(port: int, target_port: int | None) -> None:
         _say(**_ask(asys, _address(f"127.0.0.1:{target_port}"), "hello"))
 
 
+def _become_subreaper() -> None:
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) != 0:
+        logger.warning("prctl(PR_SET_CHILD_SUBREAPER) failed: errno {}", ctypes.get_errno())
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as handle:
+                    # "pid (comm) state ppid ...": comm may hold spaces, so split after ")".
+                    fields = handle.read().rpartition(")")[2].split()
+            except OSError:
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry))
+    return found
+
+
+def _reap_all() -> None:
+    """Wait for every child (adopted orphans included); kill the ones that overstay."""
+
+    def overstayed(_signum: int, _frame: Any) -> None:
+        raise TimeoutError
+
+    previous = signal.signal(signal.SIGALRM, overstayed)
+    signal.alarm(REAP_TIMEOUT)
+    try:
+        while True:
+            os.waitpid(-1, 0)  # blocks until a child exits; ChildProcessError when none
+    except ChildProcessError:
+        pass
+    except TimeoutError:
+        stuck = _children(os.getpid())
+        logger.warning("killing processes that did not exit: {}", stuck)
+        for pid in stuck:
+            os.kill(pid, signal.SIGKILL)
+        for _ in stuck:
+            try:
+                os.waitpid(-1, 0)
+            except ChildProcessError:
+                break
+    finally:
+        signal.alarm(0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("mode", choices=["node", "client"])
@@ -125,10 +185,14 @@ def main() -> None:
     logger.remove()
     logger.add(sys.stderr, level="DEBUG")  # everything, so a leaked cookie would show
     install_wire_security(resolve_cookie(None))
-    if args.mode == "node":
-        run_node(args.port)
-    else:
-        run_client(args.port, args.target_port)
+    _become_subreaper()
+    try:
+        if args.mode == "node":
+            run_node(args.port)
+        else:
+            run_client(args.port, args.target_port)
+    finally:
+        _reap_all()
 
 
 if __name__ == "__main__":

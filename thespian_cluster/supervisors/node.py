@@ -10,7 +10,7 @@
           └── SplitBrainDetector
 
 ``start_node`` creates it under a Thespian global name and sends :class:`StartNode`;
-the reply :class:`NodeStarted` carries what the node handle needs.
+the reply :class:`NodeInfo` carries what the node handle needs.
 """
 
 from __future__ import annotations
@@ -36,7 +36,11 @@ class StartNode(Request):
     settings: ClusterSettings
 
 
-class NodeStarted(Reply):
+class GetNodeInfo(Request):
+    """Ask a node's root who it is. Replies :class:`NodeInfo`."""
+
+
+class NodeInfo(Reply):
     node: str
     pgid: int
     registry: Any
@@ -52,16 +56,16 @@ class NodeSupervisor(Supervisor):
         self.settings: ClusterSettings | None = None
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
-        if isinstance(message, StartNode):
-            if self.settings is None:
-                self.settings = message.settings
-                super().receiveMessage(message, sender)  # starts the children
+        if isinstance(message, StartNode) and self.settings is None:
+            self.settings = message.settings
+            super().receiveMessage(message, sender)  # the first message starts the children
+        if isinstance(message, StartNode | GetNodeInfo):
             registry = self.core.child(REGISTRY_CHILD)
             self.send(
                 sender,
-                NodeStarted(
+                NodeInfo(
                     request_id=message.request_id,
-                    node=self.settings.node_name,
+                    node=self.settings.node_name if self.settings else "",
                     pgid=os.getpgid(0),
                     registry=registry.address if registry else None,
                 ),

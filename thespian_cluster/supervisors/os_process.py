@@ -29,3 +29,22 @@ def kill(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def live_processes_in_group(pgid: int) -> list[int]:
+    """Pids in process group ``pgid`` that are not zombies (Linux ``/proc``).
+
+    ``killpg(pgid, 0)`` is no test of a stopped node: a daemonized admin's zombie
+    still answers it until PID 1 reaps it, which some containers never do.
+    """
+    alive = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # after "comm)": state, ppid, pgrp, ...
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
+            alive.append(int(pid))
+    return alive

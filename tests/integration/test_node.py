@@ -1,0 +1,264 @@
+"""Nodes: start and stop, the supervision tree, the CLI, custom backends."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import free_port, node_settings, wait_for
+from tests.integration.actors import Worker
+from thespian_cluster import (
+    BackendLoadError,
+    ChildrenReply,
+    JoinGroup,
+    Node,
+    NodeError,
+    Register,
+    Registered,
+    RegistryError,
+    Whereis,
+    WhichChildren,
+    registry_address,
+    start_node,
+)
+from thespian_cluster.actors.cluster_members import ComponentPing, ComponentPong
+from thespian_cluster.supervisors.os_process import live_processes_in_group
+
+REPO = Path(__file__).parents[2]
+CLI = [sys.executable, "-m", "thespian_cluster.cli"]
+
+
+def group_gone(pgid: int) -> bool:
+    return not live_processes_in_group(pgid)
+
+
+def test_stop_leaves_no_process_behind(tmp_path: Path) -> None:
+    node = start_node(node_settings(tmp_path), log_to_stderr=False)
+    pgid = node.pgid
+    node.system.createActor(Worker)
+    assert not group_gone(pgid)
+    node.stop()
+    wait_for(lambda: group_gone(pgid), 10, "every process of the node to exit")
+
+
+def test_a_busy_port_and_a_bad_backend_are_startup_errors(tmp_path: Path, node: Node) -> None:
+    with pytest.raises(NodeError, match="already in use"):
+        start_node(
+            node_settings(tmp_path, admin_port=node.settings.admin_port), log_to_stderr=False
+        )
+    with pytest.raises(BackendLoadError, match="cannot import"):
+        start_node(node_settings(tmp_path, registry_backend="nowhere:Backend"), log_to_stderr=False)
+
+
+def test_registry_restart_loses_no_registration(node: Node) -> None:
+    workers = [node.system.createActor(Worker) for _ in range(3)]
+    for index, worker in enumerate(workers):
+        assert isinstance(node.ask(Register(name=f"w{index}", address=worker)), Registered)
+    node.ask(JoinGroup(group="pool", address=workers[0]))
+    old_registry = node.registry
+    registry_pid = _pid_of_child(node, "registry")
+    os.kill(registry_pid, signal.SIGKILL)
+
+    def restarted() -> object:
+        address = registry_address(node.system, node.root)
+        return address if address != old_registry else None
+
+    new_registry = wait_for(restarted, 10, "the Registry to be restarted")
+    for index, worker in enumerate(workers):
+        reply = node.system.ask(new_registry, Whereis(name=f"w{index}"), 10)
+        assert reply.address == worker, f"w{index} was lost in the restart"
+    taken = node.system.ask(new_registry, Register(name="w0", address=workers[1]), 10)
+    assert type(taken).__name__ == "AlreadyRegistered"
+    tree = node.ask_root(WhichChildren())
+    assert tree.by_id("registry").restart_count == 1
+
+
+def test_cluster_supervisor_restarts_its_children_one_for_one(tmp_path: Path) -> None:
+    node = start_node(node_settings(tmp_path, cluster_enabled=True), log_to_stderr=False)
+    try:
+        tree = node.ask_root(WhichChildren())
+        assert [c.id for c in tree.children] == ["registry", "cluster"]
+        cluster = tree.by_id("cluster")
+        assert cluster.type == "supervisor"
+        members = node.system.ask(cluster.address, WhichChildren(), 10)
+        assert isinstance(members, ChildrenReply)
+        assert [c.id for c in members.children] == [
+            "registry_dist",
+            "node_monitor",
+            "split_brain_detector",
+        ]
+        for child in members.children:
+            pong = node.system.ask(child.address, ComponentPing(), 10)
+            assert isinstance(pong, ComponentPong) and pong.node == "test-node"
+
+        pid = _pid_of(node, members.by_id("node_monitor").address)
+        os.kill(pid, signal.SIGKILL)
+
+        def monitor_restarted() -> ChildrenReply | None:
+            now = node.system.ask(cluster.address, WhichChildren(), 10)
+            return now if now.by_id("node_monitor").restart_count == 1 else None
+
+        after = wait_for(monitor_restarted, 10, "NodeMonitor to be restarted")
+        assert after.by_id("node_monitor").address != members.by_id("node_monitor").address
+        for sibling in ("registry_dist", "split_brain_detector"):
+            assert after.by_id(sibling).address == members.by_id(sibling).address
+            assert after.by_id(sibling).restart_count == 0
+        pong = node.system.ask(after.by_id("node_monitor").address, ComponentPing(), 10)
+        assert isinstance(pong, ComponentPong)
+    finally:
+        node.stop()
+
+
+def test_custom_backend_from_the_docs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (REPO / "docs" / "backends.md").read_text()
+    source = re.search(r"```python\n(.*?)```", text, re.S)
+    assert source is not None
+    (tmp_path / "dict_backend.py").write_text(source.group(1))
+    monkeypatch.syspath_prepend(str(tmp_path))  # forked actor processes inherit it
+    node = start_node(
+        node_settings(tmp_path, registry_backend="dict_backend:DictBackend"), log_to_stderr=False
+    )
+    try:
+        worker = node.system.createActor(Worker)
+        caps = {"capabilities": ["tools"]}
+        assert isinstance(node.ask(Register(name="d", address=worker, meta=caps)), Registered)
+        assert node.ask(Whereis(name="d")).address == worker
+        assert type(node.ask(Register(name="d", address=node.registry))).__name__ == (
+            "AlreadyRegistered"
+        )
+        from thespian_cluster import GroupMembers
+
+        assert node.ask(GroupMembers(group="tool_servers")).addresses == [worker]
+        reply = node.ask(Whereis(name="d", scope="global"))
+        assert isinstance(reply, RegistryError) and reply.code == "not_distributed"
+    finally:
+        node.stop()
+
+
+# ---- the command line ---------------------------------------------------------------
+
+
+def test_cli_start_query_and_stop(tmp_path: Path) -> None:
+    port = free_port()
+    config = tmp_path / "node.toml"
+    config.write_text(
+        f'node_name = "cli"\nadmin_port = {port}\ndata_dir = "{tmp_path / "data"}"\n'
+        'log_level = "WARNING"\n'
+    )
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    server = subprocess.Popen(
+        [*CLI, "start", "--config", str(config)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env=env,
+        start_new_session=True,
+    )
+    pgid: int | None = None
+    try:
+        assert server.stdout is not None
+        line = server.stdout.readline()
+        assert "running on 127.0.0.1" in line, line
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [*CLI, *args, "--port", str(port)],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=60,
+            )
+
+        status = cli("status")
+        assert status.returncode == 0, status.stderr
+        assert "registry" in status.stdout and "restarts=0" in status.stdout
+        assert cli("whereis", "nobody").returncode == 1
+        assert "0 name(s)" in cli("names").stdout
+        assert cli("groups").returncode == 0
+        # the registry survives the CLI's visits (a client must not shut the node down)
+        assert "registry" in cli("status").stdout
+        pgid = _node_pgid_from_status(status.stdout)
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, out
+    assert "stopped" in out
+    if pgid is not None:
+        wait_for(lambda: group_gone(pgid), 10, "the CLI node's processes to exit")
+
+
+def test_cli_refuses_a_port_with_no_node() -> None:
+    result = subprocess.run(
+        [*CLI, "names", "--port", str(free_port())], capture_output=True, text=True, timeout=60
+    )
+    assert result.returncode == 2 and "no node is listening" in result.stderr
+
+
+def test_killpg_kills_a_whole_node_started_elsewhere(tmp_path: Path) -> None:
+    port = free_port()
+    script = (
+        "import sys, time\n"
+        "from thespian_cluster import ClusterSettings, start_node\n"
+        f"n = start_node(ClusterSettings.build(node_name='victim', admin_port={port}, "
+        f"data_dir={str(tmp_path)!r}), log_to_stderr=False)\n"
+        "print(n.pgid, flush=True)\n"
+        "time.sleep(600)\n"
+    )
+    starter = subprocess.Popen(
+        [sys.executable, "-c", script], stdout=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        assert starter.stdout is not None
+        pgid = int(starter.stdout.readline())
+        assert not group_gone(pgid)
+        os.killpg(pgid, signal.SIGKILL)
+        wait_for(lambda: group_gone(pgid), 10, "the node's group to die")
+    finally:
+        starter.kill()
+        starter.wait()
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+
+def _pid_of(node: Node, address: object) -> int:
+    from thespian.system.messages.status import Thespian_StatusReq
+
+    status = node.system.ask(address, Thespian_StatusReq(), 10)
+    assert status is not None
+    return _pid_listening_on(status.actorAddress.addressDetails.sockname[1])
+
+
+def _pid_of_child(node: Node, child_id: str) -> int:
+    return _pid_of(node, node.ask_root(WhichChildren()).by_id(child_id).address)
+
+
+def _pid_listening_on(port: int) -> int:
+    """The pid whose socket listens on ``port`` (from /proc: no tools needed)."""
+    inodes = set()
+    with open("/proc/net/tcp") as table:
+        for row in table.readlines()[1:]:
+            fields = row.split()
+            if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
+                inodes.add(fields[9])
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            for fd in os.listdir(f"/proc/{pid}/fd"):
+                link = os.readlink(f"/proc/{pid}/fd/{fd}")
+                if link.startswith("socket:[") and link[8:-1] in inodes:
+                    return int(pid)
+        except OSError:
+            continue
+    raise AssertionError(f"nobody listens on {port}")
+
+
+def _node_pgid_from_status(text: str) -> int:
+    found = re.search(r"process group (\d+)", text)
+    assert found is not None, text
+    return int(found.group(1))
