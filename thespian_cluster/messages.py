@@ -307,6 +307,14 @@ class NormalExit(Message):
     child_id: str
 
 
+class StartSupervisor(Request):
+    """Start a top-level supervisor's children. Replies :class:`ChildrenReply`.
+
+    A supervisor starts on this, on :class:`ConfigureSupervisor`, or (nested) on its
+    parent's :class:`SupervisedBy`; other requests wait until then.
+    """
+
+
 class StartChild(Request):
     """Add a child spec and start it. Replies :class:`ChildStarted` or :class:`SupervisorError`."""
 

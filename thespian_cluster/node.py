@@ -33,11 +33,11 @@ from thespian_cluster import node_table
 from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
 from thespian_cluster.backends.loading import backend_class
 from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
-from thespian_cluster.messages import Request, WhichChildren
+from thespian_cluster.messages import Request
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.node import (
-    REGISTRY_CHILD,
     ROOT_GLOBAL_NAME,
+    GetNodeInfo,
     NodeInfo,
     NodeSupervisor,
     StartNode,
@@ -152,15 +152,15 @@ def root_address(system: ActorSystem) -> ActorAddress:
 def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> ActorAddress:
     """The Registry of the node ``system`` talks to (one round trip to the root)."""
     root = root or root_address(system)
-    reply = system.ask(root, WhichChildren(), DEFAULT_TIMEOUT)
-    if reply is None:
+    info = system.ask(root, GetNodeInfo(), DEFAULT_TIMEOUT)
+    if not isinstance(info, NodeInfo):
         raise NodeError("the node's root supervisor did not answer")
-    for child in reply.children:
-        if child.id == REGISTRY_CHILD and child.address is not None:
-            return child.address
-    if not reply.children:
+    if not info.node:
         system.tell(root, ActorExitRequest())  # the stray root our lookup just created
-    raise NodeError("this actor system runs no thespian-cluster node (no registry child)")
+        raise NodeError("this actor system runs no thespian-cluster node")
+    if info.registry is None:
+        raise NodeError(f"node {info.node} has no registry running right now")
+    return info.registry
 
 
 def port_in_use(host: str, port: int) -> bool:

@@ -167,11 +167,6 @@ class SupervisorCore:
             self._get(i).restarts += 1
         return Plan(stop=stop, start=start)
 
-    def drop_stopped_temporaries(self) -> None:
-        """After a plan's stops: temporary children that are not running are gone
-        (OTP never restarts them, so their specs are dropped)."""
-        self.children = [c for c in self.children if c.running or c.spec.restart != "temporary"]
-
     def shutdown_order(self) -> tuple[str, ...]:
         return self._running_ids_reversed()
 

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from thespian.actors import ActorAddress
-
 from thespian_cluster.actors.cluster_members import (
     ConfigureComponent,
     NodeMonitor,
@@ -30,10 +28,11 @@ class ClusterSupervisor(Supervisor):
         super().__init__()
         self.settings: ClusterSettings | None = None
 
-    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+    def configure(self, message: Any) -> bool:
         if isinstance(message, ConfigureCluster):
             self.settings = message.settings
-        super().receiveMessage(message, sender)
+            return True
+        return False
 
     def child_specs(self) -> list[ChildSpec]:
         assert self.settings is not None, "ConfigureCluster must come first"

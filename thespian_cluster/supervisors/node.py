@@ -56,22 +56,25 @@ class NodeSupervisor(Supervisor):
         self.settings: ClusterSettings | None = None
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
-        if isinstance(message, StartNode) and self.settings is None:
-            self.settings = message.settings
-            super().receiveMessage(message, sender)  # the first message starts the children
-        if isinstance(message, StartNode | GetNodeInfo):
-            registry = self.core.child(REGISTRY_CHILD)
-            self.send(
-                sender,
-                NodeInfo(
-                    request_id=message.request_id,
-                    node=self.settings.node_name if self.settings else "",
-                    pgid=os.getpgid(0),
-                    registry=registry.address if registry else None,
-                ),
-            )
-            return
-        super().receiveMessage(message, sender)
+        if isinstance(message, StartNode):
+            # start_node returns once the whole tree is up, as OTP's start_link does.
+            self.when_up(lambda: self.send(sender, self._info(message.request_id)))
+            if self.settings is None:
+                self.settings = message.settings
+                self.start_children()
+        elif isinstance(message, GetNodeInfo):
+            self.send(sender, self._info(message.request_id))
+        else:
+            super().receiveMessage(message, sender)
+
+    def _info(self, request_id: str) -> NodeInfo:
+        registry = self.core.child(REGISTRY_CHILD)
+        return NodeInfo(
+            request_id=request_id,
+            node=self.settings.node_name if self.settings else "",
+            pgid=os.getpgid(0),
+            registry=registry.address if registry else None,
+        )
 
     def child_specs(self) -> list[ChildSpec]:
         if self.settings is None:

@@ -36,8 +36,10 @@ Thespian events into calls on :class:`SupervisorCore` and carries out its plans:
 
 from __future__ import annotations
 
+import importlib
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from loguru import logger
@@ -49,6 +51,7 @@ from thespian.actors import (
     PoisonMessage,
     WakeupMessage,
 )
+from thespian.system.messages.status import Thespian_ActorStatus, Thespian_StatusReq
 
 from thespian_cluster.actors.exit_hook import node_registry
 from thespian_cluster.core.supervision import (
@@ -73,9 +76,11 @@ from thespian_cluster.messages import (
     NormalExit,
     Register,
     RegistryError,
+    Request,
     RestartChild,
     ShutdownSupervisor,
     StartChild,
+    StartSupervisor,
     SupervisedBy,
     SupervisorError,
     SupervisorErrorCode,
@@ -87,12 +92,11 @@ from thespian_cluster.supervisors.os_process import child_pid, kill
 
 
 class _Stop:
-    """A stop under way: who asked, and the wakeup that will kill the child."""
+    """A stop under way: which child, at which address."""
 
-    def __init__(self, child_id: str, address: Any, reply_to: list[tuple[Any, str]]) -> None:
+    def __init__(self, child_id: str, address: Any) -> None:
         self.child_id = child_id
         self.address = address
-        self.reply_to = reply_to
 
 
 class Supervisor(Actor):
@@ -101,6 +105,9 @@ class Supervisor(Actor):
     strategy: ClassVar[Strategy] = "one_for_one"
     max_restarts: ClassVar[int] = 3
     max_seconds: ClassVar[float] = 5.0
+    #: Seconds a starting child has to answer its first status probe before the
+    #: supervisor moves on to the next one.
+    start_timeout: ClassVar[float] = 10.0
 
     def child_specs(self) -> list[ChildSpec]:
         """The static children, in start order."""
@@ -112,32 +119,38 @@ class Supervisor(Actor):
         super().__init__()
         self.core = SupervisorCore(self.strategy, self.max_restarts, self.max_seconds)
         self._initialised = False
+        self._stash: list[tuple[Any, ActorAddress]] = []  # requests before the start
+        self._configured_children: list[ChildSpec] = []
         self._plans: deque[Plan] = deque()  # plans waiting for the current one
         self._stop_queue: deque[str] = deque()  # the current plan's remaining stops
-        self._start_queue: tuple[str, ...] = ()
+        self._start_queue: deque[str] = deque()  # then these, one at a time
         self._escalating = False
         self._stopping: _Stop | None = None
+        self._starting: tuple[str, Any] | None = None  # (child id, address) not yet up
         self._normal: set[str] = set()  # children that announced a normal exit
         self._exits: deque[tuple[str, bool]] = deque()  # exits seen during a plan
         self._pending_replies: list[tuple[Any, str, str]] = []  # (to, request_id, child_id)
         self._shutdown_reply: tuple[Any, str] | None = None
-        self._configured_children: list[ChildSpec] = []
+        self._up = False  # every static child has started once
+        self._when_up: list[Callable[[], None]] = []
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if not self._initialised:
-            self._initialised = True
-            if isinstance(message, ConfigureSupervisor):
-                self.core = SupervisorCore(
-                    message.strategy, message.max_restarts, message.max_seconds
-                )
-                self._configured_children = list(message.children)
-            self._start_static_children()
-            if isinstance(message, ConfigureSupervisor):
-                return
-        if isinstance(message, ChildActorExited):
+            self._before_start(message, sender)
+        elif (
+            not self._up
+            and isinstance(message, Request)
+            and not isinstance(message, StartSupervisor)
+        ):
+            self._stash.append((message, sender))  # answered once every child is up
+        elif isinstance(message, ChildActorExited):
             self._child_exited(message.childAddress)
+        elif isinstance(message, Thespian_ActorStatus):
+            self._child_up(message.actorAddress)
+        elif isinstance(message, ChildrenReply):
+            self._child_up(sender)  # a child supervisor has started all of its children
         elif isinstance(message, WakeupMessage):
-            self._shutdown_timeout(message.payload)
+            self._timeout(message.payload)
         elif isinstance(message, NormalExit):
             self._normal.add(message.child_id)
         elif isinstance(message, ActorExitRequest):
@@ -146,8 +159,58 @@ class Supervisor(Actor):
             logger.warning("supervisor could not register a child: {}", message)
         elif isinstance(message, PoisonMessage):
             logger.warning("a message to a child failed twice: {}", message.poisonMessage)
+        elif isinstance(message, StartSupervisor):
+            self.send(sender, self._which_children(message.request_id))
         else:
             self._request(message, sender)
+
+    def _before_start(self, message: Any, sender: ActorAddress) -> None:
+        """Until it is started, a supervisor keeps requests for later.
+
+        It starts on :class:`ConfigureSupervisor`, on :class:`StartSupervisor`, or on
+        the :class:`SupervisedBy` that its parent supervisor sends after the child's
+        ``init_message`` — so a nested supervisor never starts before its
+        configuration has arrived, whoever else talks to it first.
+        """
+        if isinstance(message, ConfigureSupervisor):
+            self.core = SupervisorCore(message.strategy, message.max_restarts, message.max_seconds)
+            self._configured_children = list(message.children)
+        elif isinstance(message, ActorExitRequest):
+            return
+        elif not isinstance(message, SupervisedBy | StartSupervisor):
+            if self.configure(message):
+                return
+            self._stash.append((message, sender))
+            return
+        if isinstance(message, StartSupervisor):
+            self.when_up(lambda: self.send(sender, self._which_children(message.request_id)))
+        self.when_up(self._replay_stash)
+        self.start_children()
+
+    def _replay_stash(self) -> None:
+        stashed, self._stash = self._stash, []
+        for early, early_sender in stashed:
+            self.receiveMessage(early, early_sender)
+
+    def configure(self, message: Any) -> bool:
+        """Take a subclass's own configuration message before the start; True if it was one."""
+        return False
+
+    def when_up(self, action: Callable[[], None]) -> None:
+        """Run ``action`` once every static child has started (now, if they have)."""
+        if self._up:
+            action()
+        else:
+            self._when_up.append(action)
+
+    def start_children(self) -> None:
+        """Start the static children in order (once)."""
+        if self._initialised:
+            return
+        self._initialised = True
+        for spec in self._configured_children or self.child_specs():
+            self.core.add(spec)
+        self._run(Plan(start=tuple(self.core.ids())))
 
     def _request(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, WhichChildren):
@@ -232,48 +295,68 @@ class Supervisor(Actor):
             workers=len(children) - supervisors,
         )
 
-    # ---- plans: stop one at a time, then start ------------------------------------
-
-    def _start_static_children(self) -> None:
-        for spec in self._configured_children or self.child_specs():
-            self.core.add(spec)
-            self._start(spec.id)
+    # ---- plans: stop one at a time, then start one at a time ---------------------
 
     def _run(self, plan: Plan) -> None:
-        if self._stop_queue or self._stopping is not None or self._start_queue:
+        if self._busy():
             self._plans.append(plan)
             return
         self._stop_queue = deque(plan.stop)
-        self._start_queue = plan.start
+        self._start_queue = deque(plan.start)
         self._escalating = plan.escalate
         self._next_step()
 
+    def _busy(self) -> bool:
+        return bool(
+            self._stop_queue
+            or self._start_queue
+            or self._stopping is not None
+            or self._starting is not None
+        )
+
     def _next_step(self) -> None:
+        """Advance the current plan by one step, or start the next plan."""
+        if self._stopping is not None or self._starting is not None:
+            return  # waiting for an exit or a child coming up
         while self._stop_queue:
-            child_id = self._stop_queue.popleft()
-            state = self.core.child(child_id)
+            state = self.core.child(self._stop_queue.popleft())
             if state is not None and state.running:
                 self._begin_stop(state)
                 return
         if self._escalating:
             self._escalate()
             return
-        self.core.drop_stopped_temporaries()
-        starts, self._start_queue = self._start_queue, ()
-        for child_id in starts:
-            if self.core.child(child_id) is not None:
-                self._start(child_id)
-        while self._exits and not self._busy():
+        while self._start_queue:
+            state = self.core.child(self._start_queue.popleft())
+            if state is not None and not state.running:
+                self._starting = (state.spec.id, self._start(state.spec.id))
+                # Children start in order: the next waits until this one is up. A
+                # worker is up when it answers a status probe (Thespian answers once
+                # the actor exists); a supervisor when all of its own children are.
+                probe = StartSupervisor() if _is_supervisor(state.spec) else Thespian_StatusReq()
+                self.send(self._starting[1], probe)
+                self.wakeupAfter(
+                    self.start_timeout, payload=("start", state.spec.id, state.started_at)
+                )
+                return
+        if not self._up:
+            self._up = True
+            waiting, self._when_up = self._when_up, []
+            for action in waiting:
+                action()
+        if self._exits:
             child_id, normal = self._exits.popleft()
             self._run(self.core.exited(child_id, normal, time.monotonic()))
-        if self._plans and not self._busy():
+        elif self._plans:
             self._run(self._plans.popleft())
 
-    def _busy(self) -> bool:
-        return bool(self._stop_queue or self._stopping is not None or self._start_queue)
+    def _child_up(self, address: Any) -> None:
+        if self._starting is not None and self._starting[1] == address:
+            self._starting = None
+            self._next_step()
 
     def _begin_stop(self, state: ChildState) -> None:
-        self._stopping = _Stop(state.spec.id, state.address, [])
+        self._stopping = _Stop(state.spec.id, state.address)
         if state.spec.shutdown == "brutal_kill":
             self._kill(state.address)
         else:
@@ -282,13 +365,23 @@ class Supervisor(Actor):
                 state.spec.shutdown, payload=("shutdown", state.spec.id, state.started_at)
             )
 
-    def _shutdown_timeout(self, payload: Any) -> None:
+    def _timeout(self, payload: Any) -> None:
+        if not isinstance(payload, tuple) or len(payload) != 3:
+            return
+        what, child_id, started_at = payload
+        state = self.core.child(child_id)
+        if state is None or state.started_at != started_at:
+            return  # that incarnation is long gone
         stop = self._stopping
-        if isinstance(payload, tuple) and stop is not None and payload[1] == stop.child_id:
-            state = self.core.child(stop.child_id)
-            if state is not None and state.started_at == payload[2]:
-                logger.warning("child {} ignored its shutdown; killing it", stop.child_id)
-                self._kill(stop.address)
+        if what == "shutdown" and stop is not None and stop.child_id == child_id:
+            logger.warning("child {} ignored its shutdown; killing it", child_id)
+            self._kill(stop.address)
+        elif what == "start" and self._starting is not None and self._starting[0] == child_id:
+            logger.warning(
+                "child {} did not come up in {} s; going on", child_id, self.start_timeout
+            )
+            self._starting = None
+            self._next_step()
 
     def _kill(self, address: Any) -> None:
         pid = child_pid(self, address)
@@ -305,8 +398,8 @@ class Supervisor(Actor):
             logger.error(
                 "supervisor {} exceeded {} restarts in {} s; exiting",
                 type(self).__name__,
-                self.max_restarts,
-                self.max_seconds,
+                self.core.max_restarts,
+                self.core.max_seconds,
             )
         self.send(self.myAddress, ActorExitRequest())
 
@@ -320,7 +413,7 @@ class Supervisor(Actor):
         self.core.started(child_id, address, time.time())
         self._normal.discard(child_id)
         # init_message first: a child supervisor needs its configuration before the
-        # SupervisedBy that would start its own children.
+        # SupervisedBy that starts its own children.
         if spec.init_message is not None:
             self.send(address, spec.init_message)
         self.send(address, SupervisedBy(supervisor=self.myAddress, child_id=child_id))
@@ -348,20 +441,18 @@ class Supervisor(Actor):
             registry = node_registry()
             if registry is not None:
                 self.send(registry, ActorExiting(address=address))
+        if self._starting is not None and self._starting[0] == child_id:
+            self._starting = None  # died while starting: handled as any other exit below
         stop = self._stopping
         if stop is not None and stop.child_id == child_id:
             self.core.stopped(child_id)
             self._stopping = None
             self._answer_terminations(child_id)
-            self._next_step()
-            return
-        normal = child_id in self._normal
-        if self._busy():
+        else:
             self.core.stopped(child_id)
             if child_id not in self._stop_queue:
-                self._exits.append((child_id, normal))
-            return
-        self._run(self.core.exited(child_id, normal, time.monotonic()))
+                self._exits.append((child_id, child_id in self._normal))
+        self._next_step()
 
     def _answer_terminations(self, child_id: str) -> None:
         state = self.core.child(child_id)
@@ -391,7 +482,14 @@ class Supervisor(Actor):
 
 
 def _is_supervisor(spec: ChildSpec) -> bool:
-    return isinstance(spec.actor_class, type) and issubclass(spec.actor_class, Supervisor)
+    cls = spec.actor_class
+    if isinstance(cls, str):
+        module, _, name = cls.rpartition(".")
+        try:
+            cls = getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError):
+            return False  # createActor will report the bad name
+    return isinstance(cls, type) and issubclass(cls, Supervisor)
 
 
 def _info(state: ChildState, now: float) -> ChildInfo:
