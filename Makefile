@@ -3,6 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+LINT_PATHS := thespian_cluster tests $(wildcard bench)
 
 .PHONY: demo test lint unit integration bench bench-quick clean
 
@@ -16,8 +17,8 @@ demo: $(STAMP)
 	$(BIN)/thespian-cluster demo
 
 lint: $(STAMP)
-	$(BIN)/ruff check thespian_cluster tests bench
-	$(BIN)/ruff format --check thespian_cluster tests bench
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
 	$(BIN)/mypy
 
 test: lint

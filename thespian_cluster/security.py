@@ -85,6 +85,7 @@ _CONTROL_PACKETS: Final[dict[bytes, str]] = {
     for text in _CONTROL_STRINGS
     for proto in range(pickle.HIGHEST_PROTOCOL + 1)
 }
+_CONTROL_MAX: Final = max(len(packet) for packet in _CONTROL_PACKETS)
 
 # Modules whose classes are admitted by prefix (the module itself and its submodules).
 _TRUSTED_PACKAGES: Final = ("thespian", "thespian_cluster", "pydantic", "pydantic_core")
@@ -215,6 +216,15 @@ def _reject(reason: str, hint: str) -> WireRejected:
 # ---------------------------------------------------------------- allow-list
 
 
+_NOT_ALLOWED: Final = "module not on the allow-list"
+
+
+def _printable(text: str, limit: int = 120) -> str:
+    """A peer-supplied name made safe for one log line (no control characters, bounded)."""
+    shown = "".join(c if c.isprintable() else "?" for c in text[:limit])
+    return shown + ("..." if len(text) > limit else "")
+
+
 def _under(module: str, prefixes: Iterable[str]) -> bool:
     return any(module == p or module.startswith(p + ".") for p in prefixes)
 
@@ -227,6 +237,8 @@ class _AllowList:
     that an allowed module merely imports -- ``socket.socket`` in a Thespian module --
     does not slip in), and not machinery that acts when constructed.
     """
+
+    MAX_CACHED = 10_000  # (module, name) pairs come from peers: keep the memory bounded
 
     def __init__(self, message_modules: Sequence[str]) -> None:
         self.message_modules = tuple(message_modules)
@@ -241,8 +253,9 @@ class _AllowList:
             found = self._cache[(module, name)]
         except KeyError:
             found = self._decide(module, name)
-            with self._lock:
-                self._cache[(module, name)] = found
+            if len(self._cache) < self.MAX_CACHED:
+                with self._lock:
+                    self._cache[(module, name)] = found
         if isinstance(found, str):  # a cached refusal reason
             raise self._refuse(module, name, found)
         return found
@@ -251,9 +264,11 @@ class _AllowList:
         stdlib = (module, name) in _STDLIB_ALLOWED
         exception = module == "builtins"  # builtin exception classes, checked below
         if not (stdlib or exception or _under(module, self._prefixes)):
-            return "module not on the allow-list"
+            return _NOT_ALLOWED
         if _under(module, _DENIED_MODULES):
             return "Thespian machinery, not a message type"
+        if "__main__" in module.split("."):  # importing a package's __main__ runs it
+            return "a __main__ module"
         try:
             target: Any = importlib.import_module(module)
             for part in name.split("."):
@@ -284,21 +299,26 @@ class _AllowList:
     def _refuse(self, module: str, name: str, reason: str) -> WireRejected:
         _counters["refused_classes"] += 1
         host, peer = _peer()
+        what = _printable(f"{module}.{name}")
+        hint = (
+            "; if it is one of your message types, list its module in message_modules"
+            if reason == _NOT_ALLOWED
+            else ""
+        )
 
         def emit(suppressed: int) -> None:
             more = f" ({suppressed} more since the last line)" if suppressed else ""
             logger.warning(
-                "wire security: refused to unpickle {}.{} from {}: {}; if this is one of "
-                "your message types, list its module in message_modules{}",
-                module,
-                name,
+                "wire security: refused to unpickle {} from {}: {}{}{}",
+                what,
                 peer,
                 reason,
+                hint,
                 more,
             )
 
-        _drop_log(f"{host} {module}.{name}", emit)
-        return WireRejected(f"refused to unpickle {module}.{name} from {peer}: {reason}")
+        _drop_log(f"{host} {what}", emit)
+        return WireRejected(f"refused to unpickle {what} from {peer}: {reason}")
 
 
 class _RestrictedUnpickler(pickle.Unpickler):
@@ -367,9 +387,10 @@ class WireSerializer:
             if hmac.compare_digest(mac.digest(), data[len(MAGIC) : _HEADER]):
                 return _RestrictedUnpickler(body, self._allow).load()
             raise _reject("bad tag", "the peer uses a different cluster cookie")
-        control = _CONTROL_PACKETS.get(bytes(data))
-        if control is not None:
-            return control
+        if len(data) <= _CONTROL_MAX:
+            control = _CONTROL_PACKETS.get(bytes(data))
+            if control is not None:
+                return control
         if data[:1] == b"\x80":  # a bare pickle: protocol 2+ starts with PROTO (0x80)
             raise _reject("untagged pickle", "the peer has no cluster cookie, or is hostile")
         raise _reject("malformed packet", "not a Thespian cluster peer")

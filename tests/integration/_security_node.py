@@ -49,7 +49,7 @@ REAP_TIMEOUT = 20  # seconds for the system's processes to exit after shutdown
 PR_SET_CHILD_SUBREAPER = 36
 
 
-class Echo(Actor):  # type: ignore[misc]
+class Echo(Actor):
     """Answers every message with itself."""
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
