@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import socket
 import time
 from collections.abc import Callable, Iterator
@@ -54,3 +57,47 @@ def node(tmp_path: Path) -> Iterator[Node]:
         yield running
     finally:
         running.stop()
+
+
+# ---- nothing may outlive the suite ----------------------------------------------------
+
+
+def _suite_processes() -> dict[int, str]:
+    """Live (non-zombie) processes that look like ours: forked actor systems keep their
+    starter's command line, and subprocess nodes run thespian_cluster."""
+    mine = Path("/proc/self/cmdline").read_bytes()
+    found = {}
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{pid}/stat") as stat:
+                if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
+                    continue
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(pid) != os.getpid() and (cmdline == mine or b"thespian_cluster" in cmdline):
+            found[int(pid)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
+    return found
+
+
+_BEFORE: dict[int, str] = {}
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    _BEFORE.update(_suite_processes())
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    deadline = time.monotonic() + 10
+    while True:
+        left = {p: c for p, c in _suite_processes().items() if p not in _BEFORE}
+        if not left or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    if left:
+        lines = "\n".join(f"  {pid}: {cmd[:120]}" for pid, cmd in sorted(left.items()))
+        print(f"\nprocesses left behind by the test suite:\n{lines}")
+        for pid in left:
+            with contextlib.suppress(OSError):
+                os.kill(pid, signal.SIGKILL)
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

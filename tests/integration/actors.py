@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 from typing import Any
@@ -48,3 +49,12 @@ class HookedWorker(RegistryExitHook, Actor):
         super().receiveMessage(message, sender)
         if message == "info":
             self.send(sender, (os.getpid(), time.monotonic()))
+
+
+class LoggingActor(Actor):
+    """Logs through the standard logging module, as most Thespian actors do."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if isinstance(message, str):
+            logging.getLogger("user.actor").warning("user actor says %s", message)
+            self.send(sender, "logged")

@@ -262,3 +262,19 @@ def _node_pgid_from_status(text: str) -> int:
     found = re.search(r"process group (\d+)", text)
     assert found is not None, text
     return int(found.group(1))
+
+
+def test_actor_logging_reaches_the_node_log(node: Node) -> None:
+    from tests.integration.actors import LoggingActor
+
+    actor = node.system.createActor(LoggingActor)
+    assert node.system.ask(actor, "hello-from-the-actor", 10) == "logged"
+    log = node.settings.resolved_log_file
+    wait_for(
+        lambda: log.exists() and "user actor says hello-from-the-actor" in log.read_text(),
+        10,
+        "the actor's logging record in node.log",
+    )
+    line = next(x for x in log.read_text().splitlines() if "hello-from-the-actor" in x)
+    assert "WARNING" in line and "user.actor" in line
+    assert os.environ["THESPLOG_FILE"].startswith(str(node.settings.data_dir))
