@@ -8,10 +8,31 @@ Registry loses no acknowledged registration.
 Storage is LMDB: one writer, lock-free readers, crash-safe commits. py-lmdb refuses
 an environment inherited through ``fork``, so every process opens its own handle
 lazily (see :func:`_environment`).
+
+Every commit bumps a version stored in the table (key ``v``) and then *publishes*
+it in ``table/version``, a file of 8 bytes that readers map into memory. A reader
+keeps a process-local cache of decoded entries, labelled with the published
+version it was filled under, and answers from it without any LMDB transaction
+while the file still holds that label (a few hundred nanoseconds a lookup instead
+of a transaction and an unpickle). The rules that keep it right:
+
+* the writer publishes only after its commit (under an ``flock`` on the file, so
+  several writers publish in commit order); the Registry replies after that, so a
+  lookup made after a ``Registered``/``Unregistered`` reply sees the change;
+* a reader reads the file *before* it opens its transaction, and adopts a label
+  only if it is not newer than the version in that transaction: every cached entry
+  was read from a table at least as new as its label (a torn or early read of the
+  file costs a cache miss, never a stale answer);
+* a writer that starts (a restarted Registry) publishes the table's version again,
+  repairing a file left behind by a writer killed between commit and publish;
+* :func:`wipe` first writes a tombstone into the old file, so readers in other
+  processes drop their handles on the old table and open the new one.
 """
 
 from __future__ import annotations
 
+import fcntl
+import mmap
 import os
 import pickle
 import shutil
@@ -31,6 +52,11 @@ _NAME_PREFIX = b"n:"
 _MEMBER_PREFIX = b"g:"
 _REGISTRY_KEY = b"r"
 _PICKLE = pickle.HIGHEST_PROTOCOL
+VERSION_FILE = "version"
+_VERSION = struct.Struct("<Q")
+_RETIRED = (1 << 64) - 1  # the tombstone wipe() publishes into the old table's file
+#: A reader's cache is emptied when it reaches this many entries (misses included).
+CACHE_LIMIT = 1 << 20
 
 _environments: dict[tuple[int, str], Any] = {}
 
@@ -40,7 +66,11 @@ def _environment(path: Path) -> Any:
     env = _environments.get(key)
     if env is None:
         path.mkdir(parents=True, exist_ok=True)
-        env = lmdb.open(str(path), map_size=MAP_SIZE, max_dbs=0, lock=True, sync=True)
+        # No fsync: the table must survive a crash of the Registry's process (the OS
+        # keeps committed pages), not of the host, whose actors die with it anyway.
+        env = lmdb.open(
+            str(path), map_size=MAP_SIZE, max_dbs=0, lock=True, sync=False, metasync=False
+        )
         _environments[key] = env
     return env
 
@@ -58,15 +88,64 @@ def table_path(node_dir: Path) -> Path:
 
 
 def wipe(node_dir: Path) -> None:
-    """Forget a previous incarnation's table (its actors are gone with it)."""
-    shutil.rmtree(table_path(node_dir), ignore_errors=True)
+    """Forget a previous incarnation's table (its actors are gone with it).
+
+    Readers elsewhere still map the old files: the tombstone tells them to reopen.
+    """
+    path = table_path(node_dir)
+    if (path / VERSION_FILE).exists():
+        tombstone = _VersionFile(path)
+        try:
+            tombstone.publish(_RETIRED)
+        finally:
+            tombstone.close()
+    _environments.pop((os.getpid(), str(path)), None)
+    shutil.rmtree(path, ignore_errors=True)
+
+
+class _VersionFile:
+    """The writer's handle on ``table/version``: publish a version, serialise writers."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self._fd = os.open(path / VERSION_FILE, os.O_RDWR | os.O_CREAT, 0o644)
+
+    def locked(self) -> _FileLock:
+        return _FileLock(self._fd)
+
+    def publish(self, version: int) -> None:
+        with self.locked():
+            self.publish_locked(version)
+
+    def publish_locked(self, version: int) -> None:
+        os.pwrite(self._fd, _VERSION.pack(version), 0)
+
+    def close(self) -> None:
+        os.close(self._fd)
+
+
+class _FileLock:
+    def __init__(self, fd: int) -> None:
+        self._fd = fd
+
+    def __enter__(self) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def __exit__(self, *_: object) -> None:
+        fcntl.flock(self._fd, fcntl.LOCK_UN)
 
 
 class TableWriter:
-    """The Registry's side: record each change, bump the version, in one commit."""
+    """The Registry's side: record each change and bump the version in one commit, then
+    publish the version for readers (see the module docstring)."""
 
     def __init__(self, node_dir: Path) -> None:
-        self._env = _environment(table_path(node_dir))
+        path = table_path(node_dir)
+        self._env = _environment(path)
+        self._version_file = _VersionFile(path)
+        # A restarted writer repairs a file its predecessor died before updating.
+        with self._version_file.locked(), self._env.begin() as txn:
+            self._version_file.publish_locked(_stored_version(txn))
 
     def load(self) -> tuple[list[Entry], list[Member]]:
         entries: list[Entry] = []
@@ -86,19 +165,23 @@ class TableWriter:
         members: Iterable[Member] = (),
         removed_members: Iterable[tuple[str, Any]] = (),
     ) -> None:
-        with self._env.begin(write=True) as txn:
-            for entry in entries:
-                txn.put(_name_key(entry.kind, entry.name), pickle.dumps(entry, protocol=_PICKLE))
-            for kind, name in removed_names:
-                txn.delete(_name_key(kind, name))
-            for member in members:
-                txn.put(
-                    _member_key(member.group, member.address),
-                    pickle.dumps(member, protocol=_PICKLE),
-                )
-            for group, address in removed_members:
-                txn.delete(_member_key(group, address))
-            self._bump(txn)
+        with self._version_file.locked():
+            with self._env.begin(write=True) as txn:
+                for entry in entries:
+                    txn.put(
+                        _name_key(entry.kind, entry.name), pickle.dumps(entry, protocol=_PICKLE)
+                    )
+                for kind, name in removed_names:
+                    txn.delete(_name_key(kind, name))
+                for member in members:
+                    txn.put(
+                        _member_key(member.group, member.address),
+                        pickle.dumps(member, protocol=_PICKLE),
+                    )
+                for group, address in removed_members:
+                    txn.delete(_member_key(group, address))
+                version = self._bump(txn)
+            self._version_file.publish_locked(version)  # after the commit, never before
 
     def write_removal(self, removal: Removal, address: Any) -> None:
         self.write(
@@ -108,43 +191,98 @@ class TableWriter:
 
     def set_registry(self, address: Any) -> None:
         """Publish the Registry's own address for actors and clients on this host."""
-        with self._env.begin(write=True) as txn:
-            txn.put(_REGISTRY_KEY, pickle.dumps(address, protocol=_PICKLE))
+        with self._version_file.locked():
+            with self._env.begin(write=True) as txn:
+                txn.put(_REGISTRY_KEY, pickle.dumps(address, protocol=_PICKLE))
+                version = self._bump(txn)
+            self._version_file.publish_locked(version)
 
     @staticmethod
-    def _bump(txn: Any) -> None:
-        raw = txn.get(_VERSION_KEY)
-        version = struct.unpack("<Q", raw)[0] + 1 if raw else 1
-        txn.put(_VERSION_KEY, struct.pack("<Q", version))
+    def _bump(txn: Any) -> int:
+        version = _stored_version(txn) + 1
+        txn.put(_VERSION_KEY, _VERSION.pack(version))
+        return version
+
+
+def _stored_version(txn: Any) -> int:
+    raw = txn.get(_VERSION_KEY)
+    return int(_VERSION.unpack(raw)[0]) if raw else 0
+
+
+_MISSING: Any = object()
 
 
 class TableReader:
-    """Any process's side: ``lookup()`` without a message, cached by table version."""
+    """Any process's side: ``lookup()`` without a message, from a cache kept valid by
+    the published table version (see the module docstring)."""
 
-    def __init__(self, node_dir: Path) -> None:
+    def __init__(self, node_dir: Path, cache_limit: int = CACHE_LIMIT) -> None:
         self._path = table_path(node_dir)
-        self._version: bytes | None = None
+        self._cache_limit = cache_limit
+        self._map: mmap.mmap | None = None  # table/version, once a writer has made it
+        self._label: bytes | None = None  # the published version the cache is valid for
         self._cache: dict[tuple[str, Name], Entry | None] = {}
 
     def lookup(self, name: Name, kind: str = "server") -> Entry | None:
         """The entry registered as ``name``, or None; never sends a message."""
-        env = _environment(self._path)
-        with env.begin(buffers=False) as txn:
-            version = txn.get(_VERSION_KEY)
-            if version != self._version:
-                self._cache.clear()
-                self._version = version
-            key = (kind, name)
-            try:
-                return self._cache[key]
-            except KeyError:
-                raw = txn.get(_name_key(kind, name))
-                entry = pickle.loads(raw) if raw is not None else None
-                self._cache[key] = entry
+        published = self._map
+        if published is not None and published[:8] == self._label:
+            entry = self._cache.get((kind, name), _MISSING)
+            if entry is not _MISSING:
                 return entry
+        return self._read(name, kind)
+
+    def _read(self, name: Name, kind: str) -> Entry | None:
+        """The slow path: validate the cache, then read the entry from LMDB."""
+        published = self._published()  # read before the transaction: see the docstring
+        if published != self._label:
+            self._cache.clear()
+            self._label = None
+        with _environment(self._path).begin(buffers=False) as txn:
+            if (
+                self._label is None
+                and published is not None
+                and _VERSION.unpack(published)[0] <= _stored_version(txn)
+            ):
+                self._label = published  # every entry read from now on is at least as new
+            raw = txn.get(_name_key(kind, name))
+        entry: Entry | None = pickle.loads(raw) if raw is not None else None
+        if self._label is not None:
+            if len(self._cache) >= self._cache_limit:
+                self._cache.clear()
+            self._cache[(kind, name)] = entry
+        return entry
+
+    def _published(self) -> bytes | None:
+        """The version in ``table/version`` (mapping it first if need be); None if absent."""
+        if self._map is None:
+            self._map = _map_version_file(self._path)
+            if self._map is None:
+                return None
+        published = self._map[:8]
+        if _VERSION.unpack(published)[0] == _RETIRED:  # wiped: a new table, new files
+            self._map.close()
+            self._map = None
+            _environments.pop((os.getpid(), str(self._path)), None)
+            self._map = _map_version_file(self._path)
+            return self._map[:8] if self._map is not None else None
+        return published
 
     def registry(self) -> Any | None:
         """The address of this node's Registry actor, if one has published it."""
         with _environment(self._path).begin() as txn:
             raw = txn.get(_REGISTRY_KEY)
         return pickle.loads(raw) if raw is not None else None
+
+
+def _map_version_file(path: Path) -> mmap.mmap | None:
+    try:
+        fd = os.open(path / VERSION_FILE, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        if os.fstat(fd).st_size < _VERSION.size:
+            return None
+        return mmap.mmap(fd, _VERSION.size, access=mmap.ACCESS_READ)
+    finally:
+        os.close(fd)

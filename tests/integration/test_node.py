@@ -24,10 +24,12 @@ from thespian_cluster import (
     RegistryError,
     Whereis,
     WhichChildren,
+    connect,
     registry_address,
     start_node,
 )
 from thespian_cluster.actors.cluster_members import ComponentPing, ComponentPong
+from thespian_cluster.node import disconnect
 from thespian_cluster.supervisors.os_process import live_processes_in_group
 
 REPO = Path(__file__).parents[2]
@@ -180,7 +182,21 @@ def test_cli_start_query_and_stop(tmp_path: Path) -> None:
         assert "registry" in status.stdout and "restarts=0" in status.stdout
         assert cli("whereis", "nobody").returncode == 1
         assert "0 name(s)" in cli("names").stdout
-        assert cli("groups").returncode == 0
+
+        client = connect(port)
+        try:
+            worker = client.createActor(Worker)
+            registered = client.ask(
+                registry_address(client), Register(name="w", address=worker), 10
+            )
+            assert isinstance(registered, Registered)
+        finally:
+            disconnect(client)
+        found = cli("whereis", "w")
+        assert found.returncode == 0 and "on node cli" in found.stdout
+        assert "1 name(s)" in cli("names").stdout
+        assert cli("groups").stdout.split() == ["servers"]
+        assert "1 member(s) in servers" in cli("groups", "servers").stdout
         # the registry survives the CLI's visits (a client must not shut the node down)
         assert "registry" in cli("status").stdout
         pgid = _node_pgid_from_status(status.stdout)
