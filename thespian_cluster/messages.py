@@ -29,7 +29,6 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
-    field_validator,
 )
 from thespian.actors import ActorAddress
 
@@ -255,7 +254,6 @@ class GroupList(Reply):
 class ErrorCode(StrEnum):
     NOT_DISTRIBUTED = "not_distributed"
     NOT_REGISTERED = "not_registered"
-    INVALID_REQUEST = "invalid_request"
     UNKNOWN_REQUEST = "unknown_request"
     BACKEND_FAILURE = "backend_failure"
 
@@ -263,13 +261,8 @@ class ErrorCode(StrEnum):
 class RegistryError(Reply):
     """A request that could not be done; ``code`` is one of :class:`ErrorCode`."""
 
-    code: str
+    code: ErrorCode
     detail: str
-
-    @field_validator("code")
-    @classmethod
-    def _known_code(cls, value: str) -> str:
-        return ErrorCode(value).value
 
 
 # ---- supervision ------------------------------------------------------------------
@@ -400,14 +393,10 @@ class SupervisorErrorCode(StrEnum):
     ALREADY_PRESENT = "already_present"
     RUNNING = "running"
     START_FAILED = "start_failed"
-    BUSY = "busy"
 
 
 class SupervisorError(Reply):
-    code: str
-    detail: str
+    """A supervision request that could not be done."""
 
-    @field_validator("code")
-    @classmethod
-    def _known_code(cls, value: str) -> str:
-        return SupervisorErrorCode(value).value
+    code: SupervisorErrorCode
+    detail: str
