@@ -14,12 +14,15 @@ from __future__ import annotations
 
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from thespian.actors import ActorExitRequest, ActorSystem
+from thespian.actors import ActorExitRequest, ActorSystem, ActorSystemException
 
+from thespian_cluster.logs import configure_logging
 from thespian_cluster.messages import (
     ChildrenReply,
     GroupMembers,
@@ -49,6 +52,7 @@ TIMEOUT = 10.0
 
 
 def main() -> None:
+    configure_logging("cli", "WARNING", None)  # start_node reconfigures for `start`
     app()
 
 
@@ -120,8 +124,7 @@ def groups(
 @app.command()
 def status(port: Port = 1900, host: Host = "127.0.0.1") -> None:
     """The node's supervision tree with each child's address and restart count."""
-    system = _connect(host, port)
-    try:
+    with _session(host, port) as system:
         root = root_address(system)
         info = system.ask(root, GetNodeInfo(), TIMEOUT)
         if not isinstance(info, NodeInfo) or not info.node:
@@ -131,8 +134,6 @@ def status(port: Port = 1900, host: Host = "127.0.0.1") -> None:
         typer.echo(f"node {info.node} (process group {info.pgid})")
         typer.echo(f"NodeSupervisor {root}")
         _print_tree(system, root, "")
-    finally:
-        disconnect(system)
 
 
 @app.command()
@@ -162,23 +163,35 @@ def _print_tree(system: ActorSystem, supervisor: Any, indent: str) -> None:
             _print_tree(system, child.address, indent + deeper)
 
 
-def _connect(host: str, port: int) -> ActorSystem:
+@contextmanager
+def _failures_explained(host: str, port: int) -> Iterator[None]:
     try:
-        return connect(port, host)
-    except NodeError as exc:
+        yield
+    except (NodeError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except ActorSystemException:
+        # A node with another cookie drops our packets: Thespian reports a bad address.
+        typer.echo(
+            f"error: the node at {host}:{port} refused us (check the cluster cookie)", err=True
+        )
+        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _session(host: str, port: int) -> Iterator[ActorSystem]:
+    """A client handle, closed afterwards, with failures turned into one clear line."""
+    with _failures_explained(host, port):
+        system = connect(port, host)
+        try:
+            yield system
+        finally:
+            disconnect(system)
 
 
 def _ask_registry(host: str, port: int, request: Request) -> Any:
-    system = _connect(host, port)
-    try:
+    with _session(host, port) as system:
         reply = system.ask(registry_address(system), request, TIMEOUT)
-    except NodeError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    finally:
-        disconnect(system)
     if reply is None:
         typer.echo("error: the registry did not answer", err=True)
         raise typer.Exit(2)

@@ -20,6 +20,7 @@ that another process started.
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import signal
 import socket
@@ -34,6 +35,7 @@ from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
 from thespian_cluster.backends.loading import backend_class
 from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
 from thespian_cluster.messages import Request
+from thespian_cluster.security import install_from_settings, wire_security_status
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.node import (
     ROOT_GLOBAL_NAME,
@@ -42,6 +44,7 @@ from thespian_cluster.supervisors.node import (
     NodeSupervisor,
     StartNode,
 )
+from thespian_cluster.transport import advertise, bind_node_to
 
 SYSTEM_BASE = "multiprocTCPBase"
 DEFAULT_TIMEOUT = 10.0
@@ -102,8 +105,20 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     if port_in_use(settings.host, settings.admin_port):
         raise NodeError(f"admin port {settings.admin_port} on {settings.host} is already in use")
     node_table.wipe(settings.node_dir)  # a new incarnation: the old actors are gone
-    os.environ[NODE_DIR_ENV] = str(settings.node_dir)  # inherited by every actor process
+    # Everything below is inherited by the admin and every actor process it forks.
+    os.environ[NODE_DIR_ENV] = str(settings.node_dir)
     move_thespian_internal_log(settings.node_dir)
+    bind_node_to(settings.host)
+    install_from_settings(settings)
+    if not wire_security_status()["enabled"] and (
+        settings.cluster_enabled or not _is_loopback(settings.host)
+    ):
+        logger.warning(
+            "node {} runs without a cluster cookie: anyone who reaches {} can run code in it "
+            "(docs/security.md)",
+            settings.node_name,
+            settings.admin_address,
+        )
     system = ActorSystem(
         SYSTEM_BASE,
         _capabilities(settings),
@@ -124,14 +139,21 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     return Node(settings, system, root, started.pgid, started.registry)
 
 
-def connect(port: int, host: str = "127.0.0.1") -> ActorSystem:
-    """A client handle on the node whose admin listens on ``host:port``.
+def connect(
+    port: int, host: str = "127.0.0.1", settings: ClusterSettings | None = None
+) -> ActorSystem:
+    """A client handle on the node of this host whose admin listens on ``host:port``.
 
-    Refuses to go on when nothing listens there: Thespian would otherwise start a
-    new, empty actor system on that port.
+    Thespian clients always talk to an admin on their own host; ``host`` is the
+    address that node listens on (its ``settings.host``). The cluster cookie comes
+    from ``settings`` or the environment (``THESPIAN_CLUSTER_CLUSTER_COOKIE`` or
+    ``THESPIAN_CLUSTER_COOKIE``). Refuses to go on when nothing listens there:
+    Thespian would otherwise start a new, empty actor system on that port.
     """
+    install_from_settings(settings or ClusterSettings.build())
     if not port_in_use(host, port):
         raise NodeError(f"no node is listening on {host}:{port}")
+    advertise(host)  # Thespian finds "the local admin" at the advertised address
     return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
 
 
@@ -161,6 +183,13 @@ def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> A
     if info.registry is None:
         raise NodeError(f"node {info.node} has no registry running right now")
     return info.registry
+
+
+def _is_loopback(host: str) -> bool:
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return host == "localhost"
 
 
 def port_in_use(host: str, port: int) -> bool:

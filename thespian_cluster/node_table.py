@@ -221,22 +221,25 @@ class TableReader:
         self._cache_limit = cache_limit
         self._map: mmap.mmap | None = None  # table/version, once a writer has made it
         self._label: bytes | None = None  # the published version the cache is valid for
-        self._cache: dict[tuple[str, Name], Entry | None] = {}
+        self._cache: dict[str, dict[Name, Entry | None]] = {}  # kind -> name -> entry
+        self._cached = 0  # entries in the cache, misses included
 
     def lookup(self, name: Name, kind: str = "server") -> Entry | None:
         """The entry registered as ``name``, or None; never sends a message."""
         published = self._map
         if published is not None and published[:8] == self._label:
-            entry = self._cache.get((kind, name), _MISSING)
-            if entry is not _MISSING:
-                return entry
+            names = self._cache.get(kind)  # per kind: no key tuple to build and compare
+            if names is not None:
+                entry = names.get(name, _MISSING)
+                if entry is not _MISSING:
+                    return entry
         return self._read(name, kind)
 
     def _read(self, name: Name, kind: str) -> Entry | None:
         """The slow path: validate the cache, then read the entry from LMDB."""
         published = self._published()  # read before the transaction: see the docstring
         if published != self._label:
-            self._cache.clear()
+            self._clear()
             self._label = None
         with _environment(self._path).begin(buffers=False) as txn:
             if (
@@ -248,10 +251,15 @@ class TableReader:
             raw = txn.get(_name_key(kind, name))
         entry: Entry | None = pickle.loads(raw) if raw is not None else None
         if self._label is not None:
-            if len(self._cache) >= self._cache_limit:
-                self._cache.clear()
-            self._cache[(kind, name)] = entry
+            if self._cached >= self._cache_limit:
+                self._clear()
+            self._cache.setdefault(kind, {})[name] = entry
+            self._cached += 1
         return entry
+
+    def _clear(self) -> None:
+        self._cache.clear()
+        self._cached = 0
 
     def _published(self) -> bytes | None:
         """The version in ``table/version`` (mapping it first if need be); None if absent."""

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -146,14 +148,16 @@ def test_custom_backend_from_the_docs(tmp_path: Path, monkeypatch: pytest.Monkey
 # ---- the command line ---------------------------------------------------------------
 
 
-def test_cli_start_query_and_stop(tmp_path: Path) -> None:
+@contextlib.contextmanager
+def cli_node(tmp_path: Path, **env_extra: str) -> Iterator[tuple[int, dict[str, str]]]:
+    """A node run by `thespian-cluster start` in its own session; stopped with Ctrl-C."""
     port = free_port()
     config = tmp_path / "node.toml"
     config.write_text(
         f'node_name = "cli"\nadmin_port = {port}\ndata_dir = "{tmp_path / "data"}"\n'
-        'log_level = "WARNING"\n'
+        'log_level = "INFO"\n'
     )
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = {**os.environ, "PYTHONPATH": str(REPO), **env_extra}
     server = subprocess.Popen(
         [*CLI, "start", "--config", str(config)],
         stdout=subprocess.PIPE,
@@ -162,26 +166,37 @@ def test_cli_start_query_and_stop(tmp_path: Path) -> None:
         env=env,
         start_new_session=True,
     )
-    pgid: int | None = None
     try:
         assert server.stdout is not None
-        line = server.stdout.readline()
-        assert "running on 127.0.0.1" in line, line
+        for line in server.stdout:
+            if "running on 127.0.0.1" in line:
+                break
+        else:
+            raise AssertionError("the CLI node did not start")
+        yield port, env
+    finally:
+        server.send_signal(signal.SIGINT)
+        out, _ = server.communicate(timeout=60)
+    assert server.returncode == 0, out
+    assert "stopped" in out
+    for secret in env_extra.values():
+        assert secret not in out, "the cookie leaked into the node's output"
 
-        def cli(*args: str) -> subprocess.CompletedProcess[str]:
-            return subprocess.run(
-                [*CLI, *args, "--port", str(port)],
-                capture_output=True,
-                text=True,
-                env=env,
-                timeout=60,
-            )
 
-        status = cli("status")
+def run_cli(port: int, env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*CLI, *args, "--port", str(port)], capture_output=True, text=True, env=env, timeout=90
+    )
+
+
+def test_cli_start_query_and_stop(tmp_path: Path) -> None:
+    with cli_node(tmp_path) as (port, env):
+        status = run_cli(port, env, "status")
         assert status.returncode == 0, status.stderr
         assert "registry" in status.stdout and "restarts=0" in status.stdout
-        assert cli("whereis", "nobody").returncode == 1
-        assert "0 name(s)" in cli("names").stdout
+        pgid = _node_pgid_from_status(status.stdout)
+        assert run_cli(port, env, "whereis", "nobody").returncode == 1
+        assert "0 name(s)" in run_cli(port, env, "names").stdout
 
         client = connect(port)
         try:
@@ -192,21 +207,31 @@ def test_cli_start_query_and_stop(tmp_path: Path) -> None:
             assert isinstance(registered, Registered)
         finally:
             disconnect(client)
-        found = cli("whereis", "w")
+        found = run_cli(port, env, "whereis", "w")
         assert found.returncode == 0 and "on node cli" in found.stdout
-        assert "1 name(s)" in cli("names").stdout
-        assert cli("groups").stdout.split() == ["servers"]
-        assert "1 member(s) in servers" in cli("groups", "servers").stdout
+        assert "1 name(s)" in run_cli(port, env, "names").stdout
+        assert run_cli(port, env, "groups").stdout.split() == ["servers"]
+        assert "1 member(s) in servers" in run_cli(port, env, "groups", "servers").stdout
         # the registry survives the CLI's visits (a client must not shut the node down)
-        assert "registry" in cli("status").stdout
-        pgid = _node_pgid_from_status(status.stdout)
-    finally:
-        server.send_signal(signal.SIGINT)
-        out, _ = server.communicate(timeout=60)
-    assert server.returncode == 0, out
-    assert "stopped" in out
-    if pgid is not None:
-        wait_for(lambda: group_gone(pgid), 10, "the CLI node's processes to exit")
+        assert "registry" in run_cli(port, env, "status").stdout
+    wait_for(lambda: group_gone(pgid), 10, "the CLI node's processes to exit")
+
+
+def test_cli_needs_the_nodes_cookie(tmp_path: Path) -> None:
+    cookie = "right-cookie-0123456789abcdef"
+    with cli_node(tmp_path, THESPIAN_CLUSTER_CLUSTER_COOKIE=cookie) as (port, env):
+        good = run_cli(port, env, "names")
+        assert good.returncode == 0 and "0 name(s)" in good.stdout, good.stderr
+        wrong_env = {**env, "THESPIAN_CLUSTER_CLUSTER_COOKIE": "wrong-cookie-0123456789abcdef"}
+        wrong = run_cli(port, wrong_env, "names")
+        assert wrong.returncode == 2 and "refused us" in wrong.stderr, wrong.stderr
+        assert cookie not in wrong.stderr + wrong.stdout
+        no_cookie = {k: v for k, v in env.items() if "COOKIE" not in k}
+        assert run_cli(port, no_cookie, "names").returncode == 2
+        # the node still serves the right cookie after the refusals
+        assert run_cli(port, env, "names").returncode == 0
+    log = (tmp_path / "data" / f"cli-{port}" / "node.log").read_text()
+    assert cookie not in log
 
 
 def test_cli_refuses_a_port_with_no_node() -> None:
@@ -294,3 +319,27 @@ def test_actor_logging_reaches_the_node_log(node: Node) -> None:
     line = next(x for x in log.read_text().splitlines() if "hello-from-the-actor" in x)
     assert "WARNING" in line and "user.actor" in line
     assert os.environ["THESPLOG_FILE"].startswith(str(node.settings.data_dir))
+
+
+def test_a_loopback_node_listens_on_loopback_only(node: Node) -> None:
+    from thespian.system.messages.status import Thespian_StatusReq
+
+    worker = node.system.createActor(Worker)
+    status = node.system.ask(worker, Thespian_StatusReq(), 10)
+    ports = {node.settings.admin_port, status.actorAddress.addressDetails.sockname[1]}
+    listening = _listeners()
+    for port in ports:
+        assert listening.get(port) == {"127.0.0.1"}, (port, listening.get(port))
+
+
+def _listeners() -> dict[int, set[str]]:
+    """port -> local IPv4 addresses listening on it, from /proc/net/tcp."""
+    found: dict[int, set[str]] = {}
+    with open("/proc/net/tcp") as table:
+        for row in table.readlines()[1:]:
+            local, state = row.split()[1], row.split()[3]
+            if state == "0A":
+                hex_ip, hex_port = local.split(":")
+                ip = ".".join(str(int(hex_ip[i : i + 2], 16)) for i in (6, 4, 2, 0))
+                found.setdefault(int(hex_port, 16), set()).add(ip)
+    return found
