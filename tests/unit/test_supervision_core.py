@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from thespian_cluster.core.supervision import ChildSpec, Plan, SupervisorCore
@@ -90,3 +92,70 @@ def test_child_spec_validation() -> None:
         ChildSpec(id="x", actor_class="m.C", shutdown=0)
     with pytest.raises(ValueError, match="already exists"):
         core("one_for_one").add(ChildSpec(id="a", actor_class="m.C"))
+
+
+# ---- a model of the rules, checked against the core on random exit sequences ------------
+
+
+RESTARTS = st.sampled_from(["permanent", "transient", "temporary"])
+STRATEGIES = st.sampled_from(["one_for_one", "one_for_all", "rest_for_one"])
+
+
+@given(
+    strategy=STRATEGIES,
+    restarts=st.lists(RESTARTS, min_size=1, max_size=4),
+    events=st.lists(st.tuples(st.integers(0, 3), st.booleans(), st.floats(0, 3)), max_size=12),
+    max_restarts=st.integers(0, 4),
+)
+def test_core_follows_the_model(
+    strategy: str, restarts: list[str], events: list[tuple[int, bool, float]], max_restarts: int
+) -> None:
+    c = SupervisorCore(strategy, max_restarts, 5.0)  # type: ignore[arg-type]
+    for index, restart in enumerate(restarts):
+        c.add(ChildSpec(id=f"c{index}", actor_class="m.C", restart=restart))  # type: ignore[arg-type]
+        c.started(f"c{index}", object(), 0.0)
+    now, history = 0.0, []  # times of restarts the model has seen
+    for which, normal, step in events:
+        running = [s.spec.id for s in c.children if s.running]
+        if not running:
+            break
+        child = running[which % len(running)]
+        order = c.ids()
+        restart_type = c.child(child).spec.restart  # type: ignore[union-attr]
+        now += step
+        plan = c.exited(child, normal, now)
+        restarts_it = restart_type == "permanent" or (restart_type == "transient" and not normal)
+        if not restarts_it:
+            assert plan == Plan()
+            assert (child in c.ids()) == (restart_type != "temporary")
+            continue
+        history = [t for t in history if now - t <= 5.0] + [now]
+        if len(history) > max_restarts:
+            assert plan.escalate and not plan.start
+            assert list(plan.stop) == [i for i in reversed(c.ids()) if c.child(i).running]  # type: ignore[union-attr]
+            break
+        position = order.index(child)
+        affected = {
+            "one_for_one": [child],
+            "one_for_all": order,
+            "rest_for_one": order[position:],
+        }[strategy]
+        # stops: the affected running others, in reverse start order
+        assert list(plan.stop) == [
+            i for i in reversed(affected) if i != child and c.child(i).running
+        ]  # type: ignore[union-attr]
+        # starts: the affected in start order, temporaries left out (except none: the
+        # dead child itself is never temporary here)
+        expected_start = [
+            i
+            for i in affected
+            if i == child or c.child(i).spec.restart != "temporary"  # type: ignore[union-attr]
+        ]
+        assert list(plan.start) == expected_start
+        # carry the plan out as the shell would
+        for i in plan.stop:
+            c.stopped(i)
+            if c.child(i).spec.restart == "temporary":  # type: ignore[union-attr]
+                c.delete(i)
+        for i in plan.start:
+            c.started(i, object(), now)
