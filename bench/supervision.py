@@ -1,0 +1,115 @@
+"""Supervisor restart gap and "actor death -> name freed", with real SIGKILLs.
+
+* **restart gap** — a ``Supervisor`` (one_for_one) with one child registered through
+  ``register_as``. SIGKILL the child's process; the gap is from the kill until
+  ``Whereis`` (asked in a loop from this process) returns the new incarnation.
+* **actor death -> name freed** — a plain actor registered by name (no supervisor,
+  no exit hook) is SIGKILLed; the gap is until ``lookup()`` no longer finds the name.
+  Only the Registry's liveness probes can notice such a death, so this is bounded by
+  the probe interval (the default setting, 1 s, is used and reported). Kills land at
+  random points of the probe cycle.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import time
+from typing import Any
+
+from bench.actors import BenchWorker
+from bench.common import Context, Figure, Mode, wait_until
+from bench.systems import running_node, settings
+from thespian_cluster import (
+    ChildSpec,
+    Register,
+    RegisterAs,
+    Registered,
+    Supervisor,
+    TableReader,
+    Whereis,
+)
+from thespian_cluster.messages import ConfigureSupervisor
+
+FAMILY = "supervision"
+TITLE = "supervisor restart gap; actor death -> name freed"
+WORKER = f"{BenchWorker.__module__}.BenchWorker"
+
+
+def steps(mode: Mode) -> int:
+    return mode.restarts + mode.deaths + 1
+
+
+def weight(mode: Mode) -> float:
+    return 2 + mode.restarts * 0.15 + mode.deaths * 1.2
+
+
+def run(ctx: Context) -> list[Figure]:
+    mode = ctx.mode
+    config = settings(ctx, "supervision")
+    interval = config.liveness_probe_interval
+    gap = Figure(
+        "supervision.restart_gap",
+        "supervisor restart gap: SIGKILL -> Whereis gives the new child",
+        "ms",
+        higher_is_better=False,
+        latency=True,
+        params={"kills": mode.restarts},
+    )
+    freed = Figure(
+        "supervision.death_to_name_freed",
+        f"actor death -> name freed (liveness probe every {interval:g} s)",
+        "ms",
+        higher_is_better=False,
+        latency=True,
+        params={"kills": mode.deaths, "liveness_probe_interval_s": interval},
+    )
+    with running_node(config) as node:
+        supervisor = node.system.createActor(Supervisor)
+        spec = ChildSpec(id="svc", actor_class=WORKER, register_as=RegisterAs(name="bench-svc"))
+        node.system.tell(
+            supervisor,
+            ConfigureSupervisor(children=[spec], max_restarts=100_000, max_seconds=1.0),
+        )
+
+        def whereis() -> Any:
+            return node.ask(Whereis(name="bench-svc")).address
+
+        current = wait_until(whereis, 30, "the supervised child's registration")
+        ctx.step("supervisor up")
+        for k in range(mode.restarts):
+            pid = node.system.ask(current, ("pid",), 10)
+            os.kill(pid, signal.SIGKILL)
+            killed = time.perf_counter()
+            old = current
+            current = wait_until(
+                lambda o=old: (a := whereis()) is not None and a != o and a,
+                30,
+                "the name to move to the restarted child",
+            )
+            gap.samples.append((time.perf_counter() - killed) * 1000)
+            ctx.step(f"restart {k + 1}/{mode.restarts}")
+            time.sleep(0.05)  # let the supervisor finish its bookkeeping
+        reader = TableReader(node.settings.node_dir)
+        phase = random.Random(11)
+        for k in range(mode.deaths):
+            worker = node.system.createActor(BenchWorker)
+            name = f"mortal-{k}"
+            if not isinstance(node.ask(Register(name=name, address=worker)), Registered):
+                raise RuntimeError(f"could not register {name}")
+            pid = node.system.ask(worker, ("pid",), 10)
+            # Kill at a random point of the probe cycle: the previous detection just
+            # followed a probe, so killing at once would always wait a whole interval.
+            time.sleep(phase.uniform(0, interval))
+            os.kill(pid, signal.SIGKILL)
+            killed = time.perf_counter()
+            wait_until(
+                lambda n=name: reader.lookup(n) is None,
+                max(30.0, interval * 10),
+                f"{name} to be freed",
+                pause=0.002,
+            )
+            freed.samples.append((time.perf_counter() - killed) * 1000)
+            ctx.step(f"death {k + 1}/{mode.deaths}")
+    return [gap, freed]
