@@ -44,7 +44,7 @@ from thespian_cluster.supervisors.node import (
     NodeSupervisor,
     StartNode,
 )
-from thespian_cluster.transport import advertise, bind_node_to
+from thespian_cluster.transport import advertise, bind_node_to, limit_idle_sockets
 
 SYSTEM_BASE = "multiprocTCPBase"
 DEFAULT_TIMEOUT = 10.0
@@ -109,6 +109,7 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     os.environ[NODE_DIR_ENV] = str(settings.node_dir)
     move_thespian_internal_log(settings.node_dir)
     bind_node_to(settings.host)
+    limit_idle_sockets()
     install_from_settings(settings)
     if not wire_security_status()["enabled"] and (
         settings.cluster_enabled or not _is_loopback(settings.host)
@@ -154,6 +155,7 @@ def connect(
     if not port_in_use(host, port):
         raise NodeError(f"no node is listening on {host}:{port}")
     advertise(host)  # Thespian finds "the local admin" at the advertised address
+    limit_idle_sockets()
     return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
 
 

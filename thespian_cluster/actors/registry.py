@@ -9,9 +9,9 @@ and frees the names of actors that die. Death reaches it three ways:
    while handling its ``ActorExitRequest``: freed within one message (~2 ms);
 2. **dead letters** — the Registry is the node's dead-letter handler, so any message
    sent on this node to a dead registered actor frees its names at once;
-3. **liveness probes** — every ``liveness_probe_interval`` it sends
-   ``Thespian_StatusReq`` to up to ``liveness_probe_batch`` watched actors; a dead
-   one refuses the connection and the probe comes back as a dead letter.
+3. **liveness probes** — every ``liveness_probe_interval`` it checks up to
+   ``liveness_probe_batch`` watched actors' ports (:mod:`.liveness`): a dead actor's
+   port refuses the connection.
 
 Requests with ``scope="global"`` answer ``RegistryError(not_distributed)`` unless
 the backend is distributed.
@@ -32,10 +32,10 @@ from thespian.actors import (
     DeadEnvelope,
     WakeupMessage,
 )
-from thespian.system.messages.status import Thespian_ActorStatus, Thespian_StatusReq
+from thespian.system.messages.status import Thespian_ActorStatus
 
+from thespian_cluster.actors.liveness import refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
-from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.table import Conflict, Entry, Member, Removal
 from thespian_cluster.messages import (
     ActorExiting,
@@ -275,14 +275,11 @@ class Registry(Actor):
         assert settings is not None
         watched = self._backend.watched_addresses()
         if watched:
-            batch = settings.liveness_probe_batch
             start = self._probe.cursor % len(watched)
-            chosen = (watched[start:] + watched[:start])[:batch]
+            chosen = (watched[start:] + watched[:start])[: settings.liveness_probe_batch]
             self._probe.cursor = start + len(chosen)
-            mine = address_key(self.myAddress)
-            for address in chosen:
-                if address_key(address) != mine:
-                    self.send(address, Thespian_StatusReq())
+            for address in refused(chosen):
+                self._forget(address, "liveness probe")
         self.wakeupAfter(settings.liveness_probe_interval)
 
 
