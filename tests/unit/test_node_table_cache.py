@@ -160,3 +160,22 @@ def test_wipe_in_the_same_process_reopens(tmp_path: Path) -> None:
     assert reader.lookup("a") is None
     TableWriter(tmp_path).write(entries=[_entry("a", "new")])
     assert _owner(reader, "a") == "new"
+
+
+def test_table_values_store_tcp_addresses_compactly() -> None:
+    from thespian.actors import ActorAddress
+    from thespian.system.transport.IPBase import TCPv4ActorAddress
+
+    from thespian_cluster.core.table import Entry
+    from thespian_cluster.node_table import _decode, _encode
+
+    address = ActorAddress(TCPv4ActorAddress("127.0.0.1", 40123, external=True))
+    entry = Entry("weather", "server", address, "node-a", {"v": 1}, 1.0)
+    raw = _encode(entry)
+    assert len(raw) < 150  # the full pickle of the address alone is ~260 bytes
+    decoded = _decode(raw)
+    assert decoded == entry and decoded.address == address
+    other = ActorAddress("not a TCP address")
+    assert _decode(_encode(Entry("x", "server", other, "n"))).address.addressDetails == (
+        "not a TCP address"
+    )

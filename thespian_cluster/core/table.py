@@ -42,7 +42,7 @@ KIND_GROUPS: Mapping[str, str] = {SERVER_KIND: "servers", TRANSPORT_KIND: "trans
 AUTOMATIC_GROUPS: frozenset[str] = frozenset([*KIND_GROUPS.values(), *CAPABILITY_GROUPS.values()])
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Entry:
     """One registered name and who owns it."""
 
@@ -58,7 +58,7 @@ class Entry:
         return (self.kind, self.name)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Member:
     """One member of a process group."""
 
@@ -68,14 +68,14 @@ class Member:
     meta: Mapping[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Conflict:
     """A registration refused because another actor owns the name."""
 
     owner: Entry
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Removal:
     """What went away with an address (an actor that died)."""
 
@@ -116,6 +116,9 @@ class NameTable:
         self._groups_by_address: dict[AddressKey, set[str]] = {}
         # automatic group -> the registrations that put an address in it
         self._automatic: dict[str, dict[NameKey, Entry]] = {}
+        # One address object per actor, however many names it holds: every request
+        # brings its own unpickled copy, and at 100,000 names the copies dominate.
+        self._canonical: dict[AddressKey, Any] = {}
 
     # ---- names -------------------------------------------------------------------
 
@@ -126,7 +129,7 @@ class NameTable:
         owner = self._names.get(key)
         if owner is not None and address_key(owner.address) != address_key(address):
             return Conflict(owner)
-        entry = Entry(name, kind, address, node, dict(meta), time.time())
+        entry = Entry(name, kind, self._intern(address), node, dict(meta), time.time())
         if owner is not None:
             entry = replace(entry, registered_at=owner.registered_at)
             self._unindex_name(owner)
@@ -137,6 +140,7 @@ class NameTable:
         entry = self._names.pop((kind, name), None)
         if entry is not None:
             self._unindex_name(entry)
+            self._release(entry.address)
             self.version += 1
         return entry
 
@@ -160,12 +164,14 @@ class NameTable:
         old = self._names.get(entry.key)
         if old is not None:
             self._unindex_name(old)
-        self._store(entry)
+        self._store(replace(entry, address=self._intern(entry.address)))
+        if old is not None:
+            self._release(old.address)
 
     # ---- groups ------------------------------------------------------------------
 
     def join(self, group: str, address: Any, node: str, meta: Mapping[str, Any]) -> Member:
-        member = Member(group, address, node, dict(meta))
+        member = Member(group, self._intern(address), node, dict(meta))
         akey = address_key(address)
         self._groups.setdefault(group, {})[akey] = member
         self._groups_by_address.setdefault(akey, set()).add(group)
@@ -181,6 +187,7 @@ class NameTable:
         if not members:
             del self._groups[group]
         self._discard_index(self._groups_by_address, akey, group)
+        self._release(address)
         self.version += 1
         return True
 
@@ -204,13 +211,7 @@ class NameTable:
 
     def addresses(self) -> list[Any]:
         """One address per distinct owner or member: the actors worth watching."""
-        seen: dict[AddressKey, Any] = {}
-        for entry in self._names.values():
-            seen.setdefault(address_key(entry.address), entry.address)
-        for members in self._groups.values():
-            for akey, member in members.items():
-                seen.setdefault(akey, member.address)
-        return list(seen.values())
+        return list(self._canonical.values())
 
     def owns_anything(self, address: Any) -> bool:
         akey = address_key(address)
@@ -230,11 +231,20 @@ class NameTable:
             del members[akey]
             if not members:
                 del self._groups[group]
+        self._canonical.pop(akey, None)
         if names or groups:
             self.version += 1
         return Removal(names, groups)
 
     # ---- internals ---------------------------------------------------------------
+
+    def _intern(self, address: Any) -> Any:
+        return self._canonical.setdefault(address_key(address), address)
+
+    def _release(self, address: Any) -> None:
+        """Forget the canonical copy of ``address`` once it holds nothing."""
+        if not self.owns_anything(address):
+            self._canonical.pop(address_key(address), None)
 
     def _store(self, entry: Entry) -> None:
         self._names[entry.key] = entry
