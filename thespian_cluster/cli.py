@@ -69,13 +69,13 @@ def start(
         raise typer.BadParameter(str(exc)) from None
     node = start_node(settings)
     stop = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    # Both explicitly: a shell starts background jobs with SIGINT ignored.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, lambda *_: stop.set())
     typer.echo(f"node {settings.node_name} running on {settings.admin_address}; Ctrl-C stops it")
     try:
-        while not stop.wait(0.5):
+        while not stop.wait(0.5):  # a timed wait lets the signal handlers run
             pass
-    except KeyboardInterrupt:
-        pass
     finally:
         node.stop()
         typer.echo(f"node {settings.node_name} stopped")
