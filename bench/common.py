@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from thespian_cluster.supervisors.os_process import is_dead
+
 T = TypeVar("T")
 
 OK, NOT_AVAILABLE, SKIPPED, ERROR = "ok", "n/a", "skipped", "error"
@@ -313,25 +315,6 @@ def rate(count: int, seconds: float) -> float:
     return count / seconds if seconds > 0 else float("inf")
 
 
-def pid_listening_on(port: int) -> int | None:
-    """The pid whose socket listens on TCP ``port`` (from /proc; no tools needed)."""
-    inodes = set()
-    with open("/proc/net/tcp") as table:
-        for row in table.readlines()[1:]:
-            fields = row.split()
-            if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
-                inodes.add(fields[9])
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return int(pid)
-        except OSError:
-            continue
-    return None
-
-
 def memory_of(pid: int) -> dict[str, int]:
     """Rss, Pss, Anonymous and file-backed bytes of ``pid`` (``/proc/<pid>/smaps_rollup``)."""
     values: dict[str, int] = {}
@@ -359,16 +342,7 @@ def kill_group(pgid: int | None) -> None:
             os.killpg(pgid, signal.SIGKILL)
 
 
-def process_dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().rsplit(")", 1)[1].split()[0] in "ZX"
-    except FileNotFoundError:
-        return True
+process_dead = is_dead
 
 
 @contextlib.contextmanager

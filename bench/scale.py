@@ -31,11 +31,11 @@ from bench.common import (
     Mode,
     actor_port,
     memory_of,
-    pid_listening_on,
 )
 from bench.systems import running_node, settings
 from thespian_cluster import Node, Register, Registered, TableReader
 from thespian_cluster.node_table import _environment, table_path
+from thespian_cluster.supervisors.os_process import pid_listening_on
 
 FAMILY = "scale"
 TITLE = "a node filled with names: registration rate, lookups, memory"

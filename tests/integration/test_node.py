@@ -32,7 +32,7 @@ from thespian_cluster import (
 )
 from thespian_cluster.actors.cluster_members import ComponentPing, ComponentPong
 from thespian_cluster.node import disconnect
-from thespian_cluster.supervisors.os_process import live_processes_in_group
+from thespian_cluster.supervisors.os_process import live_processes_in_group, pid_listening_on
 
 REPO = Path(__file__).parents[2]
 CLI = [sys.executable, "-m", "thespian_cluster.cli"]
@@ -281,22 +281,9 @@ def _pid_of_child(node: Node, child_id: str) -> int:
 
 
 def _pid_listening_on(port: int) -> int:
-    """The pid whose socket listens on ``port`` (from /proc: no tools needed)."""
-    inodes = set()
-    with open("/proc/net/tcp") as table:
-        for row in table.readlines()[1:]:
-            fields = row.split()
-            if int(fields[1].split(":")[1], 16) == port and fields[3] == "0A":
-                inodes.add(fields[9])
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            for fd in os.listdir(f"/proc/{pid}/fd"):
-                link = os.readlink(f"/proc/{pid}/fd/{fd}")
-                if link.startswith("socket:[") and link[8:-1] in inodes:
-                    return int(pid)
-        except OSError:
-            continue
-    raise AssertionError(f"nobody listens on {port}")
+    pid = pid_listening_on(port)
+    assert pid is not None, f"nobody listens on {port}"
+    return pid
 
 
 def _node_pgid_from_status(text: str) -> int:

@@ -35,6 +35,7 @@ from thespian_cluster import (
     Whereis,
     WhereisReply,
 )
+from thespian_cluster.supervisors.os_process import is_dead
 
 
 def test_register_whereis_unregister_round_trip(node: Node) -> None:
@@ -223,19 +224,9 @@ def test_dead_letter_frees_names_at_once(tmp_path: object) -> None:
         _, pid = _register_worker(running, Worker, "lettered")
         worker = running.ask(Whereis(name="lettered")).address
         os.kill(pid, signal.SIGKILL)
-        wait_for(lambda: _pid_gone(pid), 5, "the worker process to die")
+        wait_for(lambda: is_dead(pid), 5, "the worker process to die")
         assert running.ask(Whereis(name="lettered")).address == worker  # nobody noticed yet
         running.system.tell(worker, "anyone there?")
         wait_for(lambda: _freed(running, "lettered"), 5, "dead letter to free the name")
     finally:
         running.stop()
-
-
-def _pid_gone(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    # a zombie still answers kill(0); its state says it is dead
-    with open(f"/proc/{pid}/stat") as stat:
-        return stat.read().split(") ")[1][0] in "ZX"

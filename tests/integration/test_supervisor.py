@@ -34,6 +34,7 @@ from thespian_cluster import (
     WhichChildren,
 )
 from thespian_cluster.messages import ConfigureSupervisor
+from thespian_cluster.supervisors.os_process import is_dead
 
 WORKER = f"{Worker.__module__}.Worker"
 
@@ -283,37 +284,4 @@ def test_exit_request_to_the_supervisor_stops_its_children(tree_factory: Any) ->
     wait_for(lambda: all(_dead(p) for p in pids), 10, "children to exit with their supervisor")
 
 
-def _dead(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    try:
-        with open(f"/proc/{pid}/stat") as stat:
-            return stat.read().split(") ")[1][0] in "ZX"
-    except FileNotFoundError:
-        return True
-
-
-def test_shutdown_supervisor_stops_children_in_reverse_order_then_exits(tree_factory: Any) -> None:
-    from thespian_cluster import ShutdownSupervisor, SupervisorStopped
-
-    tree = tree_factory("one_for_one", workers("a", "b") + workers("stuck", shutdown=0.3))
-    pids = {i: tree.info(i)[0] for i in ("a", "b", "stuck")}
-    tree.system.tell(tree.children().by_id("stuck").address, "block")
-    reply = tree.ask(ShutdownSupervisor(), timeout=20)
-    assert isinstance(reply, SupervisorStopped)
-    wait_for(lambda: all(_dead(p) for p in pids.values()), 10, "every child to be gone")
-    assert tree.ask(WhichChildren(), timeout=1) is None  # the supervisor itself has exited
-
-
-def test_requests_wait_until_a_supervisor_has_started(node: Node) -> None:
-    from thespian_cluster import StartSupervisor
-
-    address = node.system.createActor(Supervisor)
-    early = node.system.ask(address, WhichChildren(), 0.5)
-    assert early is None  # not started: the request is kept, not answered with nothing
-    tree = Tree(node, address)
-    started = tree.ask(StartSupervisor())
-    assert isinstance(started, ChildrenReply) and started.children == []
-    assert tree.children().children == []
+_dead = is_dead
