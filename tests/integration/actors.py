@@ -21,13 +21,22 @@ class Worker(Actor):
         self.supervised_by: SupervisedBy | None = None
         self.exit_asked = False
 
+    def record_exit(self) -> None:
+        """Note "<child id> <monotonic time>" in the node's exits.log (tests read it)."""
+        node_dir = os.environ.get("THESPIAN_CLUSTER_NODE_DIR")
+        if node_dir and self.supervised_by is not None:
+            with open(os.path.join(node_dir, "exits.log"), "a") as log:
+                log.write(f"{self.supervised_by.child_id} {time.monotonic()}\n")
+
     def exit_normally(self) -> None:
         assert self.supervised_by is not None
         self.send(self.supervised_by.supervisor, NormalExit(child_id=self.supervised_by.child_id))
         self.send(self.myAddress, ActorExitRequest())
 
     def receiveMessage(self, message: Any, sender: Any) -> None:
-        if isinstance(message, SupervisedBy):
+        if isinstance(message, ActorExitRequest):
+            self.record_exit()
+        elif isinstance(message, SupervisedBy):
             self.supervised_by = message
             if self.exit_asked:
                 self.exit_normally()

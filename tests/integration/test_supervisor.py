@@ -285,3 +285,45 @@ def test_exit_request_to_the_supervisor_stops_its_children(tree_factory: Any) ->
 
 
 _dead = is_dead
+
+
+def test_a_nested_supervisor_is_up_only_when_its_children_are(node: Node) -> None:
+    inner = ChildSpec(
+        id="inner",
+        actor_class=Supervisor,
+        init_message=ConfigureSupervisor(children=workers("w1", "w2")),
+    )
+    outer = make_tree(node, "one_for_one", [inner, *workers("w3")])
+    inner_tree = Tree(node, outer.children().by_id("inner").address)
+    started = {i: inner_tree.info(i)[1] for i in ("w1", "w2")}
+    started["w3"] = outer.info("w3")[1]
+    assert started["w1"] < started["w2"] < started["w3"], started
+
+
+def test_shutdown_supervisor_stops_children_in_reverse_order_then_exits(tree_factory: Any) -> None:
+    from thespian_cluster import ShutdownSupervisor, SupervisorStopped
+
+    tree = tree_factory("one_for_one", workers("a", "b") + workers("stuck", shutdown=0.3))
+    pids = {i: tree.info(i)[0] for i in ("a", "b", "stuck")}
+    tree.system.tell(tree.children().by_id("stuck").address, "block")
+    began = time.monotonic()
+    reply = tree.ask(ShutdownSupervisor(), timeout=20)
+    assert isinstance(reply, SupervisorStopped)
+    wait_for(lambda: all(_dead(p) for p in pids.values()), 10, "every child to be gone")
+    exits = (tree.node.settings.node_dir / "exits.log").read_text().split("\n")
+    order = [line.split()[0] for line in exits if line]
+    assert order == ["b", "a"], order  # reverse start order; "stuck" was killed first
+    assert all(float(line.split()[1]) - began >= 0.3 for line in exits if line)
+    assert tree.ask(WhichChildren(), timeout=1) is None  # the supervisor itself has exited
+
+
+def test_requests_wait_until_a_supervisor_has_started(node: Node) -> None:
+    from thespian_cluster import StartSupervisor
+
+    address = node.system.createActor(Supervisor)
+    early = node.system.ask(address, WhichChildren(), 0.5)
+    assert early is None  # not started: the request is kept, not answered with nothing
+    tree = Tree(node, address)
+    started = tree.ask(StartSupervisor())
+    assert isinstance(started, ChildrenReply) and started.children == []
+    assert tree.children().children == []

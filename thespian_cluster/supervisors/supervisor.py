@@ -160,7 +160,7 @@ class Supervisor(Actor):
         elif isinstance(message, PoisonMessage):
             logger.warning("a message to a child failed twice: {}", message.poisonMessage)
         elif isinstance(message, StartSupervisor):
-            self.send(sender, self._which_children(message.request_id))
+            self._reply_when_up(sender, message.request_id)
         else:
             self._request(message, sender)
 
@@ -183,9 +183,13 @@ class Supervisor(Actor):
             self._stash.append((message, sender))
             return
         if isinstance(message, StartSupervisor):
-            self.when_up(lambda: self.send(sender, self._which_children(message.request_id)))
+            self._reply_when_up(sender, message.request_id)
         self.when_up(self._replay_stash)
         self.start_children()
+
+    def _reply_when_up(self, to: ActorAddress, request_id: str) -> None:
+        """Answer StartSupervisor once every static child is up (a parent waits on it)."""
+        self.when_up(lambda: self.send(to, self._which_children(request_id)))
 
     def _replay_stash(self) -> None:
         stashed, self._stash = self._stash, []
