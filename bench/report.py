@@ -56,6 +56,7 @@ RATIOS = [
     Ratio("fast_path.lookup_hot_100000", "fast_path.lookup_100", "100 names"),
     Ratio("fast_path.lookup_100", "registry.whereis_local", "Whereis ask"),
     Ratio("scale.lookup_node_table", "redis.get", "Redis GET"),
+    Ratio("wire.sealed_ask", "wire.plain_ask", "no cookie", paired=True),
 ]
 
 
@@ -71,6 +72,16 @@ def _added_at_most(limit: float) -> Callable[[Figure, dict[str, Figure]], bool |
 
 def _median(test: Callable[[float], bool]) -> Callable[[Figure, dict[str, Figure]], bool | None]:
     return lambda figure, _: None if figure.median is None else test(figure.median)
+
+
+def _costs_under(
+    limit: float, reference: str
+) -> Callable[[Figure, dict[str, Figure]], bool | None]:
+    def met(figure: Figure, _: dict[str, Figure]) -> bool | None:
+        ratio = figure.ratios.get(reference)
+        return None if not ratio else 1 / ratio - 1 < limit
+
+    return met
 
 
 def _flat(figure: Figure, _: dict[str, Figure]) -> bool | None:
@@ -89,6 +100,7 @@ GOALS = [
     Goal("cluster.bulk_global_register", "> 3,000 names/s", _median(lambda m: m > 3000)),
     Goal("supervision.restart_gap", "median < 100 ms", _median(lambda m: m < 100)),
     Goal("scale.memory_per_name", "<= 1 KB per name per replica", _median(lambda m: m <= 1024)),
+    Goal("wire.sealed_ask", "costs < 5% of a round trip", _costs_under(0.05, "no cookie")),
 ]
 
 

@@ -27,6 +27,7 @@ from bench import (
     round_trips,
     scale,
     supervision,
+    wire,
 )
 from bench.common import ERROR, MODES, Context, Figure, Progress
 
@@ -42,6 +43,7 @@ FAMILIES: list[ModuleType] = [
     redis_ref,
     fast_path,
     supervision,
+    wire,
     scale,
     cluster,
 ]

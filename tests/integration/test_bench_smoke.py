@@ -10,7 +10,16 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
-FAMILIES = {"round_trips", "pingpong", "redis", "fast_path", "supervision", "scale", "cluster"}
+FAMILIES = {
+    "round_trips",
+    "pingpong",
+    "redis",
+    "fast_path",
+    "supervision",
+    "wire",
+    "scale",
+    "cluster",
+}
 
 
 def _left_behind(marker: str) -> list[str]:
@@ -55,6 +64,8 @@ def test_the_smallest_case_runs_every_family_and_writes_results(tmp_path: Path) 
         "fast_path.lookup_100",
         "supervision.restart_gap",
         "supervision.death_to_name_freed",
+        "wire.plain_ask",
+        "wire.sealed_ask",
         "scale.register_throughput",
         "scale.memory_per_name",
     ):
