@@ -57,6 +57,7 @@ RATIOS = [
     Ratio("fast_path.lookup_100", "registry.whereis_local", "Whereis ask"),
     Ratio("scale.lookup_node_table", "redis.get", "Redis GET"),
     Ratio("wire.sealed_ask", "wire.plain_ask", "no cookie", paired=True),
+    Ratio("wire.sealed_cpu", "wire.plain_cpu", "no cookie", paired=True),
 ]
 
 
