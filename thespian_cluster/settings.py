@@ -143,12 +143,6 @@ class ClusterSettings(BaseSettings):
         except ValidationError as exc:
             raise SettingsError(_explain(exc)) from None
 
-    def to_toml_dict(self) -> dict[str, Any]:
-        """The settings as plain values (the cookie left out), e.g. for ``status``."""
-        values = self.model_dump(mode="json", exclude={"cluster_cookie"})
-        values["cluster_cookie"] = "**********" if self.cluster_cookie else None
-        return values
-
 
 def _explain(exc: ValidationError) -> str:
     problems = []

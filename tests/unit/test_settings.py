@@ -61,7 +61,7 @@ def test_allowed_values_are_listed() -> None:
 def test_cookie_never_appears_in_errors_or_dumps() -> None:
     secret = "s3cr3t-value-0123456789"
     settings = ClusterSettings.build(cluster_cookie=secret)
-    assert secret not in repr(settings) and secret not in str(settings.to_toml_dict())
+    assert secret not in repr(settings) and secret not in str(settings.model_dump())
     with pytest.raises(SettingsError) as error:
         ClusterSettings.build(cluster_cookie=secret, admin_port="nope")
     assert secret not in str(error.value)

@@ -20,7 +20,6 @@ the backend is distributed.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -32,7 +31,6 @@ from thespian.actors import (
     DeadEnvelope,
     WakeupMessage,
 )
-from thespian.system.messages.status import Thespian_ActorStatus
 
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
@@ -77,13 +75,6 @@ class ConfigureRegistry(BaseModel):
     settings: ClusterSettings
 
 
-@dataclass
-class _Probe:
-    """The round-robin position of the liveness probes."""
-
-    cursor: int = 0
-
-
 class Registry(Actor):
     """See the module docstring. Users talk to it; they never subclass it."""
 
@@ -93,7 +84,7 @@ class Registry(Actor):
         self.table: TableWriter | None = None
         self.settings: ClusterSettings | None = None
         self._early: list[tuple[Any, ActorAddress]] = []  # requests before configuration
-        self._probe = _Probe()
+        self._probe_cursor = 0  # round robin over the watched actors
         self._handlers: dict[type, Callable[[Any], Reply]] = {
             Register: self._register,
             Unregister: self._unregister,
@@ -121,8 +112,8 @@ class Registry(Actor):
             self._forget(message.address, "exit hook")
         elif isinstance(message, WakeupMessage):
             self._probe_batch()
-        elif isinstance(message, Thespian_ActorStatus | ActorExitRequest | SupervisedBy):
-            pass  # a probed actor is alive; an exit needs no cleanup (the table persists)
+        elif isinstance(message, ActorExitRequest | SupervisedBy):
+            pass  # an exit needs no cleanup: the table persists for a restarted Registry
         else:
             logger.warning("registry ignored a {}", type(message).__name__)
 
@@ -275,9 +266,9 @@ class Registry(Actor):
         assert settings is not None
         watched = self._backend.watched_addresses()
         if watched:
-            start = self._probe.cursor % len(watched)
+            start = self._probe_cursor % len(watched)
             chosen = (watched[start:] + watched[:start])[: settings.liveness_probe_batch]
-            self._probe.cursor = start + len(chosen)
+            self._probe_cursor = start + len(chosen)
             for address in refused(chosen):
                 self._forget(address, "liveness probe")
         self.wakeupAfter(settings.liveness_probe_interval)

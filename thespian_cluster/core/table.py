@@ -159,15 +159,6 @@ class NameTable:
         self._store(entry)
         return entry
 
-    def insert(self, entry: Entry) -> None:
-        """Put an entry in as it is (restoring a saved table); replaces any owner."""
-        old = self._names.get(entry.key)
-        if old is not None:
-            self._unindex_name(old)
-        self._store(replace(entry, address=self._intern(entry.address)))
-        if old is not None:
-            self._release(old.address)
-
     # ---- groups ------------------------------------------------------------------
 
     def join(self, group: str, address: Any, node: str, meta: Mapping[str, Any]) -> Member:
