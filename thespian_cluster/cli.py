@@ -72,7 +72,10 @@ def start(
     # Both explicitly: a shell starts background jobs with SIGINT ignored.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    typer.echo(f"node {settings.node_name} running on {settings.admin_address}; Ctrl-C stops it")
+    typer.echo(
+        f"node {settings.node_name} running on {settings.admin_address} "
+        f"(pgid {node.pgid}); Ctrl-C stops it"
+    )
     try:
         while not stop.wait(0.5):  # a timed wait lets the signal handlers run
             pass

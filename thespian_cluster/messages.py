@@ -256,6 +256,8 @@ class ErrorCode(StrEnum):
     NOT_REGISTERED = "not_registered"
     UNKNOWN_REQUEST = "unknown_request"
     BACKEND_FAILURE = "backend_failure"
+    INVALID_REQUEST = "invalid_request"
+    UNKNOWN_NODE = "unknown_node"
 
 
 class RegistryError(Reply):

@@ -33,11 +33,14 @@ from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 from thespian_cluster import node_table
 from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
 from thespian_cluster.backends.loading import backend_class
+from thespian_cluster.cluster_messages import AwaitJoin, JoinOutcome
 from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
-from thespian_cluster.messages import Request
+from thespian_cluster.messages import ChildrenReply, Request, WhichChildren
+from thespian_cluster.node_identity import new_identity
 from thespian_cluster.security import install_from_settings, wire_security_status
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.node import (
+    CLUSTER_CHILD,
     ROOT_GLOBAL_NAME,
     GetNodeInfo,
     NodeInfo,
@@ -48,6 +51,7 @@ from thespian_cluster.transport import advertise, bind_node_to, limit_idle_socke
 
 SYSTEM_BASE = "multiprocTCPBase"
 DEFAULT_TIMEOUT = 10.0
+JOIN_WAIT = 2.0  # seconds start_node waits to hear whether the cluster accepts the node
 
 
 class NodeError(RuntimeError):
@@ -104,7 +108,12 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     )
     if port_in_use(settings.host, settings.admin_port):
         raise NodeError(f"admin port {settings.admin_port} on {settings.host} is already in use")
+    if settings.cluster_enabled and udp_port_in_use(settings.host, settings.admin_port):
+        raise NodeError(
+            f"UDP port {settings.admin_port} on {settings.host} (heartbeats) is already in use"
+        )
     node_table.wipe(settings.node_dir)  # a new incarnation: the old actors are gone
+    new_identity(settings.node_dir)
     # Everything below is inherited by the admin and every actor process it forks.
     os.environ[NODE_DIR_ENV] = str(settings.node_dir)
     move_thespian_internal_log(settings.node_dir)
@@ -131,6 +140,8 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
         started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
         if not isinstance(started, NodeInfo):
             raise NodeError(f"node root did not start: {started!r}")
+        if settings.cluster_enabled and settings.convention_leader:
+            _await_join(system, root, settings)
     except BaseException:
         system.shutdown()
         raise
@@ -187,6 +198,38 @@ def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> A
     return info.registry
 
 
+def _await_join(system: ActorSystem, root: ActorAddress, settings: ClusterSettings) -> None:
+    """Give the join a moment: a refusal (a taken node name) is a startup error.
+
+    A leader that is not reachable yet is no error: the node keeps trying (and logs
+    it), so nodes may start in any order.
+    """
+    monitor = cluster_agent(system, root, "node_monitor")
+    outcome = system.ask(monitor, AwaitJoin(timeout=JOIN_WAIT), JOIN_WAIT + DEFAULT_TIMEOUT)
+    if isinstance(outcome, JoinOutcome) and outcome.refused:
+        raise NodeError(f"the cluster refused node {settings.node_name}: {outcome.refused}")
+    if not isinstance(outcome, JoinOutcome) or not outcome.joined:
+        logger.warning(
+            "node {} has not reached its convention leader {} yet; it keeps trying",
+            settings.node_name,
+            settings.convention_leader,
+        )
+
+
+def cluster_agent(system: ActorSystem, root: ActorAddress, child_id: str) -> ActorAddress:
+    """The address of one of the node's cluster actors (``node_monitor``, ...)."""
+    tree = system.ask(root, WhichChildren(), DEFAULT_TIMEOUT)
+    if not isinstance(tree, ChildrenReply) or CLUSTER_CHILD not in {c.id for c in tree.children}:
+        raise NodeError("this node runs no cluster supervisor (cluster_enabled = false?)")
+    cluster = system.ask(tree.by_id(CLUSTER_CHILD).address, WhichChildren(), DEFAULT_TIMEOUT)
+    if not isinstance(cluster, ChildrenReply):
+        raise NodeError("the node's cluster supervisor did not answer")
+    address = cluster.by_id(child_id).address
+    if address is None:
+        raise NodeError(f"the node's {child_id} is not running right now")
+    return address
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -200,11 +243,22 @@ def port_in_use(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def udp_port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _capabilities(settings: ClusterSettings) -> dict[str, Any]:
     capabilities: dict[str, Any] = {
         "Admin Port": settings.admin_port,
         "thespian_cluster.node": settings.node_name,
     }
-    if settings.convention_leader:
+    # A cluster node joins once its NodeMonitor has published the node's record
+    # (actors/node_monitor.py); a plain node joins the convention at once.
+    if settings.convention_leader and not settings.cluster_enabled:
         capabilities["Convention Address.IPv4"] = settings.convention_leader
     return capabilities

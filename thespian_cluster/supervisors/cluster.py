@@ -1,4 +1,9 @@
-"""``ClusterSupervisor``: RegistryDist, NodeMonitor and SplitBrainDetector, one_for_one."""
+"""``ClusterSupervisor``: RegistryDist, NodeMonitor and SplitBrainDetector, one_for_one.
+
+After every child start it tells NodeMonitor where the cluster actors are now
+(:class:`~thespian_cluster.actors.node_monitor.Agents`), so the node's record that
+peers hold always names the live incarnation of each.
+"""
 
 from __future__ import annotations
 
@@ -6,13 +11,15 @@ from typing import Any
 
 from thespian_cluster.actors.cluster_members import (
     ConfigureComponent,
-    NodeMonitor,
     RegistryDist,
     SplitBrainDetector,
 )
+from thespian_cluster.actors.node_monitor import Agents, NodeMonitor
 from thespian_cluster.core.supervision import ChildSpec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.supervisor import Supervisor
+
+NODE_MONITOR = "node_monitor"
 
 
 class ConfigureCluster(ConfigureComponent):
@@ -39,6 +46,14 @@ class ClusterSupervisor(Supervisor):
         init = ConfigureComponent(settings=self.settings)
         return [
             ChildSpec(id="registry_dist", actor_class=RegistryDist, init_message=init),
-            ChildSpec(id="node_monitor", actor_class=NodeMonitor, init_message=init),
+            ChildSpec(id=NODE_MONITOR, actor_class=NodeMonitor, init_message=init),
             ChildSpec(id="split_brain_detector", actor_class=SplitBrainDetector, init_message=init),
         ]
+
+    def _start(self, child_id: str) -> Any:
+        address = super()._start(child_id)
+        monitor = self.core.child(NODE_MONITOR)
+        if monitor is not None and monitor.running:
+            agents = {c.spec.id: c.address for c in self.core.children if c.running}
+            self.send(monitor.address, Agents(agents=agents))
+        return address

@@ -1,0 +1,220 @@
+"""Multi-node clusters for tests: every node is `thespian-cluster start` in its own process.
+
+A :class:`Cluster` starts nodes as real OS processes (the CLI), each with its own
+TOML file, data directory and free port, and talks to them as a client would
+(:func:`~thespian_cluster.connect`). Killing a node kills its whole process group
+(``os.killpg``), as a crash of its host would; stopping one sends SIGSTOP to the
+group. Everything is torn down in :meth:`Cluster.close`, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tests.conftest import free_port, wait_for
+from thespian.actors import ActorSystem
+from thespian_cluster import connect
+from thespian_cluster.cluster_messages import ClusterNodes, ClusterNodesReply, NodeStatusReply
+from thespian_cluster.cluster_messages import GetNodeStatus
+from thespian_cluster.node import cluster_agent, disconnect, root_address
+from thespian_cluster.supervisors.os_process import live_processes_in_group
+
+CLI = [sys.executable, "-m", "thespian_cluster.cli", "start", "--config"]
+COOKIE = "harness-cookie-0123456789abcdef"
+_READY = re.compile(r"running on (\S+) \(pgid (\d+)\)")
+
+
+def free_udp_tcp_port() -> int:
+    """A port free for TCP (the admin) and UDP (heartbeats) alike."""
+    import socket
+
+    while True:
+        port = free_port()
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+            try:
+                probe.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+        return port
+
+
+@dataclass
+class ClusterNode:
+    """One node process and a client handle on it."""
+
+    name: str
+    port: int
+    host: str
+    config: Path
+    process: subprocess.Popen[bytes]
+    output: Path
+    pgid: int = 0
+    _client: ActorSystem | None = field(default=None, repr=False)
+
+    @property
+    def leader_address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def client(self) -> ActorSystem:
+        if self._client is None:
+            self._client = connect(self.port, self.host)
+        return self._client
+
+    def monitor(self) -> Any:
+        system = self.client()
+        return cluster_agent(system, root_address(system), "node_monitor")
+
+    def ask_monitor(self, request: Any, timeout: float = 10.0) -> Any:
+        return self.client().ask(self.monitor(), request, timeout)
+
+    def cluster_nodes(self) -> ClusterNodesReply:
+        reply = self.ask_monitor(ClusterNodes())
+        assert isinstance(reply, ClusterNodesReply), reply
+        return reply
+
+    def status(self) -> NodeStatusReply:
+        reply = self.ask_monitor(GetNodeStatus())
+        assert isinstance(reply, NodeStatusReply), reply
+        return reply
+
+    def health_of(self, other: str) -> str | None:
+        info = self.status().by_name(other)
+        return info.health if info else None
+
+    def kill(self) -> None:
+        """SIGKILL the whole node (its admin and every actor), and the CLI process."""
+        self._drop_client()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait(10)
+
+    def pause(self) -> None:
+        os.killpg(self.pgid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.pgid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Ctrl-C: a graceful stop."""
+        self._drop_client()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGKILL)
+
+    def gone(self) -> bool:
+        return self.process.poll() is not None and not live_processes_in_group(self.pgid)
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            disconnect(self._client)
+            self._client = None
+
+
+class Cluster:
+    """Nodes started by name; see the module docstring."""
+
+    def __init__(self, tmp_path: Path, host: str = "127.0.0.1", **settings: Any) -> None:
+        self.tmp_path = tmp_path
+        self.host = host
+        self.settings = settings
+        self.nodes: dict[str, ClusterNode] = {}
+        self._everything: list[ClusterNode] = []
+        os.environ["THESPIAN_CLUSTER_COOKIE"] = COOKIE
+
+    def start(
+        self,
+        name: str,
+        leader: ClusterNode | str | None = None,
+        port: int | None = None,
+        wait: bool = True,
+        **settings: Any,
+    ) -> ClusterNode:
+        port = port or free_udp_tcp_port()
+        values: dict[str, Any] = {
+            "node_name": name,
+            "host": self.host,
+            "admin_port": port,
+            "data_dir": str(self.tmp_path / "data"),
+            "cluster_enabled": True,
+            "log_level": "INFO",
+            "liveness_probe_interval": 0.2,
+            **self.settings,
+            **settings,
+        }
+        if leader is not None:
+            address = leader.leader_address if isinstance(leader, ClusterNode) else leader
+            values["convention_leader"] = address
+        config = self.tmp_path / f"{name}-{port}-{len(self._everything)}.toml"
+        config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in values.items()))
+        env = {**os.environ, "THESPIAN_CLUSTER_COOKIE": COOKIE}
+        # Output to a file, never a pipe: every actor process inherits it, and a full
+        # pipe nobody reads would block them all.
+        output = config.with_suffix(".out")
+        with output.open("w") as sink:
+            process = subprocess.Popen(
+                [*CLI, str(config)], stdout=sink, stderr=subprocess.STDOUT, env=env
+            )
+        node = ClusterNode(name, port, self.host, config, process, output)
+        self._everything.append(node)
+        if wait:
+            self.wait_ready(node)
+        self.nodes[name] = node
+        return node
+
+    def wait_ready(self, node: ClusterNode, timeout: float = 30.0) -> ClusterNode:
+        """Wait until the node says it runs; fail with its output if it exits first."""
+
+        def ready() -> bool:
+            match = _READY.search(node.output.read_text())
+            if match:
+                node.pgid = int(match.group(2))
+                return True
+            if node.process.poll() is not None:
+                raise AssertionError(f"node {node.name} exited:\n{node.output.read_text()[-3000:]}")
+            return False
+
+        wait_for(ready, timeout, f"node {node.name} to start")
+        return node
+
+    def all_know(self, names: list[str]) -> bool:
+        """Every listed node sees exactly these nodes as live."""
+        expected = sorted(names)
+        return all(self.nodes[n].cluster_nodes().nodes == expected for n in names)
+
+    def wait_formed(self, names: list[str], timeout: float = 10.0) -> None:
+        wait_for(lambda: self.all_know(names), timeout, f"{names} to know each other")
+
+    def close(self) -> None:
+        for node in self._everything:
+            with contextlib.suppress(Exception):
+                if node.pgid:
+                    node.resume()
+            with contextlib.suppress(Exception):
+                node.kill() if node.pgid else node.process.kill()
+            with contextlib.suppress(Exception):
+                node.process.wait(10)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
