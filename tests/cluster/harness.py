@@ -19,11 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import free_port, wait_for
 from thespian.actors import ActorSystem
+
+from tests.conftest import free_port, wait_for
 from thespian_cluster import connect
-from thespian_cluster.cluster_messages import ClusterNodes, ClusterNodesReply, NodeStatusReply
-from thespian_cluster.cluster_messages import GetNodeStatus
+from thespian_cluster.cluster_messages import (
+    ClusterNodes,
+    ClusterNodesReply,
+    GetNodeStatus,
+    NodeStatusReply,
+)
 from thespian_cluster.node import cluster_agent, disconnect, root_address
 from thespian_cluster.supervisors.os_process import live_processes_in_group
 

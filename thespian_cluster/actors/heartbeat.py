@@ -155,6 +155,9 @@ class HeartbeatAgent:
         self._observations: list[Observation] = []
         self._wanted: dict[str, Peer] = {}  # set by the actor
         self._ping_now = threading.Event()
+        # A byte on this pair wakes the thread from select() (ping now, or stop).
+        self._wake_reader, self._wake_writer = socket.socketpair()
+        self._wake_reader.setblocking(False)
         self._stop = threading.Event()
         self._seq = itertools.count(1)
         self._thread = threading.Thread(target=self._run, name="heartbeat", daemon=True)
@@ -168,17 +171,25 @@ class HeartbeatAgent:
 
     def stop(self) -> None:
         self._stop.set()
-        self._ping_now.set()
+        self._wake()
         self._thread.join(timeout=2)
-        self._listen.close()
+        for sock in (self._listen, self._wake_reader, self._wake_writer):
+            sock.close()
 
     def set_peers(self, peers: list[Peer]) -> None:
         with self._lock:
-            self._wanted = {p.name: p for p in peers}
+            before, self._wanted = self._wanted, {p.name: p for p in peers}
+        if any(before.get(p.name) != p for p in peers):
+            self.ping_now()  # a new peer gets its first ping (and an rtt) at once
 
     def ping_now(self) -> None:
         """Ping every peer at once instead of at the next interval."""
         self._ping_now.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        with contextlib.suppress(OSError):
+            self._wake_writer.send(b"!")
 
     def drain(self) -> list[Observation]:
         with self._lock:
@@ -190,6 +201,7 @@ class HeartbeatAgent:
     def _run(self) -> None:
         selector = selectors.DefaultSelector()
         selector.register(self._listen, selectors.EVENT_READ, None)
+        selector.register(self._wake_reader, selectors.EVENT_READ, "wake")
         links: dict[str, tuple[Peer, socket.socket]] = {}
         next_ping = time.monotonic()
         try:
@@ -199,11 +211,14 @@ class HeartbeatAgent:
                     self._ping_now.clear()
                     self._relink(selector, links)
                     for peer, link in list(links.values()):
-                        self._send(link, peer, Packet(PING, next(self._seq), now, "", ""))
+                        self._ping(link, peer, now)
                     next_ping = now + self.interval
                 for key, _ in selector.select(max(0.0, next_ping - time.monotonic())):
                     if key.data is None:
                         self._serve(self._listen)
+                    elif key.data == "wake":
+                        with contextlib.suppress(OSError):
+                            self._wake_reader.recv(4096)
                     else:
                         peer, link = key.data
                         self._receive(link, peer)
@@ -238,8 +253,8 @@ class HeartbeatAgent:
                 links[name] = (peer, link)
                 selector.register(link, selectors.EVENT_READ, (peer, link))
 
-    def _send(self, link: socket.socket, peer: Peer, ping: Packet) -> None:
-        packet = Packet(PING, ping.seq, ping.sent, self.incarnation, self.name)
+    def _ping(self, link: socket.socket, peer: Peer, now: float) -> None:
+        packet = Packet(PING, next(self._seq), now, self.incarnation, self.name)
         try:
             link.send(self._codec.pack(packet))
             self.sent += 1
