@@ -7,12 +7,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.cluster.harness import Cluster
+from thespian_cluster.local_cluster import LocalCluster
 
 
 @pytest.fixture
-def cluster(tmp_path: Path) -> Iterator[Cluster]:
-    running = Cluster(tmp_path)
+def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
+    running = LocalCluster(tmp_path)
     try:
         yield running
     finally:

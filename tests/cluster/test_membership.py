@@ -13,7 +13,6 @@ from typing import Any
 import pytest
 
 from tests.cluster.actors import EventLog
-from tests.cluster.harness import Cluster, ClusterNode, free_udp_tcp_port
 from tests.conftest import wait_for
 from thespian_cluster import RegistryError
 from thespian_cluster.cluster_messages import (
@@ -26,6 +25,7 @@ from thespian_cluster.cluster_messages import (
     Subscribed,
     SubscribeNodeEvents,
 )
+from thespian_cluster.local_cluster import ClusterNode, LocalCluster, free_port
 from thespian_cluster.supervisors.os_process import pid_listening_on
 
 pytestmark = pytest.mark.cluster
@@ -44,8 +44,8 @@ def events(node: ClusterNode, log: Any) -> list[NodeUp | NodeDown]:
     return found
 
 
-def test_nodes_join_in_any_order_and_all_know_each_other(cluster: Cluster) -> None:
-    leader_port = free_udp_tcp_port()
+def test_nodes_join_in_any_order_and_all_know_each_other(cluster: LocalCluster) -> None:
+    leader_port = free_port()
     leader_address = f"127.0.0.1:{leader_port}"
     # b starts before its leader exists: it keeps trying and says so once.
     b = cluster.start("b", leader=leader_address)
@@ -65,7 +65,7 @@ def test_nodes_join_in_any_order_and_all_know_each_other(cluster: Cluster) -> No
 
 
 def test_a_killed_node_is_down_on_every_survivor_and_subscribers_hear_once(
-    cluster: Cluster,
+    cluster: LocalCluster,
 ) -> None:
     a = cluster.start("a")
     b, c = cluster.start("b", leader=a), cluster.start("c", leader=a)
@@ -81,7 +81,7 @@ def test_a_killed_node_is_down_on_every_survivor_and_subscribers_hear_once(
     assert events(a, log) == [NodeDown(node="b", incarnation=dead_incarnation, reason="refused")]
 
 
-def test_a_hung_node_is_suspect_then_down_then_up_again(cluster: Cluster) -> None:
+def test_a_hung_node_is_suspect_then_down_then_up_again(cluster: LocalCluster) -> None:
     a = cluster.start("a")
     b = cluster.start("b", leader=a)
     cluster.wait_formed(["a", "b"])
@@ -102,7 +102,7 @@ def test_a_hung_node_is_suspect_then_down_then_up_again(cluster: Cluster) -> Non
     ]
 
 
-def test_a_node_restarted_on_its_port_is_a_new_incarnation(cluster: Cluster) -> None:
+def test_a_node_restarted_on_its_port_is_a_new_incarnation(cluster: LocalCluster) -> None:
     a = cluster.start("a")
     b = cluster.start("b", leader=a)
     cluster.wait_formed(["a", "b"])
@@ -122,7 +122,7 @@ def test_a_node_restarted_on_its_port_is_a_new_incarnation(cluster: Cluster) -> 
 
 
 def test_a_second_node_with_a_taken_name_is_refused_and_the_first_keeps_running(
-    cluster: Cluster,
+    cluster: LocalCluster,
 ) -> None:
     a = cluster.start("a")
     b = cluster.start("b", leader=a)
@@ -140,7 +140,7 @@ def test_a_second_node_with_a_taken_name_is_refused_and_the_first_keeps_running(
     assert b.cluster_nodes().nodes == ["a", "b"]
 
 
-def test_five_nodes_and_one_lost(cluster: Cluster) -> None:
+def test_five_nodes_and_one_lost(cluster: LocalCluster) -> None:
     first = cluster.start("n1")
     names = ["n1"] + [cluster.start(f"n{i}", leader=first).name for i in range(2, 6)]
     cluster.wait_formed(names)
@@ -152,7 +152,7 @@ def test_five_nodes_and_one_lost(cluster: Cluster) -> None:
     cluster.wait_formed(survivors)
 
 
-def test_node_monitor_restart_rebuilds_without_spurious_events(cluster: Cluster) -> None:
+def test_node_monitor_restart_rebuilds_without_spurious_events(cluster: LocalCluster) -> None:
     a = cluster.start("a")
     b, c = cluster.start("b", leader=a), cluster.start("c", leader=a)
     cluster.wait_formed(["a", "b", "c"])
@@ -171,7 +171,7 @@ def test_node_monitor_restart_rebuilds_without_spurious_events(cluster: Cluster)
     assert events(b, log) == [NodeDown(node="c", incarnation=c_incarnation, reason="refused")]
 
 
-def test_health_requests_and_bad_input(cluster: Cluster) -> None:
+def test_health_requests_and_bad_input(cluster: LocalCluster) -> None:
     a = cluster.start("a")
     b = cluster.start("b", leader=a)
     cluster.wait_formed(["a", "b"])

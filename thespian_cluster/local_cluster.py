@@ -1,10 +1,18 @@
-"""Multi-node clusters for tests: every node is `thespian-cluster start` in its own process.
+"""Clusters on one machine, for tests, benchmarks and the demo: one process per node.
 
-A :class:`Cluster` starts nodes as real OS processes (the CLI), each with its own
-TOML file, data directory and free port, and talks to them as a client would
-(:func:`~thespian_cluster.connect`). Killing a node kills its whole process group
-(``os.killpg``), as a crash of its host would; stopping one sends SIGSTOP to the
-group. Everything is torn down in :meth:`Cluster.close`, whatever happened.
+::
+
+    with LocalCluster(tmp_dir) as cluster:
+        a = cluster.start("a")
+        b = cluster.start("b", leader=a)
+        cluster.wait_formed(["a", "b"])
+        b.kill()                      # os.killpg(SIGKILL): a crash of b's host
+
+A :class:`LocalCluster` starts each node as ``thespian-cluster start`` in its own OS
+process, with its own TOML file, data directory and free port, and talks to it as a
+client would (:func:`~thespian_cluster.node.connect`). Killing a node kills its
+whole process group; :meth:`ClusterNode.pause` sends SIGSTOP to it (a hung node).
+Everything is torn down by :meth:`LocalCluster.close`, whatever happened.
 """
 
 from __future__ import annotations
@@ -13,42 +21,57 @@ import contextlib
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from thespian.actors import ActorSystem
 
-from tests.conftest import free_port, wait_for
-from thespian_cluster import connect
 from thespian_cluster.cluster_messages import (
     ClusterNodes,
     ClusterNodesReply,
     GetNodeStatus,
     NodeStatusReply,
 )
-from thespian_cluster.node import cluster_agent, disconnect, root_address
+from thespian_cluster.node import cluster_agent, connect, disconnect, root_address
 from thespian_cluster.supervisors.os_process import live_processes_in_group
 
+T = TypeVar("T")
 CLI = [sys.executable, "-m", "thespian_cluster.cli", "start", "--config"]
-COOKIE = "harness-cookie-0123456789abcdef"
+#: The cookie of clusters that are given none: local clusters are never unprotected.
+DEFAULT_COOKIE = "local-cluster-cookie-0123456789"
 _READY = re.compile(r"running on (\S+) \(pgid (\d+)\)")
 
 
-def free_udp_tcp_port() -> int:
-    """A port free for TCP (the admin) and UDP (heartbeats) alike."""
-    import socket
-
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for TCP (the admin) and UDP (heartbeats) alike, right now."""
     while True:
-        port = free_port()
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
             try:
-                probe.bind(("127.0.0.1", port))
+                udp.bind((host, port))
             except OSError:
                 continue
         return port
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something truthy; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
 
 
 @dataclass
@@ -82,12 +105,14 @@ class ClusterNode:
 
     def cluster_nodes(self) -> ClusterNodesReply:
         reply = self.ask_monitor(ClusterNodes())
-        assert isinstance(reply, ClusterNodesReply), reply
+        if not isinstance(reply, ClusterNodesReply):
+            raise RuntimeError(f"node {self.name} answered ClusterNodes with {reply!r}")
         return reply
 
     def status(self) -> NodeStatusReply:
         reply = self.ask_monitor(GetNodeStatus())
-        assert isinstance(reply, NodeStatusReply), reply
+        if not isinstance(reply, NodeStatusReply):
+            raise RuntimeError(f"node {self.name} answered GetNodeStatus with {reply!r}")
         return reply
 
     def health_of(self, other: str) -> str | None:
@@ -130,16 +155,26 @@ class ClusterNode:
             self._client = None
 
 
-class Cluster:
+class LocalCluster:
     """Nodes started by name; see the module docstring."""
 
-    def __init__(self, tmp_path: Path, host: str = "127.0.0.1", **settings: Any) -> None:
-        self.tmp_path = tmp_path
+    def __init__(
+        self, work_dir: Path, host: str = "127.0.0.1", cookie: str = DEFAULT_COOKIE, **settings: Any
+    ) -> None:
+        self.work_dir = work_dir
         self.host = host
+        self.cookie = cookie
         self.settings = settings
         self.nodes: dict[str, ClusterNode] = {}
         self._everything: list[ClusterNode] = []
-        os.environ["THESPIAN_CLUSTER_COOKIE"] = COOKIE
+        # This process's clients (connect()) bring the same cookie.
+        os.environ["THESPIAN_CLUSTER_COOKIE"] = cookie
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
     def start(
         self,
@@ -149,12 +184,12 @@ class Cluster:
         wait: bool = True,
         **settings: Any,
     ) -> ClusterNode:
-        port = port or free_udp_tcp_port()
+        port = port or free_port(self.host)
         values: dict[str, Any] = {
             "node_name": name,
             "host": self.host,
             "admin_port": port,
-            "data_dir": str(self.tmp_path / "data"),
+            "data_dir": str(self.work_dir / "data"),
             "cluster_enabled": True,
             "log_level": "INFO",
             "liveness_probe_interval": 0.2,
@@ -164,9 +199,9 @@ class Cluster:
         if leader is not None:
             address = leader.leader_address if isinstance(leader, ClusterNode) else leader
             values["convention_leader"] = address
-        config = self.tmp_path / f"{name}-{port}-{len(self._everything)}.toml"
+        config = self.work_dir / f"{name}-{port}-{len(self._everything)}.toml"
         config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in values.items()))
-        env = {**os.environ, "THESPIAN_CLUSTER_COOKIE": COOKIE}
+        env = {**os.environ, "THESPIAN_CLUSTER_COOKIE": self.cookie}
         # Output to a file, never a pipe: every actor process inherits it, and a full
         # pipe nobody reads would block them all.
         output = config.with_suffix(".out")
@@ -190,7 +225,7 @@ class Cluster:
                 node.pgid = int(match.group(2))
                 return True
             if node.process.poll() is not None:
-                raise AssertionError(f"node {node.name} exited:\n{node.output.read_text()[-3000:]}")
+                raise RuntimeError(f"node {node.name} exited:\n{node.output.read_text()[-3000:]}")
             return False
 
         wait_for(ready, timeout, f"node {node.name} to start")
