@@ -30,13 +30,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from thespian.actors import ActorSystem
+from thespian.actors import Actor, ActorSystem
 
 from thespian_cluster.cluster_messages import (
     ClusterNodes,
     ClusterNodesReply,
     GetNodeStatus,
+    NodeDown,
     NodeStatusReply,
+    NodeUp,
 )
 from thespian_cluster.node import cluster_agent, connect, disconnect, root_address
 from thespian_cluster.supervisors.os_process import live_processes_in_group
@@ -258,3 +260,18 @@ def _toml(value: Any) -> str:
     if isinstance(value, list):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class EventLog(Actor):
+    """Keeps every message it gets (e.g. NodeUp / NodeDown as a subscriber); answers the
+    string ``"events"`` with the list so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Any] = []
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if message == "events":
+            self.send(sender, list(self.events))
+        elif isinstance(message, NodeUp | NodeDown):
+            self.events.append(message)

@@ -7,12 +7,14 @@ crashes are ``os.killpg(SIGKILL)``, hangs ``SIGSTOP`` of the whole group.
 from __future__ import annotations
 
 import os
+import random
 import signal
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.cluster.actors import EventLog
 from tests.conftest import wait_for
 from thespian_cluster import RegistryError
 from thespian_cluster.cluster_messages import (
@@ -25,7 +27,7 @@ from thespian_cluster.cluster_messages import (
     Subscribed,
     SubscribeNodeEvents,
 )
-from thespian_cluster.local_cluster import ClusterNode, LocalCluster, free_port
+from thespian_cluster.local_cluster import ClusterNode, EventLog, LocalCluster, free_port
 from thespian_cluster.supervisors.os_process import pid_listening_on
 
 pytestmark = pytest.mark.cluster
@@ -198,3 +200,34 @@ def _pid_of(address: Any) -> int:
     pid = pid_listening_on(address.addressDetails.sockname[1])
     assert pid is not None
     return pid
+
+
+def test_stopping_a_member_at_any_moment_of_its_start_leaves_nothing(cluster: LocalCluster) -> None:
+    """Ctrl-C at random moments of a member's start (before, during and after its join):
+    the CLI exits and no process of that node survives (no second actor system)."""
+    a = cluster.start("a")
+    cluster.start("b", leader=a)
+    seed = random.randrange(1 << 30)
+    print(f"random seed {seed}")
+    chance = random.Random(seed)
+    for attempt in range(8):
+        member = cluster.start(f"m{attempt}", leader=a, wait=False)
+        time.sleep(chance.uniform(0.2, 1.4))  # the moment of the Ctrl-C is the test's input
+        member.process.send_signal(signal.SIGINT)
+        assert member.process.wait(30) is not None
+        wait_for(lambda m=member: not _processes_of(m.config), 10, f"m{attempt} gone")
+    assert a.cluster_nodes().nodes[:2] == ["a", "b"]
+
+
+def _processes_of(config: Path) -> list[int]:
+    """Live processes started for this node's config (the CLI, its admin, its actors)."""
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if str(config).encode() in cmdline and state not in ("Z", "X"):
+            found.append(int(pid))
+    return found

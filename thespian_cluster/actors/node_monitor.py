@@ -187,7 +187,8 @@ class NodeMonitor(Actor):
             agents=agents,
         )
         timeout = settings.cluster_heartbeat_timeout
-        suspect_after = min(timeout, 2 * settings.cluster_heartbeat_interval)
+        # Suspicion is only shown, never acted on: a few missed beats, not one late one.
+        suspect_after = min(timeout, max(4 * settings.cluster_heartbeat_interval, timeout / 2))
         self.membership = Membership(me, FailureDetector(suspect_after, timeout))
         restarted = self._load_state(identity.incarnation)
         self.agent = HeartbeatAgent(
