@@ -61,10 +61,15 @@ def start(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="a TOML settings file")
     ] = None,
+    join: Annotated[
+        str | None,
+        typer.Option("--join", help="HOST:PORT of the convention leader to join (a cluster node)"),
+    ] = None,
 ) -> None:
     """Run a node in the foreground until Ctrl-C or SIGTERM."""
+    overrides = {"convention_leader": join, "cluster_enabled": True} if join else {}
     try:
-        settings = ClusterSettings.load(config)
+        settings = ClusterSettings.load(config, **overrides)
     except SettingsError as exc:
         raise typer.BadParameter(str(exc)) from None
     node = start_node(settings)
