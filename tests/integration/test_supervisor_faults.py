@@ -134,18 +134,25 @@ def test_escalation_reaches_the_top_and_leaves_nothing_running(node: Node) -> No
     wait_for(lambda: all(is_dead(p) for p in pids), 10, "both supervisors' processes to end")
 
 
+def start_failure(node: Node, failing: ChildSpec, *words: str) -> None:
+    """A supervisor [first, failing] answers StartSupervisor with start_failed and exits."""
+    address = node.system.createActor(Supervisor)
+    node.system.tell(address, ConfigureSupervisor(children=[*workers("first"), failing]))
+    reply = node.system.ask(address, StartSupervisor(), 10)
+    assert isinstance(reply, SupervisorError) and reply.code == "start_failed", reply
+    assert all(word in reply.detail for word in words), reply.detail
+    wait_for(lambda: gone(Tree(node, address)), 10, "the supervisor that could not start to exit")
+    # and it stopped the child that had started before the failure
+    wait_for(lambda: exits_of(node, "first") == 1, 10, "the first child to be stopped")
+
+
 def test_a_child_that_cannot_take_its_init_message_fails_the_start(node: Node) -> None:
     spec = ChildSpec(
         id="bad",
         actor_class=f"{BadConfigWorker.__module__}.BadConfigWorker",
         init_message="configure",
     )
-    address = node.system.createActor(Supervisor)
-    node.system.tell(address, ConfigureSupervisor(children=[*workers("first"), spec]))
-    reply = node.system.ask(address, StartSupervisor(), 10)
-    assert isinstance(reply, SupervisorError) and reply.code == "start_failed", reply
-    assert "bad could not take its str" in reply.detail, reply.detail
-    wait_for(lambda: gone(Tree(node, address)), 10, "the supervisor that could not start to exit")
+    start_failure(node, spec, "bad could not take its str", "cannot be configured")
 
 
 # ---- a registration that is refused -------------------------------------------------------
@@ -165,12 +172,7 @@ def whereis(node: Node, name: str) -> Any:
 def test_a_refused_registration_at_start_fails_the_supervisor(node: Node) -> None:
     holder = hold(node, "svc")
     named = ChildSpec(id="named", actor_class=WORKER, register_as=RegisterAs(name="svc"))
-    address = node.system.createActor(Supervisor)
-    node.system.tell(address, ConfigureSupervisor(children=[*workers("first"), named]))
-    reply = node.system.ask(address, StartSupervisor(), 10)
-    assert isinstance(reply, SupervisorError) and reply.code == "start_failed", reply
-    assert "named could not register as 'svc': already registered" in reply.detail, reply.detail
-    wait_for(lambda: gone(Tree(node, address)), 10, "the supervisor to exit")
+    start_failure(node, named, "named could not register as 'svc': already registered")
     wait_for(lambda: exits_of(node, "named") == 1, 10, "the refused child to be stopped")
     assert whereis(node, "svc") == holder
     node.system.tell(holder, ActorExitRequest())
