@@ -68,11 +68,10 @@ def start(
 ) -> None:
     """Run a node in the foreground until Ctrl-C or SIGTERM."""
     overrides = {"convention_leader": join, "cluster_enabled": True} if join else {}
-    try:
+    # A node that cannot start is one line on stderr and exit code 2, never a traceback.
+    with _one_line_errors():
         settings = ClusterSettings.load(config, **overrides)
-    except SettingsError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    node = start_node(settings)
+        node = start_node(settings)
     stop = threading.Event()
     # Both explicitly: a shell starts background jobs with SIGINT ignored.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -172,18 +171,27 @@ def _print_tree(system: ActorSystem, supervisor: Any, indent: str) -> None:
 
 
 @contextmanager
-def _failures_explained(host: str, port: int) -> Iterator[None]:
+def _one_line_errors() -> Iterator[None]:
+    """Errors the user can fix become one line on stderr and exit code 2, no traceback."""
     try:
         yield
     except (NodeError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except ActorSystemException:
-        # A node with another cookie drops our packets: Thespian reports a bad address.
-        typer.echo(
-            f"error: the node at {host}:{port} refused us (check the cluster cookie)", err=True
-        )
-        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _failures_explained(host: str, port: int) -> Iterator[None]:
+    with _one_line_errors():
+        try:
+            yield
+        except ActorSystemException:
+            # A node with another cookie drops our packets: Thespian reports a bad address.
+            typer.echo(
+                f"error: the node at {host}:{port} refused us (check the cluster cookie)",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
 
 @contextmanager

@@ -293,6 +293,7 @@ class ConfigureSupervisor(Message):
     strategy: Strategy = "one_for_one"
     max_restarts: int = Field(3, ge=0)
     max_seconds: float = Field(5.0, gt=0)
+    retry_delay: float = Field(0.1, ge=0, le=3600)
     children: list[ChildSpec] = Field(default_factory=list)
 
 

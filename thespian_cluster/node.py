@@ -24,9 +24,12 @@ import ipaddress
 import os
 import signal
 import socket
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import lmdb
 from loguru import logger
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
@@ -35,7 +38,7 @@ from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
 from thespian_cluster.backends.loading import backend_class
 from thespian_cluster.cluster_messages import AwaitJoin, JoinOutcome
 from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
-from thespian_cluster.messages import ChildrenReply, Request, WhichChildren
+from thespian_cluster.messages import ChildrenReply, Request, SupervisorError, WhichChildren
 from thespian_cluster.node_identity import new_identity
 from thespian_cluster.security import install_from_settings, wire_security_status
 from thespian_cluster.settings import ClusterSettings
@@ -55,7 +58,11 @@ JOIN_WAIT = 2.0  # seconds start_node waits to hear whether the cluster accepts 
 
 
 class NodeError(RuntimeError):
-    """A node could not be started, reached or asked."""
+    """A node could not be started, reached or asked.
+
+    Its message is one line for a person: what is wrong and what to do about it
+    (the CLI prints it as is).
+    """
 
 
 @dataclass
@@ -102,17 +109,30 @@ class Node:
 def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     """Start a node's actor system and supervision tree; return its handle."""
     backend_class(settings.registry_backend)  # a bad backend is a startup error, here
-    settings.node_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(
-        settings.node_name, settings.log_level, settings.resolved_log_file, log_to_stderr
-    )
+    # Every check that can fail for a reason outside the program runs here, before the
+    # actor system forks, so the caller gets one NodeError and not a half-started node.
+    _usable_dir(settings.node_dir, "data_dir", settings.data_dir)
+    try:
+        configure_logging(
+            settings.node_name, settings.log_level, settings.resolved_log_file, log_to_stderr
+        )
+    except OSError as exc:
+        raise NodeError(
+            f"log_file {settings.resolved_log_file} cannot be used ({_reason(exc)}); "
+            "set log_file to a writable path"
+        ) from None
     if port_in_use(settings.host, settings.admin_port):
-        raise NodeError(f"admin port {settings.admin_port} on {settings.host} is already in use")
+        raise NodeError(
+            f"admin port {settings.admin_port} on {settings.host} is already in use; "
+            "stop whatever holds it or choose another admin_port"
+        )
     if settings.cluster_enabled and udp_port_in_use(settings.host, settings.admin_port):
         raise NodeError(
-            f"UDP port {settings.admin_port} on {settings.host} (heartbeats) is already in use"
+            f"UDP port {settings.admin_port} on {settings.host} (heartbeats) is already in use; "
+            "stop whatever holds it or choose another admin_port"
         )
     node_table.wipe(settings.node_dir)  # a new incarnation: the old actors are gone
+    _check_node_table(settings.node_dir)
     new_identity(settings.node_dir)
     # Everything below is inherited by the admin and every actor process it forks.
     os.environ[NODE_DIR_ENV] = str(settings.node_dir)
@@ -129,15 +149,23 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
             settings.node_name,
             settings.admin_address,
         )
-    system = ActorSystem(
-        SYSTEM_BASE,
-        _capabilities(settings),
-        logDefs=thespian_log_defs(settings.log_level),
-        transientUnique=True,
-    )
+    try:
+        system = ActorSystem(
+            SYSTEM_BASE,
+            _capabilities(settings),
+            logDefs=thespian_log_defs(settings.log_level),
+            transientUnique=True,
+        )
+    except Exception as exc:  # e.g. the port was taken between the check and the bind
+        raise NodeError(
+            f"the actor system could not start on {settings.admin_address} ({exc}); "
+            "check that admin_port is free"
+        ) from None
     try:
         root = system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
         started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
+        if isinstance(started, SupervisorError):
+            raise NodeError(f"node {settings.node_name} could not start: {started.detail}")
         if not isinstance(started, NodeInfo):
             raise NodeError(f"node root did not start: {started!r}")
         if settings.cluster_enabled and settings.convention_leader:
@@ -228,6 +256,42 @@ def cluster_agent(system: ActorSystem, root: ActorAddress, child_id: str) -> Act
     if address is None:
         raise NodeError(f"the node's {child_id} is not running right now")
     return address
+
+
+def _usable_dir(path: Path, key: str, value: Path) -> None:
+    """Create ``path`` (under setting ``key`` = ``value``) and prove it writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass  # root passes any mode check, so try the real thing
+    except OSError as exc:
+        raise NodeError(
+            f"{key} {value} cannot be used ({_reason(exc)}); "
+            f"set {key} to a directory this user can write"
+        ) from None
+
+
+def _check_node_table(node_dir: Path) -> None:
+    """Open and close the node table once here, so a table that cannot be opened is a
+    clear start error rather than a Registry failing in its own process. Closed again
+    before the fork: an LMDB environment must not be inherited by a child process."""
+    path = node_table.table_path(node_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lmdb.open(str(path), map_size=node_table.MAP_SIZE, max_dbs=0, lock=True).close()
+    except (OSError, lmdb.Error) as exc:
+        raise NodeError(
+            f"the node table at {path} cannot be opened ({_reason(exc)}); "
+            "remove it, or set data_dir to another directory"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """An OSError's own words without Python's decoration; other errors as they are."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
 
 
 def _is_loopback(host: str) -> bool:
