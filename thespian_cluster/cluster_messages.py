@@ -176,3 +176,100 @@ class AwaitJoin(Request):
 class JoinOutcome(Reply):
     joined: bool
     refused: str | None = None
+
+
+# ---- partitions (answered by SplitBrainDetector) ------------------------------------
+# The rules of the decision are in thespian_cluster.core.partition; docs/partitions.md
+# tells an operator what each strategy and minority action does.
+
+#: What a node does about the verdict now: ``none`` (it is a winner), ``advisory``
+#: (a loser that only reports), ``readonly`` (refuses global writes) or ``shutdown``
+#: (stops its cluster supervisor).
+PartitionAction = Literal["none", "advisory", "readonly", "shutdown"]
+
+
+class GetPartitionStatus(Request):
+    """This node's latest split-brain verdict (the seeds' ``get_partition_status/0``).
+
+    Replies :class:`PartitionStatus`.
+    """
+
+
+class ForceResolution(Request):
+    """Fetch NodeMonitor's view and decide now (``force_resolution/0``).
+
+    Replies :class:`PartitionStatus` with the new verdict.
+    """
+
+
+class SubscribePartitionEvents(Request):
+    """Send ``subscriber`` partition events from now on.
+
+    Replies :class:`PartitionStatus` (the current verdict, so the subscriber knows
+    ``writable`` from the first moment), then sends :class:`PartitionDetected`,
+    :class:`PartitionHealed` and :class:`WritableChanged` as they happen, in order.
+    Subscriptions survive a restart of the detector; a subscriber that dies is dropped.
+    """
+
+    subscriber: Address
+
+
+class UnsubscribePartitionEvents(Request):
+    """Stop sending partition events to ``subscriber``. Replies :class:`Unsubscribed`."""
+
+    subscriber: Address
+
+
+class PartitionStatus(Reply):
+    """One node's split-brain verdict; every node list is sorted."""
+
+    node: str  # the node that answers
+    partition_detected: bool  # some node is unreachable (down by timeout, or never seen)
+    strategy: str
+    master_node: str | None
+    last_check: float | None  # wall-clock seconds of the decision; None before the first
+    reachable: list[str]  # this side: this node and every node up or suspect
+    unreachable: list[str]  # down by timeout (maybe alive elsewhere), or expected, never seen
+    dead: list[str]  # down because refused, left or restarted: on no side
+    winner: bool  # this side may keep writing
+    action: PartitionAction
+    writable: bool  # global claims, joins and meta updates are allowed here
+    reason: str  # why, in words
+
+
+# ---- partition events ---------------------------------------------------------------
+
+
+class PartitionDetected(Message):
+    """Node ``node`` can no longer reach ``unreachable``; ``winner`` says whether its side
+    keeps writing and ``action`` what it does. Sent once per partition (a change of
+    who is unreachable while it lasts is not a new partition)."""
+
+    node: str
+    unreachable: list[str]
+    winner: bool
+    action: PartitionAction
+    reason: str
+
+
+class PartitionHealed(Message):
+    """Node ``node`` reaches every node again (none is unreachable); sent once per heal.
+
+    ``was_winner`` is this side's verdict during the partition: a registry merging
+    tables after the heal knows which side it was on.
+    """
+
+    node: str
+    reachable: list[str]
+    was_winner: bool
+
+
+class WritableChanged(Message):
+    """Node ``node`` may (``writable``) or may no longer take global claims, joins and
+    meta updates. Sent on every change of ``writable``, in order, after the events above
+    that caused it; the subscribe reply carries the value to start from."""
+
+    node: str
+    writable: bool
+    action: PartitionAction
+    reason: str

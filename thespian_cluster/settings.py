@@ -75,7 +75,7 @@ class ClusterSettings(BaseSettings):
     node_check_interval: float = Field(0.1, gt=0, le=600)
     split_brain_strategy: SplitBrainStrategy = "winner_takes_all"
     split_brain_check_interval: float = Field(5.0, gt=0, le=3600)
-    split_brain_minority_action: MinorityAction = "advisory"
+    split_brain_minority_action: MinorityAction = "readonly"
     master_node: str | None = None
 
     @field_validator("convention_leader")

@@ -31,7 +31,12 @@ from thespian_cluster import (
     start_node,
 )
 from thespian_cluster.actors.cluster_members import ComponentPing, ComponentPong
-from thespian_cluster.cluster_messages import ClusterNodes, ClusterNodesReply
+from thespian_cluster.cluster_messages import (
+    ClusterNodes,
+    ClusterNodesReply,
+    GetPartitionStatus,
+    PartitionStatus,
+)
 from thespian_cluster.node import disconnect
 from thespian_cluster.supervisors.os_process import live_processes_in_group, pid_listening_on
 
@@ -98,9 +103,11 @@ def test_cluster_supervisor_restarts_its_children_one_for_one(tmp_path: Path) ->
             "node_monitor",
             "split_brain_detector",
         ]
-        for child_id in ("registry_dist", "split_brain_detector"):  # still placeholders
-            pong = node.system.ask(members.by_id(child_id).address, ComponentPing(), 10)
-            assert isinstance(pong, ComponentPong) and pong.node == "test-node"
+        pong = node.system.ask(members.by_id("registry_dist").address, ComponentPing(), 10)
+        assert isinstance(pong, ComponentPong) and pong.node == "test-node"  # a placeholder
+        detector = members.by_id("split_brain_detector").address
+        verdict = node.system.ask(detector, GetPartitionStatus(), 10)
+        assert isinstance(verdict, PartitionStatus) and verdict.node == "test-node"
         monitor = members.by_id("node_monitor").address
         nodes = node.system.ask(monitor, ClusterNodes(), 10)
         assert isinstance(nodes, ClusterNodesReply) and nodes.nodes == ["test-node"]

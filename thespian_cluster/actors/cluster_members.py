@@ -2,9 +2,9 @@
 
 Each takes its settings as its first message (:class:`ConfigureComponent`) and
 answers :class:`ComponentPing`, so that supervision of them can be exercised end to
-end. The real RegistryDist (replicated global table) and SplitBrainDetector
-(partition strategies) replace these bodies; NodeMonitor is real
-(:mod:`thespian_cluster.actors.node_monitor`).
+end. The real RegistryDist (replicated global table) replaces this body; NodeMonitor
+(:mod:`thespian_cluster.actors.node_monitor`) and SplitBrainDetector
+(:mod:`thespian_cluster.actors.split_brain`) are real.
 """
 
 from __future__ import annotations
@@ -54,7 +54,3 @@ class _ClusterComponent(Actor):
 
 class RegistryDist(_ClusterComponent):
     """Replica of the global name table and groups (placeholder)."""
-
-
-class SplitBrainDetector(_ClusterComponent):
-    """Partition detection and resolution strategies (placeholder)."""

@@ -1,25 +1,24 @@
 """``ClusterSupervisor``: RegistryDist, NodeMonitor and SplitBrainDetector, one_for_one.
 
-After every child start it tells NodeMonitor where the cluster actors are now
-(:class:`~thespian_cluster.actors.node_monitor.Agents`), so the node's record that
-peers hold always names the live incarnation of each.
+After every child start it tells NodeMonitor and SplitBrainDetector where the
+cluster actors are now (:class:`~thespian_cluster.actors.node_monitor.Agents`), so
+the node's record that peers hold always names the live incarnation of each, and the
+detector always watches the live NodeMonitor.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from thespian_cluster.actors.cluster_members import (
-    ConfigureComponent,
-    RegistryDist,
-    SplitBrainDetector,
-)
+from thespian_cluster.actors.cluster_members import ConfigureComponent, RegistryDist
 from thespian_cluster.actors.node_monitor import Agents, NodeMonitor
+from thespian_cluster.actors.split_brain import SplitBrainDetector
 from thespian_cluster.core.supervision import ChildSpec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.supervisor import Supervisor
 
 NODE_MONITOR = "node_monitor"
+SPLIT_BRAIN_DETECTOR = "split_brain_detector"
 
 
 class ConfigureCluster(ConfigureComponent):
@@ -47,13 +46,14 @@ class ClusterSupervisor(Supervisor):
         return [
             ChildSpec(id="registry_dist", actor_class=RegistryDist, init_message=init),
             ChildSpec(id=NODE_MONITOR, actor_class=NodeMonitor, init_message=init),
-            ChildSpec(id="split_brain_detector", actor_class=SplitBrainDetector, init_message=init),
+            ChildSpec(id=SPLIT_BRAIN_DETECTOR, actor_class=SplitBrainDetector, init_message=init),
         ]
 
     def _start(self, child_id: str) -> Any:
         address = super()._start(child_id)
-        monitor = self.core.child(NODE_MONITOR)
-        if monitor is not None and monitor.running:
-            agents = {c.spec.id: c.address for c in self.core.children if c.running}
-            self.send(monitor.address, Agents(agents=agents))
+        agents = {c.spec.id: c.address for c in self.core.children if c.running}
+        for told in (NODE_MONITOR, SPLIT_BRAIN_DETECTOR):
+            child = self.core.child(told)
+            if child is not None and child.running:
+                self.send(child.address, Agents(agents=agents))
         return address

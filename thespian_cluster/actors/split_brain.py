@@ -1,0 +1,471 @@
+"""SplitBrainDetector: is this side of a partition the one that may keep writing?
+
+One per node, under ClusterSupervisor, next to NodeMonitor. A receive-call-send shell
+around the pure :mod:`thespian_cluster.core.partition`. It
+
+* **watches** NodeMonitor: subscribes to its ``NodeUp`` / ``NodeDown`` events and asks
+  it for ``GetNodeStatus`` on every event, every ``split_brain_check_interval`` and on
+  every :class:`ForceResolution`. ClusterSupervisor tells it where NodeMonitor is
+  (:class:`~thespian_cluster.actors.node_monitor.Agents`, after every child start), so
+  a restarted NodeMonitor is found again;
+* **decides** with :func:`~thespian_cluster.core.partition.decide` and
+  :func:`~thespian_cluster.core.partition.minority_plan`, and logs each detection,
+  decision and heal once;
+* **tells** subscribers :class:`PartitionDetected` / :class:`PartitionHealed` when
+  ``partition_detected`` flips, and :class:`WritableChanged` when ``writable`` flips.
+  A subscriber's reply is the current :class:`PartitionStatus`, so a registry that
+  subscribes (again, e.g. after its own restart) knows ``writable`` at once;
+* **acts** under ``split_brain_minority_action = "shutdown"``: a node that lost a
+  partition asks the root NodeSupervisor to ``TerminateChild("cluster")`` and logs why;
+* **survives its own restart**: the last verdict and the subscribers are saved in the
+  node's directory (``partition.state``) on every change and reloaded by the next
+  detector of the same node incarnation, so a verdict that did not change while it was
+  down causes no event.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import pickle
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pydantic import ValidationError
+from thespian.actors import Actor, ActorAddress, ActorExitRequest, WakeupMessage
+
+from thespian_cluster.actors.cluster_members import ConfigureComponent
+from thespian_cluster.actors.liveness import refused
+from thespian_cluster.actors.node_monitor import Agents
+from thespian_cluster.cluster_messages import (
+    ForceResolution,
+    GetNodeStatus,
+    GetPartitionStatus,
+    NodeDown,
+    NodeStatusReply,
+    NodeUp,
+    PartitionAction,
+    PartitionDetected,
+    PartitionHealed,
+    PartitionStatus,
+    SubscribeNodeEvents,
+    SubscribePartitionEvents,
+    Unsubscribed,
+    UnsubscribePartitionEvents,
+    WritableChanged,
+)
+from thespian_cluster.core.addresses import AddressKey, address_key
+from thespian_cluster.core.partition import NodeView, Plan, Verdict, decide, minority_plan
+from thespian_cluster.messages import (
+    ErrorCode,
+    RegistryError,
+    Reply,
+    Request,
+    SupervisedBy,
+    TerminateChild,
+)
+from thespian_cluster.node_identity import read_identity
+from thespian_cluster.settings import ClusterSettings
+
+STATE_FILE = "partition.state"
+#: The root supervisor, by Thespian global name (see supervisors/node.py; named here
+#: rather than imported, as actors do not import supervisors).
+ROOT_GLOBAL_NAME = "thespian_cluster.node"
+ROOT_CLASS = "thespian_cluster.supervisors.node.NodeSupervisor"
+CLUSTER_CHILD = "cluster"
+#: How long a request waits for NodeMonitor's view before it is answered with the last
+#: verdict (NodeMonitor restarting, say).
+VIEW_TIMEOUT = 2.0
+CHECK = "check"
+DEADLINE = "deadline"
+
+
+@dataclass
+class _Summary:
+    """The part of a verdict that events are about; saved across restarts."""
+
+    partition_detected: bool = False
+    winner: bool = True
+    writable: bool = True
+    action: PartitionAction = "none"
+    unreachable: tuple[str, ...] = ()
+    reason: str = "not decided yet"
+    last_check: float | None = None
+    reachable: tuple[str, ...] = ()
+    dead: tuple[str, ...] = ()
+    decided: bool = False
+
+    def gist(self) -> tuple[Any, ...]:
+        """What is logged when it changes."""
+        return (self.partition_detected, self.winner, self.action, self.unreachable)
+
+
+@dataclass
+class _Waiting:
+    """A request answered with the verdict that follows NodeMonitor's next view."""
+
+    to: Any
+    request_id: str
+    deadline: float
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class SplitBrainDetector(Actor):
+    """See the module docstring."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.settings: ClusterSettings | None = None
+        self.incarnation = ""
+        self.monitor: Any = None
+        self.summary = _Summary()
+        self.subscribers: dict[AddressKey, Any] = {}
+        self.waiting: list[_Waiting] = []
+        self.polling: float | None = None  # monotonic time of the outstanding GetNodeStatus
+        self.again = False  # a node event arrived while a view was on its way
+        self.stopping = False
+        self._early: list[tuple[Any, ActorAddress]] = []
+        self._handlers: dict[type, Callable[[Any, Any], Reply | None]] = {
+            GetPartitionStatus: self._get_status,
+            ForceResolution: self._force,
+            SubscribePartitionEvents: self._subscribe,
+            UnsubscribePartitionEvents: self._unsubscribe,
+        }
+
+    # ---- receive ---------------------------------------------------------------------
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if isinstance(message, ConfigureComponent):
+            if self.settings is None:
+                self._configure(message.settings)
+                early, self._early = self._early, []
+                for queued, queued_sender in early:
+                    self.receiveMessage(queued, queued_sender)
+        elif self.settings is None:
+            if not isinstance(message, ActorExitRequest | SupervisedBy):
+                self._early.append((message, sender))
+        elif isinstance(message, WakeupMessage):
+            self._wakeup(message.payload)
+        elif isinstance(message, Agents):
+            self._agents(message)
+        elif isinstance(message, NodeUp | NodeDown):
+            self._poll(event=True)
+        elif isinstance(message, NodeStatusReply):
+            self._view(message)
+        elif isinstance(message, Request):
+            self._answer(message, sender)
+        elif isinstance(message, RegistryError):
+            logger.warning("split-brain detector: {} ({})", message.code, message.detail)
+        elif not isinstance(message, Reply | ActorExitRequest | SupervisedBy):
+            logger.debug("split-brain detector ignored a {}", type(message).__name__)
+
+    def _answer(self, request: Request, sender: Any) -> None:
+        handler = self._handlers.get(type(request))
+        if handler is None:
+            self.send(sender, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
+            return
+        try:
+            request = type(request).model_validate(request.model_dump())
+        except (ValidationError, TypeError, ValueError) as exc:
+            self.send(sender, _error(request, ErrorCode.INVALID_REQUEST, str(exc)[:500]))
+            return
+        reply = handler(request, sender)
+        if reply is not None:
+            self.send(sender, reply)
+
+    # ---- start -------------------------------------------------------------------------
+
+    def _configure(self, settings: ClusterSettings) -> None:
+        self.settings = settings
+        try:
+            self.incarnation = read_identity(settings.node_dir).incarnation
+        except (OSError, ValueError):
+            self.incarnation = ""  # no identity (a bare test): nothing is reloaded
+        restarted = self._load_state()
+        if not settings.cluster_nodes and settings.split_brain_strategy != "configured_master":
+            logger.warning(
+                "cluster_nodes is empty: partitions are reported but every side keeps "
+                "writing (list the expected nodes to protect against split brain)"
+            )
+        logger.info(
+            "split-brain detector {} for {} ({}, minority action {})",
+            "restarted" if restarted else "started",
+            settings.node_name,
+            settings.split_brain_strategy,
+            settings.split_brain_minority_action,
+        )
+        self.wakeupAfter(settings.split_brain_check_interval, payload=CHECK)
+
+    def _agents(self, message: Agents) -> None:
+        """ClusterSupervisor says where the cluster actors are: (re)subscribe to a new
+        NodeMonitor and decide from its view."""
+        monitor = message.agents.get("node_monitor")
+        if monitor is None or monitor == self.monitor:
+            return
+        self.monitor = monitor
+        self.send(monitor, SubscribeNodeEvents(subscriber=self.myAddress))
+        self.polling = None
+        self._poll(event=False)
+
+    # ---- views and verdicts --------------------------------------------------------------
+
+    def _wakeup(self, payload: Any) -> None:
+        if payload == CHECK:
+            self._poll(event=False)
+            self.wakeupAfter(self._settings.split_brain_check_interval, payload=CHECK)
+        elif payload == DEADLINE:
+            self._expire(time.monotonic())
+
+    def _poll(self, event: bool) -> None:
+        """Ask NodeMonitor for its view (once at a time; again after it if an event came
+        in meanwhile, as that view may predate it)."""
+        now = time.monotonic()
+        if self.polling is not None and now - self.polling < VIEW_TIMEOUT:
+            self.again = self.again or event
+            return
+        if self.monitor is None:
+            return
+        self.polling = now
+        self.again = False
+        self.send(self.monitor, GetNodeStatus())
+        self.wakeupAfter(VIEW_TIMEOUT, payload=DEADLINE)
+
+    def _view(self, reply: NodeStatusReply) -> None:
+        self.polling = None
+        settings = self._settings
+        nodes = [NodeView(n.name, n.health, n.reason, n.started_at) for n in reply.nodes]
+        verdict = decide(
+            expected=settings.cluster_nodes,
+            me=settings.node_name,
+            strategy=settings.split_brain_strategy,
+            master_node=settings.master_node,
+            nodes=nodes,
+        )
+        self._apply(verdict, minority_plan(verdict, settings.split_brain_minority_action))
+        if self.again:
+            self._poll(event=False)
+
+    def _apply(self, verdict: Verdict, plan: Plan) -> None:
+        before = self.summary
+        after = _Summary(
+            partition_detected=verdict.partition_detected,
+            winner=verdict.winner,
+            writable=plan.writable,
+            action=plan.action,
+            unreachable=verdict.unreachable,
+            reason=plan.reason,
+            last_check=time.time(),
+            reachable=verdict.reachable,
+            dead=verdict.dead,
+            decided=True,
+        )
+        self.summary = after
+        if after.gist() != before.gist() or not before.decided:
+            self._log(verdict, plan, before)
+        events: list[Any] = []
+        node = self._settings.node_name
+        if after.partition_detected and not before.partition_detected:
+            events.append(
+                PartitionDetected(
+                    node=node,
+                    unreachable=list(after.unreachable),
+                    winner=after.winner,
+                    action=after.action,
+                    reason=after.reason,
+                )
+            )
+        elif before.partition_detected and not after.partition_detected:
+            events.append(
+                PartitionHealed(
+                    node=node, reachable=list(after.reachable), was_winner=before.winner
+                )
+            )
+        if after.writable != before.writable:
+            events.append(
+                WritableChanged(
+                    node=node, writable=after.writable, action=after.action, reason=after.reason
+                )
+            )
+        self._publish(events)
+        if (after.gist(), after.writable) != (before.gist(), before.writable) or events:
+            self._save_state()
+        self._answer_waiting()
+        if plan.stop_cluster:
+            self._stop_cluster(plan.reason)
+
+    def _log(self, verdict: Verdict, plan: Plan, before: _Summary) -> None:
+        side = f"this side ({', '.join(verdict.reachable)})"
+        verdict_words = "wins" if verdict.winner else "loses"
+        doing = {
+            "none": "keeps writing",
+            "advisory": "keeps writing (advisory only)",
+            "readonly": "refuses global writes (readonly)",
+            "shutdown": "stops its cluster supervisor",
+        }[plan.action]
+        if verdict.lost:
+            logger.warning(
+                "partition detected: {} unreachable; {} {} under {} ({}) and {}",
+                ", ".join(verdict.unreachable),
+                side,
+                verdict_words,
+                verdict.strategy,
+                verdict.reason,
+                doing,
+            )
+        elif verdict.unreachable:
+            logger.info(
+                "expected node(s) {} not seen yet; {} {} under {} ({}) and {}",
+                ", ".join(verdict.never_seen),
+                side,
+                verdict_words,
+                verdict.strategy,
+                verdict.reason,
+                doing,
+            )
+        elif before.partition_detected:
+            logger.info("partition healed: every node is reachable again; {} {}", side, doing)
+        elif not before.decided or before.action != plan.action:
+            logger.info("no partition: {} {} ({})", side, doing, verdict.reason)
+
+    def _publish(self, events: list[Any]) -> None:
+        if not events or not self.subscribers:
+            return
+        for dead in refused(list(self.subscribers.values())):
+            self.subscribers.pop(address_key(dead), None)
+            logger.info("dropped dead partition-event subscriber {}", dead)
+        for event in events:
+            for subscriber in self.subscribers.values():
+                self.send(subscriber, event)
+
+    def _stop_cluster(self, why: str) -> None:
+        if self.stopping:
+            return
+        self.stopping = True
+        logger.error(
+            "node {} stops its cluster supervisor (split_brain_minority_action = shutdown): "
+            "{}; restart the node once the partition has healed",
+            self._settings.node_name,
+            why,
+        )
+        root = self.createActor(ROOT_CLASS, globalName=ROOT_GLOBAL_NAME)
+        self.send(root, TerminateChild(child_id=CLUSTER_CHILD))
+
+    # ---- requests ------------------------------------------------------------------------
+
+    def _status(self, request_id: str) -> PartitionStatus:
+        settings = self._settings
+        summary = self.summary
+        return PartitionStatus(
+            request_id=request_id,
+            node=settings.node_name,
+            partition_detected=summary.partition_detected,
+            strategy=settings.split_brain_strategy,
+            master_node=settings.master_node,
+            last_check=summary.last_check,
+            reachable=list(summary.reachable),
+            unreachable=list(summary.unreachable),
+            dead=list(summary.dead),
+            winner=summary.winner,
+            action=summary.action,
+            writable=summary.writable,
+            reason=summary.reason,
+        )
+
+    def _get_status(self, request: GetPartitionStatus, sender: Any) -> Reply | None:
+        if self.summary.decided:
+            return self._status(request.request_id)
+        self._wait(sender, request.request_id)  # the first verdict is on its way
+        return None
+
+    def _force(self, request: ForceResolution, sender: Any) -> Reply | None:
+        self._wait(sender, request.request_id)
+        self.polling = None  # a fresh view, even if one is on its way
+        self._poll(event=False)
+        return None
+
+    def _wait(self, sender: Any, request_id: str) -> None:
+        deadline = time.monotonic() + VIEW_TIMEOUT
+        self.waiting.append(_Waiting(sender, request_id, deadline))
+        self.wakeupAfter(VIEW_TIMEOUT, payload=DEADLINE)
+
+    def _answer_waiting(self) -> None:
+        waiting, self.waiting = self.waiting, []
+        for wait in waiting:
+            self.send(wait.to, self._status(wait.request_id))
+
+    def _expire(self, now: float) -> None:
+        """NodeMonitor did not answer in time: answer with the last verdict."""
+        if self.polling is not None and now - self.polling >= VIEW_TIMEOUT:
+            logger.warning("split-brain detector: no view from NodeMonitor in {} s", VIEW_TIMEOUT)
+            self.polling = None
+        due = [w for w in self.waiting if now >= w.deadline]
+        if due:
+            self.waiting = [w for w in self.waiting if now < w.deadline]
+            for wait in due:
+                self.send(wait.to, self._status(wait.request_id))
+
+    def _subscribe(self, request: SubscribePartitionEvents, sender: Any) -> Reply | None:
+        self.subscribers[address_key(request.subscriber)] = request.subscriber
+        self._save_state()
+        return self._get_status(GetPartitionStatus(request_id=request.request_id), sender)
+
+    def _unsubscribe(self, request: UnsubscribePartitionEvents, _: Any) -> Reply:
+        was = self.subscribers.pop(address_key(request.subscriber), None) is not None
+        self._save_state()
+        return Unsubscribed(request_id=request.request_id, was_subscribed=was)
+
+    # ---- saved state ---------------------------------------------------------------------
+
+    def _state_path(self) -> Path:
+        return self._settings.node_dir / STATE_FILE
+
+    def _save_state(self) -> None:
+        if not self.incarnation:
+            return
+        state = {
+            "incarnation": self.incarnation,
+            "summary": asdict(self.summary),
+            "subscribers": list(self.subscribers.values()),
+        }
+        path = self._state_path()
+        partial = path.with_name(f".{STATE_FILE}.{os.getpid()}")
+        try:
+            partial.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            partial.replace(path)
+        except OSError as exc:
+            logger.warning("could not save the split-brain detector's state: {}", exc)
+
+    def _load_state(self) -> bool:
+        """Reload what a previous detector of this node incarnation saved."""
+        if not self.incarnation:
+            return False
+        try:
+            state = pickle.loads(self._state_path().read_bytes())  # our own file
+        except FileNotFoundError:
+            return False
+        except Exception as exc:  # a torn or foreign file: start afresh, say so
+            logger.warning("ignored the split-brain detector's saved state: {}", exc)
+            return False
+        if state.get("incarnation") != self.incarnation:
+            return False
+        with contextlib.suppress(Exception):
+            saved = state["summary"]
+            saved["unreachable"] = tuple(saved["unreachable"])
+            saved["reachable"] = tuple(saved["reachable"])
+            saved["dead"] = tuple(saved["dead"])
+            self.summary = _Summary(**saved)
+            self.subscribers = {address_key(a): a for a in state.get("subscribers", [])}
+        return True
+
+    @property
+    def _settings(self) -> ClusterSettings:
+        assert self.settings is not None
+        return self.settings
+
+
+def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
+    return RegistryError(request_id=request.request_id, code=code, detail=detail)
