@@ -39,6 +39,9 @@ from thespian_cluster.cluster_messages import (
     NodeDown,
     NodeStatusReply,
     NodeUp,
+    PartitionDetected,
+    PartitionHealed,
+    WritableChanged,
 )
 from thespian_cluster.node import cluster_agent, connect, disconnect, root_address
 from thespian_cluster.supervisors.os_process import live_processes_in_group
@@ -262,9 +265,12 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+_EVENTS = (NodeUp, NodeDown, PartitionDetected, PartitionHealed, WritableChanged)
+
+
 class EventLog(Actor):
-    """Keeps every message it gets (e.g. NodeUp / NodeDown as a subscriber); answers the
-    string ``"events"`` with the list so far."""
+    """Keeps every event it gets as a subscriber (NodeUp / NodeDown, partition events);
+    answers the string ``"events"`` with the list so far."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -273,5 +279,5 @@ class EventLog(Actor):
     def receiveMessage(self, message: Any, sender: Any) -> None:
         if message == "events":
             self.send(sender, list(self.events))
-        elif isinstance(message, NodeUp | NodeDown):
+        elif isinstance(message, _EVENTS):
             self.events.append(message)

@@ -150,7 +150,7 @@ def test_the_detector_names_the_root_as_the_root_does() -> None:
     assert split_brain.ROOT_GLOBAL_NAME == node_supervisor.ROOT_GLOBAL_NAME
     assert split_brain.CLUSTER_CHILD == node_supervisor.CLUSTER_CHILD
     cls = node_supervisor.NodeSupervisor
-    assert split_brain.ROOT_CLASS == f"{cls.__module__}.{cls.__qualname__}"
+    assert f"{cls.__module__}.{cls.__qualname__}" == split_brain.ROOT_CLASS
 
 
 # ---- generated splits --------------------------------------------------------------------

@@ -16,7 +16,8 @@ around the pure :mod:`thespian_cluster.core.partition`. It
   A subscriber's reply is the current :class:`PartitionStatus`, so a registry that
   subscribes (again, e.g. after its own restart) knows ``writable`` at once;
 * **acts** under ``split_brain_minority_action = "shutdown"``: a node that lost a
-  partition asks the root NodeSupervisor to ``TerminateChild("cluster")`` and logs why;
+  partition, and still has lost it ``cluster_heartbeat_timeout`` later, asks the root
+  NodeSupervisor to ``TerminateChild("cluster")`` and logs why;
 * **survives its own restart**: the last verdict and the subscribers are saved in the
   node's directory (``partition.state``) on every change and reloaded by the next
   detector of the same node incarnation, so a verdict that did not change while it was
@@ -82,6 +83,7 @@ CLUSTER_CHILD = "cluster"
 VIEW_TIMEOUT = 2.0
 CHECK = "check"
 DEADLINE = "deadline"
+CONFIRM = "confirm"
 
 
 @dataclass
@@ -93,6 +95,7 @@ class _Summary:
     writable: bool = True
     action: PartitionAction = "none"
     unreachable: tuple[str, ...] = ()
+    lost: tuple[str, ...] = ()  # the unreachable nodes seen before (not never-seen ones)
     reason: str = "not decided yet"
     last_check: float | None = None
     reachable: tuple[str, ...] = ()
@@ -128,6 +131,7 @@ class SplitBrainDetector(Actor):
         self.polling: float | None = None  # monotonic time of the outstanding GetNodeStatus
         self.again = False  # a node event arrived while a view was on its way
         self.stopping = False
+        self.losing_since: float | None = None  # a shutdown verdict waiting to be stable
         self._early: list[tuple[Any, ActorAddress]] = []
         self._handlers: dict[type, Callable[[Any, Any], Reply | None]] = {
             GetPartitionStatus: self._get_status,
@@ -219,6 +223,9 @@ class SplitBrainDetector(Actor):
             self.wakeupAfter(self._settings.split_brain_check_interval, payload=CHECK)
         elif payload == DEADLINE:
             self._expire(time.monotonic())
+        elif payload == CONFIRM and self.losing_since is not None:
+            self.polling = None  # a fresh view decides
+            self._poll(event=False)
 
     def _poll(self, event: bool) -> None:
         """Ask NodeMonitor for its view (once at a time; again after it if an event came
@@ -257,6 +264,7 @@ class SplitBrainDetector(Actor):
             writable=plan.writable,
             action=plan.action,
             unreachable=verdict.unreachable,
+            lost=verdict.lost,
             reason=plan.reason,
             last_check=time.time(),
             reachable=verdict.reachable,
@@ -294,7 +302,28 @@ class SplitBrainDetector(Actor):
         if (after.gist(), after.writable) != (before.gist(), before.writable) or events:
             self._save_state()
         self._answer_waiting()
-        if plan.stop_cluster:
+        self._shutdown_when_stable(plan)
+
+    def _shutdown_when_stable(self, plan: Plan) -> None:
+        """Stop the cluster supervisor only if the losing verdict still holds after
+        ``cluster_heartbeat_timeout``: a node resumed after a pause (SIGSTOP, a frozen
+        VM) sees every peer silent until their next heartbeats arrive, and must not
+        take that for a lost partition. Going readonly needs no such wait: it is undone
+        by the next verdict."""
+        if not plan.stop_cluster:
+            if self.losing_since is not None:
+                logger.info("the losing verdict did not hold; the cluster supervisor stays")
+            self.losing_since = None
+            return
+        now = time.monotonic()
+        stable = self._settings.cluster_heartbeat_timeout
+        if self.losing_since is None:
+            self.losing_since = now
+            logger.warning(
+                "this side lost; the cluster supervisor stops in {} s if it holds", stable
+            )
+            self.wakeupAfter(stable, payload=CONFIRM)
+        elif now - self.losing_since >= stable:
             self._stop_cluster(plan.reason)
 
     def _log(self, verdict: Verdict, plan: Plan, before: _Summary) -> None:
@@ -326,8 +355,10 @@ class SplitBrainDetector(Actor):
                 verdict.reason,
                 doing,
             )
-        elif before.partition_detected:
+        elif before.lost:
             logger.info("partition healed: every node is reachable again; {} {}", side, doing)
+        elif before.partition_detected:
+            logger.info("every expected node is reachable now; {} {}", side, doing)
         elif not before.decided or before.action != plan.action:
             logger.info("no partition: {} {} ({})", side, doing, verdict.reason)
 
@@ -454,9 +485,8 @@ class SplitBrainDetector(Actor):
             return False
         with contextlib.suppress(Exception):
             saved = state["summary"]
-            saved["unreachable"] = tuple(saved["unreachable"])
-            saved["reachable"] = tuple(saved["reachable"])
-            saved["dead"] = tuple(saved["dead"])
+            for key in ("unreachable", "lost", "reachable", "dead"):
+                saved[key] = tuple(saved.get(key, ()))
             self.summary = _Summary(**saved)
             self.subscribers = {address_key(a): a for a in state.get("subscribers", [])}
         return True
