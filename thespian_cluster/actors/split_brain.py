@@ -31,7 +31,7 @@ import os
 import pickle
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -114,7 +114,7 @@ class _Waiting:
     to: Any
     request_id: str
     deadline: float
-    extra: dict[str, Any] = field(default_factory=dict)
+    after: int = 0  # answered by the view of poll number ``after`` or a later one
 
 
 class SplitBrainDetector(Actor):
@@ -129,6 +129,8 @@ class SplitBrainDetector(Actor):
         self.subscribers: dict[AddressKey, Any] = {}
         self.waiting: list[_Waiting] = []
         self.polling: float | None = None  # monotonic time of the outstanding GetNodeStatus
+        self.polls = 0  # GetNodeStatus requests sent so far
+        self.poll_ids: dict[str, int] = {}  # request_id -> poll number, until answered
         self.again = False  # a node event arrived while a view was on its way
         self.stopping = False
         self.losing_since: float | None = None  # a shutdown verdict waiting to be stable
@@ -238,11 +240,17 @@ class SplitBrainDetector(Actor):
             return
         self.polling = now
         self.again = False
-        self.send(self.monitor, GetNodeStatus())
+        self.polls += 1
+        request = GetNodeStatus()
+        # An answer to an older poll still decides, but serves no ForceResolution sent since.
+        self.poll_ids = {request.request_id: self.polls}
+        self.send(self.monitor, request)
         self.wakeupAfter(VIEW_TIMEOUT, payload=DEADLINE)
 
     def _view(self, reply: NodeStatusReply) -> None:
-        self.polling = None
+        number = self.poll_ids.pop(reply.request_id, 0)
+        if number:
+            self.polling = None
         settings = self._settings
         nodes = [NodeView(n.name, n.health, n.reason, n.started_at) for n in reply.nodes]
         verdict = decide(
@@ -252,11 +260,11 @@ class SplitBrainDetector(Actor):
             master_node=settings.master_node,
             nodes=nodes,
         )
-        self._apply(verdict, minority_plan(verdict, settings.split_brain_minority_action))
+        self._apply(verdict, minority_plan(verdict, settings.split_brain_minority_action), number)
         if self.again:
             self._poll(event=False)
 
-    def _apply(self, verdict: Verdict, plan: Plan) -> None:
+    def _apply(self, verdict: Verdict, plan: Plan, number: int) -> None:
         before = self.summary
         after = _Summary(
             partition_detected=verdict.partition_detected,
@@ -301,7 +309,7 @@ class SplitBrainDetector(Actor):
         self._publish(events)
         if (after.gist(), after.writable) != (before.gist(), before.writable) or events:
             self._save_state()
-        self._answer_waiting()
+        self._answer_waiting(number)
         self._shutdown_when_stable(plan)
 
     def _shutdown_when_stable(self, plan: Plan) -> None:
@@ -413,20 +421,23 @@ class SplitBrainDetector(Actor):
         return None
 
     def _force(self, request: ForceResolution, sender: Any) -> Reply | None:
-        self._wait(sender, request.request_id)
         self.polling = None  # a fresh view, even if one is on its way
         self._poll(event=False)
+        self._wait(sender, request.request_id, after=self.polls)
         return None
 
-    def _wait(self, sender: Any, request_id: str) -> None:
+    def _wait(self, sender: Any, request_id: str, after: int = 0) -> None:
         deadline = time.monotonic() + VIEW_TIMEOUT
-        self.waiting.append(_Waiting(sender, request_id, deadline))
+        self.waiting.append(_Waiting(sender, request_id, deadline, after))
         self.wakeupAfter(VIEW_TIMEOUT, payload=DEADLINE)
 
-    def _answer_waiting(self) -> None:
-        waiting, self.waiting = self.waiting, []
-        for wait in waiting:
-            self.send(wait.to, self._status(wait.request_id))
+    def _answer_waiting(self, number: int) -> None:
+        """Answer every request that this view (poll ``number``, 0 if unsolicited) serves."""
+        due = [w for w in self.waiting if w.after <= number]
+        if due:
+            self.waiting = [w for w in self.waiting if w.after > number]
+            for wait in due:
+                self.send(wait.to, self._status(wait.request_id))
 
     def _expire(self, now: float) -> None:
         """NodeMonitor did not answer in time: answer with the last verdict."""
