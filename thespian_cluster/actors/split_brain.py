@@ -27,21 +27,18 @@ around the pure :mod:`thespian_cluster.core.partition`. It
 from __future__ import annotations
 
 import contextlib
-import os
-import pickle
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from loguru import logger
-from pydantic import ValidationError
 from thespian.actors import Actor, ActorAddress, ActorExitRequest, WakeupMessage
 
 from thespian_cluster.actors.cluster_members import ConfigureComponent
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
+from thespian_cluster.actors.shell import Handler, answer, load_state, save_state
 from thespian_cluster.cluster_messages import (
     ForceResolution,
     GetNodeStatus,
@@ -62,7 +59,6 @@ from thespian_cluster.cluster_messages import (
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.partition import NodeView, Plan, Verdict, decide, minority_plan
 from thespian_cluster.messages import (
-    ErrorCode,
     RegistryError,
     Reply,
     Request,
@@ -73,6 +69,7 @@ from thespian_cluster.node_identity import read_identity
 from thespian_cluster.settings import ClusterSettings
 
 STATE_FILE = "partition.state"
+WHAT = "split-brain detector"
 #: The root supervisor, by Thespian global name (see supervisors/node.py; named here
 #: rather than imported, as actors do not import supervisors).
 ROOT_GLOBAL_NAME = "thespian_cluster.node"
@@ -135,7 +132,7 @@ class SplitBrainDetector(Actor):
         self.stopping = False
         self.losing_since: float | None = None  # a shutdown verdict waiting to be stable
         self._early: list[tuple[Any, ActorAddress]] = []
-        self._handlers: dict[type, Callable[[Any, Any], Reply | None]] = {
+        self._handlers: dict[type, Handler] = {
             GetPartitionStatus: self._get_status,
             ForceResolution: self._force,
             SubscribePartitionEvents: self._subscribe,
@@ -170,16 +167,7 @@ class SplitBrainDetector(Actor):
             logger.debug("split-brain detector ignored a {}", type(message).__name__)
 
     def _answer(self, request: Request, sender: Any) -> None:
-        handler = self._handlers.get(type(request))
-        if handler is None:
-            self.send(sender, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
-            return
-        try:
-            request = type(request).model_validate(request.model_dump())
-        except (ValidationError, TypeError, ValueError) as exc:
-            self.send(sender, _error(request, ErrorCode.INVALID_REQUEST, str(exc)[:500]))
-            return
-        reply = handler(request, sender)
+        reply = answer(self._handlers, request, sender)
         if reply is not None:
             self.send(sender, reply)
 
@@ -343,25 +331,13 @@ class SplitBrainDetector(Actor):
             "readonly": "refuses global writes (readonly)",
             "shutdown": "stops its cluster supervisor",
         }[plan.action]
+        decision = f"{side} {verdict_words} under {verdict.strategy} ({verdict.reason}) and {doing}"
         if verdict.lost:
-            logger.warning(
-                "partition detected: {} unreachable; {} {} under {} ({}) and {}",
-                ", ".join(verdict.unreachable),
-                side,
-                verdict_words,
-                verdict.strategy,
-                verdict.reason,
-                doing,
-            )
+            head = "partition changed" if before.lost else "partition detected"
+            logger.warning("{}: {} unreachable; {}", head, ", ".join(verdict.unreachable), decision)
         elif verdict.unreachable:
             logger.info(
-                "expected node(s) {} not seen yet; {} {} under {} ({}) and {}",
-                ", ".join(verdict.never_seen),
-                side,
-                verdict_words,
-                verdict.strategy,
-                verdict.reason,
-                doing,
+                "expected node(s) {} not seen yet; {}", ", ".join(verdict.never_seen), decision
             )
         elif before.lost:
             logger.info("partition healed: every node is reachable again; {} {}", side, doing)
@@ -466,33 +442,17 @@ class SplitBrainDetector(Actor):
         return self._settings.node_dir / STATE_FILE
 
     def _save_state(self) -> None:
-        if not self.incarnation:
-            return
-        state = {
-            "incarnation": self.incarnation,
-            "summary": asdict(self.summary),
-            "subscribers": list(self.subscribers.values()),
-        }
-        path = self._state_path()
-        partial = path.with_name(f".{STATE_FILE}.{os.getpid()}")
-        try:
-            partial.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
-            partial.replace(path)
-        except OSError as exc:
-            logger.warning("could not save the split-brain detector's state: {}", exc)
+        if self.incarnation:
+            state = {
+                "summary": asdict(self.summary),
+                "subscribers": list(self.subscribers.values()),
+            }
+            save_state(self._state_path(), self.incarnation, state, WHAT)
 
     def _load_state(self) -> bool:
         """Reload what a previous detector of this node incarnation saved."""
-        if not self.incarnation:
-            return False
-        try:
-            state = pickle.loads(self._state_path().read_bytes())  # our own file
-        except FileNotFoundError:
-            return False
-        except Exception as exc:  # a torn or foreign file: start afresh, say so
-            logger.warning("ignored the split-brain detector's saved state: {}", exc)
-            return False
-        if state.get("incarnation") != self.incarnation:
+        state = load_state(self._state_path(), self.incarnation, WHAT) if self.incarnation else None
+        if state is None:
             return False
         with contextlib.suppress(Exception):
             saved = state["summary"]
@@ -506,7 +466,3 @@ class SplitBrainDetector(Actor):
     def _settings(self) -> ClusterSettings:
         assert self.settings is not None
         return self.settings
-
-
-def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
-    return RegistryError(request_id=request.request_id, code=code, detail=detail)
