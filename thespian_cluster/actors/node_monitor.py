@@ -119,6 +119,7 @@ class NodeMonitor(Actor):
         self._checks: list[_Check] = []
         self._next_join = 0.0
         self._said_waiting = False
+        self._parent_pid = os.getppid()
         self._handlers: dict[type, Callable[[Any, Any], Reply | None]] = {
             ClusterNodes: self._cluster_nodes,
             GetNodeStatus: self._node_status,
@@ -340,6 +341,15 @@ class NodeMonitor(Actor):
     def _tick(self) -> None:
         settings = self._settings
         now = time.monotonic()
+        if os.getppid() != self._parent_pid:
+            # Our supervisor (or the whole admin) is gone: an orphan must not keep
+            # answering heartbeats for a node that no longer works, nor hold the port
+            # a restarted NodeMonitor needs.
+            # No Goodbye: the node itself may live on with a restarted NodeMonitor.
+            logger.warning("node monitor orphaned (its supervisor died); exiting")
+            if self.agent is not None:
+                self.agent.stop()
+            os._exit(0)
         try:
             events: list[NodeEvent] = []
             for seen in self._drain():
