@@ -182,6 +182,7 @@ ALREADY_REGISTERED = "already_registered"
 NOT_REGISTERED = "not_registered"
 NOT_OWNER = "not_owner"
 NOT_MEMBER = "not_member"
+NODE_DOWN = "node_down"  # the origin's incarnation was purged: a late write, refused
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,6 +265,7 @@ class Snapshot:
     seq: int
     entries: tuple[Entry, ...]
     members: tuple[Member, ...]
+    down: frozenset[NodeId] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,6 +299,7 @@ class OwnedState:
     seen: Term
     entries: tuple[Entry, ...] = ()
     members: tuple[Member, ...] = ()
+    down: frozenset[NodeId] = frozenset()
 
 
 @dataclass(slots=True)
@@ -436,6 +439,9 @@ class Replica:
         self._buffered_ops = 0
         self._known_seq = 0  # the highest seq of self.term heard of
         self._newer: Term | None = None  # a newer term heard of, whose snapshot we lack
+        # Purged incarnations, handed to the next sequencer so that it refuses their
+        # late writes too (a claim arriving after its node's purge would never be purged).
+        self.down: set[NodeId] = set()
 
     # ---- reads ----------------------------------------------------------------------
 
@@ -486,7 +492,10 @@ class Replica:
     def _apply_from(self, delta: Delta, changes: Changes) -> None:
         epoch = self.term.epoch
         for seq in range(self.seq + 1, delta.last_seq + 1):
-            apply_effect(self.table, delta.ops[seq - delta.first_seq], (epoch, seq), changes)
+            effect = delta.ops[seq - delta.first_seq]
+            apply_effect(self.table, effect, (epoch, seq), changes)
+            if isinstance(effect, PurgeNode):
+                self.down.add(effect.node)
             self.seq = seq
 
     def _drain(self, changes: Changes) -> None:
@@ -544,6 +553,7 @@ class Replica:
             self._buffer.clear()
             self._buffered_ops = 0
         self.term, self.seq = snapshot.term, snapshot.seq
+        self.down = set(snapshot.down)
         if self._newer is not None and self._newer <= self.term:
             self._newer = None
         for first in [f for f, d in self._buffer.items() if d.last_seq <= self.seq]:
@@ -559,7 +569,8 @@ class Replica:
         node = self.node
         entries = tuple(e for e in self.table.names() if owned_by(e, node))
         members = tuple(m for m in self.table.explicit_members() if owned_by(m, node))
-        return OwnedState(self.node, collect.term, True, self.seen, entries, members)
+        down = frozenset(self.down)
+        return OwnedState(self.node, collect.term, True, self.seen, entries, members, down)
 
 
 # ---- the origin: this node's writes until they are applied here -------------------------

@@ -14,6 +14,10 @@ Rules
     * The owner's node is the authority over an entry (it hosts the actor and sees it
       die); only it may release or change the entry without ``force``. That is also what
       makes a takeover lossless: the new table is built from what each node owns.
+    * Writes from a purged incarnation are refused (``node_down``): a claim that arrives
+      after its node's purge would otherwise leave an entry nobody ever purges. The set
+      of purged incarnations travels in deltas (the purge), snapshots and owned states,
+      so every later sequencer knows it too.
     * Recent decisions are remembered by ``(origin, op_id)``: a write sent again (a lost
       decision, a retry timer) gets the same decision, never a second effect.
     * :class:`Takeover`: when the sequencer died, or an older node should sequence, the
@@ -48,6 +52,7 @@ from dataclasses import dataclass
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.replica import (
     ALREADY_REGISTERED,
+    NODE_DOWN,
     NOT_MEMBER,
     NOT_OWNER,
     NOT_REGISTERED,
@@ -64,6 +69,7 @@ from thespian_cluster.core.replica import (
     LeaveGroup,
     NodeId,
     OwnedState,
+    PurgeNode,
     PutMember,
     PutName,
     Release,
@@ -101,10 +107,12 @@ class Sequencer:
         entries: Iterable[Entry] = (),
         members: Iterable[Member] = (),
         *,
+        down: Iterable[NodeId] = (),
         clock: Callable[[], float] = time.time,
         remember: int = 100_000,
     ) -> None:
         self.term = term
+        self.down: set[NodeId] = set(down)
         self.seq = 0
         self.table = build_table(entries, members)
         self._clock = clock
@@ -127,7 +135,12 @@ class Sequencer:
         outcome, owner, effect = self._judge(write)
         if effect is not None:
             version = (self.term.epoch, self.seq + 1)
-            if apply_effect(self.table, effect, version, self._scratch):
+            # A purge always goes out, changed or not: replicas learn the node is down.
+            changed = apply_effect(self.table, effect, version, self._scratch)
+            if isinstance(effect, PurgeNode) and effect.node not in self.down:
+                self.down.add(effect.node)
+                changed = True
+            if changed:
                 self.seq += 1
                 self._batch.append(effect)
             elif isinstance(effect, DropMember):
@@ -141,6 +154,8 @@ class Sequencer:
 
     def _judge(self, write: Write) -> tuple[str, Entry | None, Effect | None]:
         request, origin = write.request, write.origin
+        if origin in self.down:
+            return NODE_DOWN, None, None
         if isinstance(request, Claim):
             owner = self.table.whereis(request.name, request.kind)
             if owner is not None and (
@@ -192,7 +207,11 @@ class Sequencer:
     def snapshot(self) -> Snapshot:
         """The whole table now (pending batch included: its delta is then a duplicate)."""
         return Snapshot(
-            self.term, self.seq, tuple(self.table.names()), tuple(self.table.explicit_members())
+            self.term,
+            self.seq,
+            tuple(self.table.names()),
+            tuple(self.table.explicit_members()),
+            frozenset(self.down),
         )
 
     def serve(self, request: SnapshotRequest) -> Snapshot | None:
@@ -224,6 +243,7 @@ class Merged:
     entries: tuple[Entry, ...]
     members: tuple[Member, ...]
     conflicts: tuple[MergeConflict, ...]
+    down: frozenset[NodeId] = frozenset()
 
 
 def merge(states: Iterable[OwnedState], resolver: Resolver | None = None) -> Merged:
@@ -232,7 +252,9 @@ def merge(states: Iterable[OwnedState], resolver: Resolver | None = None) -> Mer
     ordered = sorted(states, key=lambda s: s.node)
     claims: dict[NameKey, list[Entry]] = {}
     members: dict[tuple[str, AddressKey], Member] = {}
+    down: set[NodeId] = set()
     for state in ordered:
+        down.update(state.down)
         for entry in state.entries:
             claims.setdefault(entry.key, []).append(entry)
         for member in state.members:
@@ -247,7 +269,7 @@ def merge(states: Iterable[OwnedState], resolver: Resolver | None = None) -> Mer
         conflicts.extend(
             MergeConflict(e.kind, e.name, e, winner) for e in candidates if e is not winner
         )
-    return Merged(tuple(entries), tuple(members.values()), tuple(conflicts))
+    return Merged(tuple(entries), tuple(members.values()), tuple(conflicts), frozenset(down))
 
 
 class Takeover:
@@ -262,6 +284,7 @@ class Takeover:
         self.term = Term(seen_epoch + 1, me)
         self._waiting: set[NodeId] = {*nodes, me}
         self._states: dict[NodeId, OwnedState] = {}
+        self._dropped: set[NodeId] = set()
         self.retry_epoch: int | None = None
 
     def collect(self) -> Collect:
@@ -283,6 +306,7 @@ class Takeover:
         """Stop waiting for ``node``; what it owned is not carried into the new table."""
         self._waiting.discard(node)
         self._states.pop(node, None)
+        self._dropped.add(node)
 
     @property
     def complete(self) -> bool:
@@ -301,6 +325,11 @@ class Takeover:
             raise RuntimeError(f"takeover {self.term} is still waiting for {self._waiting}")
         merged = merge(self._states.values(), resolver)
         sequencer = Sequencer(
-            self.term, merged.entries, merged.members, clock=clock, remember=remember
+            self.term,
+            merged.entries,
+            merged.members,
+            down=merged.down | self._dropped,
+            clock=clock,
+            remember=remember,
         )
         return sequencer, sequencer.snapshot(), merged.conflicts
