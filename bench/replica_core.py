@@ -107,7 +107,7 @@ def run(names: int, batch: int) -> dict[str, float | int]:
     origin = Origin(origin_node)
     meta = {"capabilities": ["tools"]}
     writes = [
-        origin.write(Claim("server", f"server-{i}", Address(20_000 + i), meta))
+        origin.write(Claim("server", f"server-{i}", Address(20_000 + i), meta), sequencer.term)
         for i in range(names)
     ]
     # The wire copies: every delta a replica applies arrives unpickled.

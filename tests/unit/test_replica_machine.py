@@ -89,6 +89,9 @@ class GlobalTableMachine(RuleBasedStateMachine):
         self.acked: dict[NameKey, tuple[AddressKey, NodeId]] = {}
         # removals not yet acknowledged: a claim acknowledged meanwhile may be undone
         self.removing: dict[tuple[NodeId, int], tuple[Any, Any, Any]] = {}
+        # acknowledged removals and their versions: one ordered after a claim undoes it,
+        # even if its origin heard of it before the claim's origin did
+        self.removed: list[tuple[tuple[int, int], tuple[Any, Any, Any]]] = []
         self._takeover(0)
         self._settle()
 
@@ -125,7 +128,7 @@ class GlobalTableMachine(RuleBasedStateMachine):
 
     def _submit(self, index: int, request: Request) -> None:
         sim = self.nodes[index]
-        write = sim.origin.write(request)
+        write = sim.origin.write(request, sim.replica.term)
         self.tick += 1
         self.submitted[(sim.id, write.op_id)] = self.tick
         if isinstance(request, Release):
@@ -143,8 +146,9 @@ class GlobalTableMachine(RuleBasedStateMachine):
         if sim is None:
             return  # dead, or an older incarnation's mail
         if isinstance(message, Write):
-            if sim.sequencer is not None:
-                self._send(message.origin, sim.sequencer.decide(message))
+            decision = sim.sequencer.decide(message) if sim.sequencer is not None else None
+            if decision is not None:
+                self._send(message.origin, decision)
         elif isinstance(message, Decision):
             sim.origin.decided(message)
             self._acknowledge(sim)
@@ -174,7 +178,10 @@ class GlobalTableMachine(RuleBasedStateMachine):
     def _acknowledge(self, sim: SimNode) -> None:
         for write, decision in sim.origin.completed(sim.replica):
             assert sim.replica.applied(decision.term, decision.seq)
-            self.removing.pop((write.origin, write.op_id), None)
+            removal = self.removing.pop((write.origin, write.op_id), None)
+            version = (decision.term.epoch, decision.seq)
+            if removal is not None:
+                self.removed.append((version, removal))
             request = write.request
             if not (isinstance(request, Claim) and decision.ok):
                 continue
@@ -189,7 +196,10 @@ class GlobalTableMachine(RuleBasedStateMachine):
                     (key, None, None) == r
                     or (None, akey, None) == r
                     or (None, None, write.origin) == r
-                    for r in self.removing.values()
+                    for r in [
+                        *self.removing.values(),
+                        *(r for v, r in self.removed if v > version),
+                    ]
                 )
             ):
                 continue  # released (or its actor died) since: no longer promised

@@ -53,6 +53,13 @@ Read your writes and re-sending (:class:`Origin`)
     send twice: the sequencer remembers recent op ids, and every request is idempotent
     by meaning (claiming a name one owns is a meta update, releasing a free name says so).
 
+Writes are addressed to a term (the origin replica's). A sequencer ignores writes of
+another term: without that, a copy of a write that its origin already saw answered under
+an older term could still arrive, be decided again under the new one (where nobody
+remembers its op id), and undo a later write (a stale release dropping a newer claim:
+the state machine found exactly that). The origin sends every unanswered write again,
+addressed to the new term, once its replica has installed that term.
+
 Why no acknowledged write is lost across a takeover: the new table is the merge of what
 every live node owns in its replica, collected after the fence. An acknowledged write of
 node N was applied by N's replica before N answered (or it would not be acknowledged: the
@@ -169,11 +176,18 @@ Request = Claim | Release | SetMeta | JoinGroup | LeaveGroup | PurgeAddress | Pu
 
 @dataclass(frozen=True, slots=True)
 class Write:
-    """One request from ``origin``; ``op_id`` is unique per origin incarnation."""
+    """One request from ``origin`` to the sequencer of ``term``.
+
+    ``op_id`` is unique per origin incarnation. ``term`` is the origin replica's term
+    when sent: a sequencer decides only writes of its own term, so a copy still in
+    flight from an older term (already answered there) cannot be applied a second time
+    in a newer one, where the sequencer does not remember it.
+    """
 
     origin: NodeId
     op_id: int
     request: Request
+    term: Term
 
 
 # Decision outcomes (plain strings: small on the wire, stable in logs).
@@ -579,7 +593,8 @@ class Replica:
 class Origin:
     """Tracks this node's writes from submission to acknowledgement (read your writes).
 
-    The actor sends :meth:`write`'s result to the sequencer, feeds every
+    The actor sends :meth:`write`'s result to the sequencer (of the term the replica
+    is in), feeds every
     :class:`Decision` to :meth:`decided`, and after every apply/install answers the
     clients of :meth:`completed`. When the sequencer changes (the replica installs a new
     term) or on a retry timer it sends :meth:`unacknowledged` again.
@@ -588,14 +603,15 @@ class Origin:
     def __init__(self, node: NodeId) -> None:
         self.node = node
         self._next_op = 1
-        self._pending: dict[int, Write] = {}
+        self._pending: dict[int, Request] = {}
         self._decisions: dict[int, Decision] = {}
         self._waiting: dict[Term, list[tuple[int, int]]] = {}  # term -> heap of (seq, op id)
 
-    def write(self, request: Request) -> Write:
-        write = Write(self.node, self._next_op, request)
+    def write(self, request: Request, term: Term) -> Write:
+        """A new write, addressed to the sequencer of ``term`` (the replica's term)."""
+        write = Write(self.node, self._next_op, request, term)
         self._next_op += 1
-        self._pending[write.op_id] = write
+        self._pending[write.op_id] = request
         return write
 
     def pending(self) -> int:
@@ -613,6 +629,7 @@ class Origin:
     def completed(self, replica: Replica) -> list[tuple[Write, Decision]]:
         """The writes whose decision the replica has now applied (answer their clients)."""
         done: list[tuple[Write, Decision]] = []
+        term = replica.term
         for term in [t for t in self._waiting if t < replica.term]:
             del self._waiting[term]  # left behind: unacknowledged() sends them again
         heap = self._waiting.get(replica.term)
@@ -621,19 +638,19 @@ class Origin:
             decision = self._decisions.get(op_id)
             if decision is not None and decision.term == replica.term:
                 del self._decisions[op_id]
-                done.append((self._pending.pop(op_id), decision))
+                done.append((Write(self.node, op_id, self._pending.pop(op_id), term), decision))
         return done
 
     def unacknowledged(self, replica: Replica) -> list[Write]:
-        """Writes to send (again) to the current sequencer, oldest first: no decision yet,
-        or a decision of a term this replica has left without applying it."""
+        """Writes to send (again) to the sequencer of ``replica``'s term, oldest first:
+        no decision yet, or a decision of a term this replica has left unapplied."""
         return [
-            write
-            for op_id, write in self._pending.items()
+            Write(self.node, op_id, request, replica.term)
+            for op_id, request in self._pending.items()
             if (d := self._decisions.get(op_id)) is None or d.term < replica.term
         ]
 
-    def forget(self, op_id: int) -> Write | None:
+    def forget(self, op_id: int) -> Request | None:
         """Give up on a write (its client's deadline passed)."""
         self._decisions.pop(op_id, None)
         return self._pending.pop(op_id, None)

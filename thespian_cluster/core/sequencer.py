@@ -18,6 +18,8 @@ Rules
       after its node's purge would otherwise leave an entry nobody ever purges. The set
       of purged incarnations travels in deltas (the purge), snapshots and owned states,
       so every later sequencer knows it too.
+    * Only writes addressed to this term are decided (see ``core/replica.py``: a copy
+      from an older term could otherwise be applied twice).
     * Recent decisions are remembered by ``(origin, op_id)``: a write sent again (a lost
       decision, a retry timer) gets the same decision, never a second effect.
     * :class:`Takeover`: when the sequencer died, or an older node should sequence, the
@@ -126,8 +128,14 @@ class Sequencer:
     def node(self) -> NodeId:
         return self.term.sequencer
 
-    def decide(self, write: Write) -> Decision:
-        """Decide one write; a granted change is applied and batched for :meth:`flush`."""
+    def decide(self, write: Write) -> Decision | None:
+        """Decide one write; a granted change is applied and batched for :meth:`flush`.
+
+        None: the write is addressed to another term; drop it (its origin sends it again
+        once its replica is in this term).
+        """
+        if write.term != self.term:
+            return None
         key = (write.origin, write.op_id)
         known = self._recent.get(key)
         if known is not None:
