@@ -291,13 +291,13 @@ class RegistryDist(Actor):
         if write_request is None:
             self.send(to, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
             return
-        write = self._origin.write(write_request)
+        write = self._origin.write(write_request, self._replica.term)
         self.pending[write.op_id] = _Pending(to, request, time.monotonic() + REQUEST_DEADLINE)
         self._send_writes([write])
 
     def _submit_internal(self, request: core.Request) -> None:
         """A write of this node's own (a purge): nobody waits for its answer."""
-        self._send_writes([self._origin.write(request)])
+        self._send_writes([self._origin.write(request, self._replica.term)])
 
     def _send_writes(self, writes: list[Write]) -> None:
         target = self._sequencer_address()
@@ -338,7 +338,9 @@ class RegistryDist(Actor):
             if not _valid_write(write):
                 logger.warning("registry dist dropped a malformed write from {}", sender)
                 continue
-            decisions.setdefault(write.origin, []).append(sequencer.decide(write))
+            decision = sequencer.decide(write)
+            if decision is not None:  # None: addressed to another term, re-sent later
+                decisions.setdefault(write.origin, []).append(decision)
         self._flush()
         for origin, made in decisions.items():
             if origin == self.me:
