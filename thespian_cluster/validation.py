@@ -19,7 +19,9 @@ How it validates, and why it is cheap enough for every message: the received
 object's ``__dict__`` goes through the class's own compiled pydantic validator
 (``cls.__pydantic_validator__.validate_python``), the same code that ran (or should
 have run) at the sender, with the :data:`~thespian_cluster.messages.RECEIVED`
-context that adds the receiver's checks (a real TCP actor address). That costs
+context that adds the receiver's checks (a real TCP actor address), in pydantic's
+*strict* mode: pickling keeps types, so a field must arrive with exactly its declared
+type (``b"id"`` is not coerced to ``"id"``; the reply could not be matched to it). That costs
 about 1 µs for a ``Whereis`` and 2-3 µs for a ``Register`` (``bench/validation.py``),
 against ~800 µs for an ``ask()`` round trip. ``model_validate(msg.model_dump())``
 is as strict but 2-3x slower, and ``model_dump`` itself fails or warns on the very
@@ -94,7 +96,7 @@ def revalidate(message: object) -> Message | RegistryError | None:
         return _invalid(message, "request_id: missing")
     try:
         checked: Message = type(message).__pydantic_validator__.validate_python(
-            dict(data), context=RECEIVED
+            dict(data), strict=True, context=RECEIVED
         )
     except ValidationError as exc:
         return _invalid(message, describe(exc))
@@ -161,7 +163,7 @@ def member_problem(member: Any) -> str | None:
 def _problem(model: type[Request], fields: dict[str, Any]) -> str | None:
     try:
         model.__pydantic_validator__.validate_python(
-            {"request_id": _STORED_ID, **fields}, context=RECEIVED
+            {"request_id": _STORED_ID, **fields}, strict=True, context=RECEIVED
         )
     except ValidationError as exc:
         return describe(exc)
