@@ -35,6 +35,7 @@ from pydantic import (
 from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
+from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.limits import (  # the one source of truth for limits
     MAX_META_BYTES,
     MAX_NAME_LENGTH,
@@ -43,6 +44,7 @@ from thespian_cluster.core.limits import (  # the one source of truth for limits
     key_problem,
     member_key,
     name_key,
+    surely_fits,
 )
 from thespian_cluster.core.supervision import ChildSpec, RestartType, Strategy
 
@@ -126,6 +128,8 @@ class _NamedRequest(Request):
 
     @model_validator(mode="after")
     def _fits_the_table(self) -> _NamedRequest:
+        if surely_fits(self.kind, self.name):
+            return self
         problem = key_problem(name_key(self.kind, self.name), "name")
         if problem:
             raise ValueError(problem)
@@ -140,6 +144,15 @@ class _MembershipRequest(Request):
 
     @model_validator(mode="after")
     def _fits_the_table(self) -> _MembershipRequest:
+        akey = address_key(self.address)
+        if (
+            isinstance(akey, tuple)
+            and len(akey) == 3
+            and akey[0] == "tcp"
+            and type(akey[2]) is int
+            and surely_fits(self.group, akey[1])
+        ):
+            return self
         problem = key_problem(member_key(self.group, self.address), "group")
         if problem:
             raise ValueError(problem)

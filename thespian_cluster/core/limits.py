@@ -48,6 +48,26 @@ def member_key(group: str, address: Any) -> bytes:
     return MEMBER_PREFIX + pickle.dumps((group, address_key(address)), protocol=_KEY_PICKLE)
 
 
+# Bytes a key adds around its strings: prefix, pickle framing, the tuple, an (ip, port)
+# address key of up to 64 characters of ip. Generous on purpose: it only decides when
+# the exact check (pickling the key) can be skipped.
+_KEY_OVERHEAD: Final = 160
+
+
+def surely_fits(*texts: Any) -> bool:
+    """True when a key made of these strings certainly fits, without building it.
+
+    A character is at most 4 bytes of UTF-8, so short ASCII names (nearly all of them)
+    skip the pickling :func:`key_problem` needs: ~0.5 µs on every request.
+    """
+    size = _KEY_OVERHEAD
+    for text in texts:
+        if type(text) is not str:
+            return False
+        size += 4 * len(text)
+    return size <= MAX_TABLE_KEY_BYTES
+
+
 def key_problem(key: bytes, what: str) -> str | None:
     """Why ``key`` cannot be stored in the node table, or None if it can.
 
