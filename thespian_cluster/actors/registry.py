@@ -133,15 +133,18 @@ class Registry(Actor):
     # ---- receive ---------------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        if type(message) is ConfigureRegistry:
+            # Not caught: a Registry that cannot open its table must fail where its
+            # supervisor sees it, not sit unconfigured queueing requests.
+            self._configure(message.settings)
+            return
         try:
             self._receive(message, sender)
         except Exception:  # last resort: Thespian would retry the message, then drop it
             logger.exception("registry failed on a {}", type(message).__name__)
 
     def _receive(self, message: Any, sender: ActorAddress) -> None:
-        if isinstance(message, ConfigureRegistry):
-            self._configure(message.settings)
-        elif self.backend is None:
+        if self.backend is None:
             if len(self._early) < _MAX_EARLY:
                 self._early.append((message, sender))
         elif isinstance(message, WakeupMessage):
