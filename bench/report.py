@@ -102,6 +102,15 @@ GOALS = [
     Goal("supervision.restart_gap", "median < 100 ms", _median(lambda m: m < 100)),
     Goal("scale.memory_per_name", "<= 1 KB per name per replica", _median(lambda m: m <= 1024)),
     Goal("wire.sealed_ask", "costs < 5% of a round trip", _costs_under(0.05, "no cookie")),
+    Goal("membership.known_by_all", "<= 1 s", _median(lambda m: m <= 1000)),
+    Goal(
+        "membership.sigkill_down",
+        "median <= 0.5 s, p99 <= 1 s",
+        lambda f, _: None if f.median is None else f.median <= 500 and (f.p99 or 0) <= 1000,
+    ),
+    Goal("membership.sigstop_down", "<= 3 s", lambda f, _: max(f.samples) <= 3000),
+    Goal("membership.false_downs", "0", _median(lambda m: m == 0)),
+    Goal("membership.heartbeat_cpu_50", "< 5% of a core per node", _median(lambda m: m < 5)),
 ]
 
 

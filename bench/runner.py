@@ -21,6 +21,7 @@ from typing import Any
 from bench import (
     cluster,
     fast_path,
+    membership,
     pingpong,
     redis_ref,
     report,
@@ -45,6 +46,7 @@ FAMILIES: list[ModuleType] = [
     supervision,
     wire,
     scale,
+    membership,
     cluster,
 ]
 

@@ -61,18 +61,25 @@ def start(
     config: Annotated[
         Path | None, typer.Option("--config", "-c", help="a TOML settings file")
     ] = None,
+    join: Annotated[
+        str | None,
+        typer.Option("--join", help="HOST:PORT of the convention leader to join (a cluster node)"),
+    ] = None,
 ) -> None:
     """Run a node in the foreground until Ctrl-C or SIGTERM."""
-    try:
-        settings = ClusterSettings.load(config)
-    except SettingsError as exc:
-        raise typer.BadParameter(str(exc)) from None
-    node = start_node(settings)
+    overrides = {"convention_leader": join, "cluster_enabled": True} if join else {}
+    # A node that cannot start is one line on stderr and exit code 2, never a traceback.
+    with _one_line_errors():
+        settings = ClusterSettings.load(config, **overrides)
+        node = start_node(settings)
     stop = threading.Event()
     # Both explicitly: a shell starts background jobs with SIGINT ignored.
     for signum in (signal.SIGTERM, signal.SIGINT):
         signal.signal(signum, lambda *_: stop.set())
-    typer.echo(f"node {settings.node_name} running on {settings.admin_address}; Ctrl-C stops it")
+    typer.echo(
+        f"node {settings.node_name} running on {settings.admin_address} "
+        f"(pgid {node.pgid}); Ctrl-C stops it"
+    )
     try:
         while not stop.wait(0.5):  # a timed wait lets the signal handlers run
             pass
@@ -164,18 +171,27 @@ def _print_tree(system: ActorSystem, supervisor: Any, indent: str) -> None:
 
 
 @contextmanager
-def _failures_explained(host: str, port: int) -> Iterator[None]:
+def _one_line_errors() -> Iterator[None]:
+    """Errors the user can fix become one line on stderr and exit code 2, no traceback."""
     try:
         yield
     except (NodeError, SettingsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except ActorSystemException:
-        # A node with another cookie drops our packets: Thespian reports a bad address.
-        typer.echo(
-            f"error: the node at {host}:{port} refused us (check the cluster cookie)", err=True
-        )
-        raise typer.Exit(2) from None
+
+
+@contextmanager
+def _failures_explained(host: str, port: int) -> Iterator[None]:
+    with _one_line_errors():
+        try:
+            yield
+        except ActorSystemException:
+            # A node with another cookie drops our packets: Thespian reports a bad address.
+            typer.echo(
+                f"error: the node at {host}:{port} refused us (check the cluster cookie)",
+                err=True,
+            )
+            raise typer.Exit(2) from None
 
 
 @contextmanager

@@ -338,6 +338,7 @@ class ErrorCode(StrEnum):
     #: The request failed validation where it was received (see
     #: :func:`thespian_cluster.validation.revalidate`); nothing was changed.
     INVALID_REQUEST = "invalid_request"
+    UNKNOWN_NODE = "unknown_node"
 
 
 class RegistryError(Reply):
@@ -373,6 +374,7 @@ class ConfigureSupervisor(Message):
     strategy: Strategy = "one_for_one"
     max_restarts: int = Field(3, ge=0)
     max_seconds: float = Field(5.0, gt=0)
+    retry_delay: float = Field(0.1, ge=0, le=3600)
     children: list[ChildSpec] = Field(default_factory=list)
 
 

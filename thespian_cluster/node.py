@@ -24,20 +24,26 @@ import ipaddress
 import os
 import signal
 import socket
+import tempfile
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
+import lmdb
 from loguru import logger
 from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
 
 from thespian_cluster import node_table
 from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
 from thespian_cluster.backends.loading import backend_class
+from thespian_cluster.cluster_messages import AwaitJoin, JoinOutcome
 from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
-from thespian_cluster.messages import Request
+from thespian_cluster.messages import ChildrenReply, Request, SupervisorError, WhichChildren
+from thespian_cluster.node_identity import new_identity
 from thespian_cluster.security import install_from_settings, wire_security_status
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.node import (
+    CLUSTER_CHILD,
     ROOT_GLOBAL_NAME,
     GetNodeInfo,
     NodeInfo,
@@ -48,10 +54,15 @@ from thespian_cluster.transport import advertise, bind_node_to, limit_idle_socke
 
 SYSTEM_BASE = "multiprocTCPBase"
 DEFAULT_TIMEOUT = 10.0
+JOIN_WAIT = 2.0  # seconds start_node waits to hear whether the cluster accepts the node
 
 
 class NodeError(RuntimeError):
-    """A node could not be started, reached or asked."""
+    """A node could not be started, reached or asked.
+
+    Its message is one line for a person: what is wrong and what to do about it
+    (the CLI prints it as is).
+    """
 
 
 @dataclass
@@ -98,13 +109,31 @@ class Node:
 def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     """Start a node's actor system and supervision tree; return its handle."""
     backend_class(settings.registry_backend)  # a bad backend is a startup error, here
-    settings.node_dir.mkdir(parents=True, exist_ok=True)
-    configure_logging(
-        settings.node_name, settings.log_level, settings.resolved_log_file, log_to_stderr
-    )
+    # Every check that can fail for a reason outside the program runs here, before the
+    # actor system forks, so the caller gets one NodeError and not a half-started node.
+    _usable_dir(settings.node_dir, "data_dir", settings.data_dir)
+    try:
+        configure_logging(
+            settings.node_name, settings.log_level, settings.resolved_log_file, log_to_stderr
+        )
+    except OSError as exc:
+        raise NodeError(
+            f"log_file {settings.resolved_log_file} cannot be used ({_reason(exc)}); "
+            "set log_file to a writable path"
+        ) from None
     if port_in_use(settings.host, settings.admin_port):
-        raise NodeError(f"admin port {settings.admin_port} on {settings.host} is already in use")
+        raise NodeError(
+            f"admin port {settings.admin_port} on {settings.host} is already in use; "
+            "stop whatever holds it or choose another admin_port"
+        )
+    if settings.cluster_enabled and udp_port_in_use(settings.host, settings.admin_port):
+        raise NodeError(
+            f"UDP port {settings.admin_port} on {settings.host} (heartbeats) is already in use; "
+            "stop whatever holds it or choose another admin_port"
+        )
     node_table.wipe(settings.node_dir)  # a new incarnation: the old actors are gone
+    _check_node_table(settings.node_dir)
+    new_identity(settings.node_dir)
     # Everything below is inherited by the admin and every actor process it forks.
     os.environ[NODE_DIR_ENV] = str(settings.node_dir)
     move_thespian_internal_log(settings.node_dir)
@@ -120,19 +149,39 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
             settings.node_name,
             settings.admin_address,
         )
-    system = ActorSystem(
-        SYSTEM_BASE,
-        _capabilities(settings),
-        logDefs=thespian_log_defs(settings.log_level),
-        transientUnique=True,
-    )
+    try:
+        system = ActorSystem(
+            SYSTEM_BASE,
+            _capabilities(settings),
+            logDefs=thespian_log_defs(settings.log_level),
+            transientUnique=True,
+        )
+    except Exception as exc:  # e.g. the port was taken between the check and the bind
+        raise NodeError(
+            f"the actor system could not start on {settings.admin_address} ({exc}); "
+            "check that admin_port is free"
+        ) from None
+    pgid: int | None = None
     try:
         root = system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
+        # The process group first: a start interrupted half-way (Ctrl-C, a failed
+        # child) must not leave the actors created so far running without their admin.
+        info = system.ask(root, GetNodeInfo(), DEFAULT_TIMEOUT)
+        pgid = info.pgid if isinstance(info, NodeInfo) else None
         started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
+        if isinstance(started, SupervisorError):
+            raise NodeError(f"node {settings.node_name} could not start: {started.detail}")
         if not isinstance(started, NodeInfo):
             raise NodeError(f"node root did not start: {started!r}")
+        if settings.cluster_enabled and settings.convention_leader:
+            _await_join(system, root, settings)
     except BaseException:
-        system.shutdown()
+        try:
+            system.shutdown()
+        finally:
+            if pgid is not None and pgid != os.getpgid(0):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
         raise
     logger.info(
         "node {} up on {} (pgid {})", settings.node_name, settings.admin_address, started.pgid
@@ -187,6 +236,74 @@ def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> A
     return info.registry
 
 
+def _await_join(system: ActorSystem, root: ActorAddress, settings: ClusterSettings) -> None:
+    """Give the join a moment: a refusal (a taken node name) is a startup error.
+
+    A leader that is not reachable yet is no error: the node keeps trying (and logs
+    it), so nodes may start in any order.
+    """
+    monitor = cluster_agent(system, root, "node_monitor")
+    outcome = system.ask(monitor, AwaitJoin(timeout=JOIN_WAIT), JOIN_WAIT + DEFAULT_TIMEOUT)
+    if isinstance(outcome, JoinOutcome) and outcome.refused:
+        raise NodeError(f"the cluster refused node {settings.node_name}: {outcome.refused}")
+    if not isinstance(outcome, JoinOutcome) or not outcome.joined:
+        logger.warning(
+            "node {} has not reached its convention leader {} yet; it keeps trying",
+            settings.node_name,
+            settings.convention_leader,
+        )
+
+
+def cluster_agent(system: ActorSystem, root: ActorAddress, child_id: str) -> ActorAddress:
+    """The address of one of the node's cluster actors (``node_monitor``, ...)."""
+    tree = system.ask(root, WhichChildren(), DEFAULT_TIMEOUT)
+    if not isinstance(tree, ChildrenReply) or CLUSTER_CHILD not in {c.id for c in tree.children}:
+        raise NodeError("this node runs no cluster supervisor (cluster_enabled = false?)")
+    cluster = system.ask(tree.by_id(CLUSTER_CHILD).address, WhichChildren(), DEFAULT_TIMEOUT)
+    if not isinstance(cluster, ChildrenReply):
+        raise NodeError("the node's cluster supervisor did not answer")
+    address = cluster.by_id(child_id).address
+    if address is None:
+        raise NodeError(f"the node's {child_id} is not running right now")
+    return address
+
+
+def _usable_dir(path: Path, key: str, value: Path) -> None:
+    """Create ``path`` (under setting ``key`` = ``value``) and prove it writable."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=path):
+            pass  # root passes any mode check, so try the real thing
+    except OSError as exc:
+        raise NodeError(
+            f"{key} {value} cannot be used ({_reason(exc)}); "
+            f"set {key} to a directory this user can write"
+        ) from None
+
+
+def _check_node_table(node_dir: Path) -> None:
+    """Open and close the node table once here, so a table that cannot be opened is a
+    clear start error rather than a Registry failing in its own process. Closed again
+    before the fork: an LMDB environment must not be inherited by a child process."""
+    path = node_table.table_path(node_dir)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        lmdb.open(str(path), map_size=node_table.MAP_SIZE, max_dbs=0, lock=True).close()
+    except (OSError, lmdb.Error) as exc:
+        raise NodeError(
+            f"the node table at {path} cannot be opened ({_reason(exc)}); "
+            "remove it, or set data_dir to another directory"
+        ) from None
+
+
+def _reason(exc: BaseException) -> str:
+    """An OSError's own words without Python's decoration; other errors as they are."""
+    if isinstance(exc, OSError) and exc.strerror:
+        where = f": {exc.filename}" if exc.filename else ""
+        return f"{exc.strerror}{where}"
+    return str(exc) or type(exc).__name__
+
+
 def _is_loopback(host: str) -> bool:
     try:
         return ipaddress.ip_address(host).is_loopback
@@ -200,11 +317,22 @@ def port_in_use(host: str, port: int) -> bool:
         return probe.connect_ex((host, port)) == 0
 
 
+def udp_port_in_use(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
 def _capabilities(settings: ClusterSettings) -> dict[str, Any]:
     capabilities: dict[str, Any] = {
         "Admin Port": settings.admin_port,
         "thespian_cluster.node": settings.node_name,
     }
-    if settings.convention_leader:
+    # A cluster node joins once its NodeMonitor has published the node's record
+    # (actors/node_monitor.py); a plain node joins the convention at once.
+    if settings.convention_leader and not settings.cluster_enabled:
         capabilities["Convention Address.IPv4"] = settings.convention_leader
     return capabilities

@@ -70,9 +70,9 @@ class ClusterSettings(BaseSettings):
     cluster_cookie: SecretStr | None = None
     allow_short_cookie: bool = False
     message_modules: list[str] = Field(default_factory=list)
-    cluster_heartbeat_interval: float = Field(1.0, gt=0, le=600)
-    cluster_heartbeat_timeout: float = Field(5.0, gt=0, le=3600)
-    node_check_interval: float = Field(1.0, gt=0, le=600)
+    cluster_heartbeat_interval: float = Field(0.25, gt=0, le=600)
+    cluster_heartbeat_timeout: float = Field(2.5, gt=0, le=3600)
+    node_check_interval: float = Field(0.1, gt=0, le=600)
     split_brain_strategy: SplitBrainStrategy = "winner_takes_all"
     split_brain_check_interval: float = Field(5.0, gt=0, le=3600)
     split_brain_minority_action: MinorityAction = "advisory"

@@ -67,3 +67,38 @@ class LoggingActor(Actor):
         if isinstance(message, str):
             logging.getLogger("user.actor").warning("user actor says %s", message)
             self.send(sender, "logged")
+
+
+#: A FlakyWorker's fault switch, in the node's directory: an integer N makes the next N
+#: starts fail (each one counts it down), "always" makes every start fail, no file none.
+FLAKY_FILE = "flaky-starts"
+
+
+class FlakyWorker(Worker):
+    """A worker whose ``__init__`` raises while the node's FLAKY_FILE says so.
+
+    Children start one at a time, so no two FlakyWorkers read the file at once.
+    """
+
+    def __init__(self) -> None:
+        node_dir = os.environ.get("THESPIAN_CLUSTER_NODE_DIR", "")
+        switch = os.path.join(node_dir, FLAKY_FILE)
+        if node_dir and os.path.exists(switch):
+            with open(switch) as handle:
+                setting = handle.read().strip()
+            if setting == "always":
+                raise RuntimeError("FlakyWorker: told to fail every start")
+            if int(setting) > 0:
+                with open(switch, "w") as handle:
+                    handle.write(str(int(setting) - 1))
+                raise RuntimeError(f"FlakyWorker: told to fail {setting} more start(s)")
+        super().__init__()
+
+
+class BadConfigWorker(Worker):
+    """A worker that cannot take its init message (a str): its start fails."""
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if message == "configure":
+            raise ValueError("BadConfigWorker cannot be configured")
+        super().receiveMessage(message, sender)

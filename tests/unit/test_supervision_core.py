@@ -159,3 +159,91 @@ def test_core_follows_the_model(
                 c.delete(i)
         for i in plan.start:
             c.started(i, object(), now)
+
+
+# ---- failed starts ------------------------------------------------------------------------
+
+
+def test_a_failed_initial_start_fails_the_supervisor() -> None:
+    c = core("one_for_one")
+    c.stopped("c")  # c never came up
+    assert c.start_failed("c", 0.0, initial=True) == Plan(stop=("b", "a"), escalate=True)
+
+
+def test_a_refused_child_still_running_is_stopped_before_the_retry() -> None:
+    c = core("one_for_all")
+    plan = c.start_failed("b", 1.0, initial=False)  # b runs: its registration was refused
+    assert plan == Plan(stop=("c", "b", "a"), start=("a", "b", "c"), delay=c.retry_delay)
+
+
+def test_a_failed_restart_is_retried_after_the_delay_per_strategy() -> None:
+    c = core("rest_for_one")
+    c.stopped("b")  # died before it was up
+    assert c.start_failed("b", 1.0, initial=False) == Plan(
+        stop=("c",), start=("b", "c"), delay=c.retry_delay
+    )
+
+
+def test_a_temporary_child_is_never_retried() -> None:
+    c = core("one_for_one", "temporary", "temporary")
+    assert c.start_failed("a", 1.0, initial=False) == Plan(stop=("a",))  # runs: stop it
+    c.stopped("b")  # died before it was up: nothing to stop, the spec goes at once
+    assert c.start_failed("b", 1.0, initial=False) == Plan()
+    assert "b" not in c.ids()
+
+
+@given(
+    strategy=STRATEGIES,
+    max_restarts=st.integers(0, 6),
+    steps=st.lists(st.floats(0, 0.5), min_size=8, max_size=8),
+)
+def test_a_child_that_never_starts_escalates_after_max_restarts_attempts(
+    strategy: str, max_restarts: int, steps: list[float]
+) -> None:
+    """The exit counts once and every failed attempt once more (OTP's try_again_restart
+    goes through add_restart), all within the window: the supervisor gives up after
+    exactly ``max_restarts`` attempts."""
+    c = SupervisorCore(strategy, max_restarts, 5.0)  # type: ignore[arg-type]
+    for i in "ab":
+        c.add(ChildSpec(id=i, actor_class="m.C"))
+        c.started(i, object(), 0.0)
+    now = 0.0
+    plan = c.exited("a", False, now)
+    attempts = 0
+    while not plan.escalate:
+        assert "a" in plan.start
+        for i in plan.stop:
+            c.stopped(i)
+        for i in plan.start:
+            c.started(i, object(), now)
+        c.stopped("a")  # its start failed: it never came up
+        now += steps[attempts % len(steps)]
+        attempts += 1
+        plan = c.start_failed("a", now, initial=False)
+        if not plan.escalate:
+            assert plan.delay == c.retry_delay
+    assert attempts == max_restarts
+    assert plan.stop == tuple(i for i in ("b",) if c.child(i).running)  # type: ignore[union-attr]
+
+
+@given(
+    fails=st.integers(0, 5),
+    max_restarts=st.integers(1, 6),
+)
+def test_a_child_that_fails_n_times_comes_up_if_n_fits_the_intensity(
+    fails: int, max_restarts: int
+) -> None:
+    c = SupervisorCore("one_for_one", max_restarts, 5.0)
+    c.add(ChildSpec(id="a", actor_class="m.C"))
+    c.started("a", object(), 0.0)
+    plan = c.exited("a", False, 0.0)
+    for attempt in range(fails):
+        if plan.escalate:
+            break
+        c.started("a", object(), 0.0)
+        c.stopped("a")
+        plan = c.start_failed("a", 0.1 * (attempt + 1), initial=False)
+    # 1 (the exit) + fails restarts: fine while they stay within max_restarts
+    assert plan.escalate == (1 + fails > max_restarts)
+    if not plan.escalate:
+        assert plan.start == ("a",) and c.child("a").restarts == 1 + fails  # type: ignore[union-attr]

@@ -1,9 +1,10 @@
-"""The cluster supervisor's three children, as placeholders until the cluster issue.
+"""The cluster supervisor's children that are still placeholders, and their init message.
 
-Each takes its settings as its first message and answers :class:`ComponentPing`
-so that supervision of them can be exercised end to end. The real RegistryDist
-(replicated global table), NodeMonitor (heartbeats) and SplitBrainDetector
-(partition strategies) replace these bodies; their place in the tree stays.
+Each takes its settings as its first message (:class:`ConfigureComponent`) and
+answers :class:`ComponentPing`, so that supervision of them can be exercised end to
+end. The real RegistryDist (replicated global table) and SplitBrainDetector
+(partition strategies) replace these bodies; NodeMonitor is real
+(:mod:`thespian_cluster.actors.node_monitor`).
 """
 
 from __future__ import annotations
@@ -53,10 +54,6 @@ class _ClusterComponent(Actor):
 
 class RegistryDist(_ClusterComponent):
     """Replica of the global name table and groups (placeholder)."""
-
-
-class NodeMonitor(_ClusterComponent):
-    """Membership, heartbeats and per-node health (placeholder)."""
 
 
 class SplitBrainDetector(_ClusterComponent):

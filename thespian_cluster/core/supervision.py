@@ -14,6 +14,21 @@ The rules (Erlang/OTP ``supervisor``):
 * **Intensity**: if more than ``max_restarts`` restarts happen within
   ``max_seconds``, the supervisor stops all children and exits, leaving the decision
   to its own parent.
+* **A failed start** — the child could not be created, died before it was up, refused
+  its ``init_message``, or had its registration refused — is decided by *when* it
+  happens (OTP ``supervisor.erl``):
+
+  - during the supervisor's **initial start** the supervisor itself fails: it stops the
+    children it has started (reverse order) and exits, so its parent sees a child that
+    never came up (OTP: ``init`` returns ``{shutdown, {failed_to_start_child, ...}}``);
+  - during a **restart** the attempt counts as one more restart against the intensity
+    (OTP's ``{try_again_restart, Id}`` goes through ``add_restart``) and the strategy
+    is applied again to that child — its own running incarnation and the affected
+    siblings are stopped, then all are started in order — after ``retry_delay``
+    seconds. A child that can never start therefore escalates after at most
+    ``max_restarts`` attempts; one that fails N times then works is up after N
+    retries, provided N fits in the intensity.
+  - a ``temporary`` child is never retried: it is stopped if it runs, and its spec goes.
 
 An exit is *normal* when the supervisor stopped the child itself, or when the child
 said so first (``NormalExit``, see docs/supervision.md); any other exit — a crash,
@@ -95,7 +110,8 @@ class ChildState:
 
 @dataclass(frozen=True)
 class Plan:
-    """What the shell must do: stop ``stop`` in order, then start ``start`` in order.
+    """What the shell must do: stop ``stop`` in order, wait ``delay`` seconds, then start
+    ``start`` in order.
 
     With ``escalate`` the shell stops everything and exits instead of starting.
     """
@@ -103,6 +119,7 @@ class Plan:
     stop: tuple[str, ...] = ()
     start: tuple[str, ...] = ()
     escalate: bool = False
+    delay: float = 0.0
 
     def __bool__(self) -> bool:
         return bool(self.stop or self.start or self.escalate)
@@ -115,6 +132,10 @@ class SupervisorCore:
     strategy: Strategy = "one_for_one"
     max_restarts: int = 3
     max_seconds: float = 5.0
+    #: Seconds between a failed restart and the next attempt (OTP retries at once; a
+    #: short pause lets a cause outside the supervisor clear — a name being released, a
+    #: port in TIME_WAIT — before the intensity budget is spent).
+    retry_delay: float = 0.1
     children: list[ChildState] = field(default_factory=list)
     _restarts: deque[float] = field(default_factory=deque)
 
@@ -158,14 +179,25 @@ class SupervisorCore:
             return Plan()
         if self._intensity_exceeded(now):
             return Plan(stop=self._running_ids_reversed(), escalate=True)
-        affected = self._affected(child_id)
-        stop = tuple(i for i in reversed(affected) if i != child_id and self._get(i).running)
-        start = tuple(
-            i for i in affected if i == child_id or self._get(i).spec.restart != "temporary"
-        )
-        for i in start:
-            self._get(i).restarts += 1
-        return Plan(stop=stop, start=start)
+        return self._restart(child_id, delay=0.0)
+
+    def start_failed(self, child_id: str, now: float, initial: bool) -> Plan:
+        """A start of ``child_id`` failed; ``initial`` if the supervisor is still starting.
+
+        The child may still be running (its registration was refused): then it is among
+        the stops. See the module docstring for the rules.
+        """
+        state = self._get(child_id)
+        if initial:
+            return Plan(stop=self._running_ids_reversed(), escalate=True)
+        if state.spec.restart == "temporary":
+            if state.running:
+                return Plan(stop=(child_id,))  # the shell drops a stopped temporary's spec
+            self.delete(child_id)
+            return Plan()
+        if self._intensity_exceeded(now):
+            return Plan(stop=self._running_ids_reversed(), escalate=True)
+        return self._restart(child_id, delay=self.retry_delay)
 
     def shutdown_order(self) -> tuple[str, ...]:
         return self._running_ids_reversed()
@@ -188,6 +220,18 @@ class SupervisorCore:
         while self._restarts and now - self._restarts[0] > self.max_seconds:
             self._restarts.popleft()
         return len(self._restarts) > self.max_restarts
+
+    def _restart(self, child_id: str, delay: float) -> Plan:
+        """The strategy applied to ``child_id``: stop the affected running children in
+        reverse order (the child itself too, if it still runs), start them in order."""
+        affected = self._affected(child_id)
+        stop = tuple(i for i in reversed(affected) if self._get(i).running)
+        start = tuple(
+            i for i in affected if i == child_id or self._get(i).spec.restart != "temporary"
+        )
+        for i in start:
+            self._get(i).restarts += 1
+        return Plan(stop=stop, start=start, delay=delay)
 
     def _affected(self, child_id: str) -> list[str]:
         ids = self.ids()

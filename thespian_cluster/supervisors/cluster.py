@@ -1,4 +1,9 @@
-"""``ClusterSupervisor``: RegistryDist, NodeMonitor and SplitBrainDetector, one_for_one."""
+"""``ClusterSupervisor``: RegistryDist, NodeMonitor and SplitBrainDetector, one_for_one.
+
+After every child start it tells every child where its siblings are now
+(:class:`~thespian_cluster.actors.node_monitor.Agents`): NodeMonitor puts them in the
+node's record that peers hold, the others find NodeMonitor through it.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +11,10 @@ from typing import Any
 
 from thespian_cluster.actors.cluster_members import (
     ConfigureComponent,
-    NodeMonitor,
     RegistryDist,
     SplitBrainDetector,
 )
+from thespian_cluster.actors.node_monitor import Agents, NodeMonitor
 from thespian_cluster.core.supervision import ChildSpec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.supervisor import Supervisor
@@ -42,3 +47,12 @@ class ClusterSupervisor(Supervisor):
             ChildSpec(id="node_monitor", actor_class=NodeMonitor, init_message=init),
             ChildSpec(id="split_brain_detector", actor_class=SplitBrainDetector, init_message=init),
         ]
+
+    def _start(self, child_id: str) -> Any:
+        address = super()._start(child_id)
+        # Every child learns where its siblings are now (NodeMonitor also tells peers).
+        running = [c for c in self.core.children if c.running]
+        agents = Agents(agents={c.spec.id: c.address for c in running})
+        for child in running:
+            self.send(child.address, agents)
+        return address

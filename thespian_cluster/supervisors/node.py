@@ -22,7 +22,7 @@ from thespian.actors import ActorAddress
 
 from thespian_cluster.actors.registry import ConfigureRegistry, Registry
 from thespian_cluster.core.supervision import ChildSpec
-from thespian_cluster.messages import Reply, Request
+from thespian_cluster.messages import Reply, Request, SupervisorError, SupervisorErrorCode
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.cluster import ClusterSupervisor, ConfigureCluster
 from thespian_cluster.supervisors.supervisor import Supervisor
@@ -58,7 +58,17 @@ class NodeSupervisor(Supervisor):
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, StartNode):
             # start_node returns once the whole tree is up, as OTP's start_link does.
-            self.when_up(lambda: self.send(sender, self._info(message.request_id)))
+            self.when_up(
+                lambda: self.send(sender, self._info(message.request_id)),
+                lambda why: self.send(
+                    sender,
+                    SupervisorError(
+                        request_id=message.request_id,
+                        code=SupervisorErrorCode.START_FAILED,
+                        detail=why,
+                    ),
+                ),
+            )
             if self.settings is None:
                 self.settings = message.settings
                 self.start_children()

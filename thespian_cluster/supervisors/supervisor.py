@@ -27,10 +27,19 @@ Thespian events into calls on :class:`SupervisorCore` and carries out its plans:
 
 * stops are sequential, in the order the plan gives (reverse start order): a child
   gets ``ActorExitRequest`` and ``shutdown`` seconds, then SIGKILL;
-* starts follow once every stop is done; each start sends the spec's
-  ``init_message``, :class:`SupervisedBy` and, with ``register_as``, a ``Register`` to the node's
-  Registry (after an ``ActorExiting`` for the previous incarnation, so the name
-  moves to the new child without waiting for death detection);
+* starts follow once every stop is done (after the plan's ``delay``, for a retry); each
+  start sends the spec's ``init_message``, :class:`SupervisedBy` and, with ``register_as``,
+  a ``Register`` to the node's Registry (after an ``ActorExiting`` for the previous
+  incarnation, so the name moves to the new child without waiting for death detection);
+* a child is **up** once it answers a status probe (a child supervisor: once its own
+  children are up) *and*, with ``register_as``, the Registry has acknowledged its
+  ``Register`` (matched by ``request_id``: Thespian's replies carry no correlation of
+  their own). Only then does the next child start;
+* a **failed start** — ``createActor`` raised, the child exited before it was up, it
+  could not take its ``init_message`` (``PoisonMessage``), or its registration was
+  refused — goes to :meth:`SupervisorCore.start_failed`: at the supervisor's own start
+  it fails the supervisor, on a restart it is retried by a plan like any other,
+  through ``wakeupAfter`` (nothing here ever blocks);
 * escalation stops everything and exits; the parent gets ``ChildActorExited``.
 """
 
@@ -75,6 +84,7 @@ from thespian_cluster.messages import (
     DeleteChild,
     NormalExit,
     Register,
+    Registered,
     RegistryError,
     Request,
     RestartChild,
@@ -99,6 +109,20 @@ class _Stop:
         self.address = address
 
 
+class _Start:
+    """A start under way: the child is up once probed and (if it registers) registered."""
+
+    def __init__(self, child_id: str, address: Any, registration: str | None) -> None:
+        self.child_id = child_id
+        self.address = address
+        self.probed = False
+        self.registration = registration  # the Register's request_id until acknowledged
+
+    @property
+    def up(self) -> bool:
+        return self.probed and self.registration is None
+
+
 class Supervisor(Actor):
     """An OTP supervisor; override :meth:`child_specs` and the class attributes."""
 
@@ -108,6 +132,8 @@ class Supervisor(Actor):
     #: Seconds a starting child has to answer its first status probe before the
     #: supervisor moves on to the next one.
     start_timeout: ClassVar[float] = 10.0
+    #: Seconds between a failed restart and the next attempt (see core.supervision).
+    retry_delay: ClassVar[float] = 0.1
 
     def child_specs(self) -> list[ChildSpec]:
         """The static children, in start order."""
@@ -117,7 +143,9 @@ class Supervisor(Actor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.core = SupervisorCore(self.strategy, self.max_restarts, self.max_seconds)
+        self.core = SupervisorCore(
+            self.strategy, self.max_restarts, self.max_seconds, self.retry_delay
+        )
         self._initialised = False
         self._stash: list[tuple[Any, ActorAddress]] = []  # requests before the start
         self._configured_children: list[ChildSpec] = []
@@ -125,14 +153,18 @@ class Supervisor(Actor):
         self._stop_queue: deque[str] = deque()  # the current plan's remaining stops
         self._start_queue: deque[str] = deque()  # then these, one at a time
         self._escalating = False
+        self._delay = 0.0  # the current plan's pause between its stops and its starts
+        self._delaying = False  # that pause is under way
         self._stopping: _Stop | None = None
-        self._starting: tuple[str, Any] | None = None  # (child id, address) not yet up
+        self._starting: _Start | None = None  # the child being started, not yet up
+        self._registrations: dict[str, tuple[str, Any]] = {}  # request_id -> (child, address)
+        self._start_failure: str | None = None  # why our own start failed
         self._normal: set[str] = set()  # children that announced a normal exit
         self._exits: deque[tuple[str, bool]] = deque()  # exits seen during a plan
         self._pending_replies: list[tuple[Any, str, str]] = []  # (to, request_id, child_id)
         self._shutdown_reply: tuple[Any, str] | None = None
         self._up = False  # every static child has started once
-        self._when_up: list[Callable[[], None]] = []
+        self._when_up: list[tuple[Callable[[], None], Callable[[str], None] | None]] = []
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if not self._initialised:
@@ -155,10 +187,10 @@ class Supervisor(Actor):
             self._normal.add(message.child_id)
         elif isinstance(message, ActorExitRequest):
             self._exit_now()
-        elif isinstance(message, AlreadyRegistered | RegistryError):
-            logger.warning("supervisor could not register a child: {}", message)
+        elif isinstance(message, Registered | AlreadyRegistered | RegistryError):
+            self._registration_reply(message)
         elif isinstance(message, PoisonMessage):
-            logger.warning("a message to a child failed twice: {}", message.poisonMessage)
+            self._poisoned(message, sender)
         elif isinstance(message, StartSupervisor):
             self._reply_when_up(sender, message.request_id)
         else:
@@ -173,7 +205,9 @@ class Supervisor(Actor):
         configuration has arrived, whoever else talks to it first.
         """
         if isinstance(message, ConfigureSupervisor):
-            self.core = SupervisorCore(message.strategy, message.max_restarts, message.max_seconds)
+            self.core = SupervisorCore(
+                message.strategy, message.max_restarts, message.max_seconds, message.retry_delay
+            )
             self._configured_children = list(message.children)
         elif isinstance(message, ActorExitRequest):
             return
@@ -188,8 +222,12 @@ class Supervisor(Actor):
         self.start_children()
 
     def _reply_when_up(self, to: ActorAddress, request_id: str) -> None:
-        """Answer StartSupervisor once every static child is up (a parent waits on it)."""
-        self.when_up(lambda: self.send(to, self._which_children(request_id)))
+        """Answer StartSupervisor once every static child is up (a parent waits on it),
+        or with ``start_failed`` if this supervisor cannot start."""
+        self.when_up(
+            lambda: self.send(to, self._which_children(request_id)),
+            lambda why: self.send(to, _error(request_id, SupervisorErrorCode.START_FAILED, why)),
+        )
 
     def _replay_stash(self) -> None:
         stashed, self._stash = self._stash, []
@@ -200,12 +238,18 @@ class Supervisor(Actor):
         """Take a subclass's own configuration message before the start; True if it was one."""
         return False
 
-    def when_up(self, action: Callable[[], None]) -> None:
-        """Run ``action`` once every static child has started (now, if they have)."""
+    def when_up(
+        self, action: Callable[[], None], failed: Callable[[str], None] | None = None
+    ) -> None:
+        """Run ``action`` once every static child has started (now, if they have).
+
+        If a static child cannot start, the supervisor exits instead and calls
+        ``failed`` with the reason, just before it goes.
+        """
         if self._up:
             action()
         else:
-            self._when_up.append(action)
+            self._when_up.append((action, failed))
 
     def start_children(self) -> None:
         """Start the static children in order (once)."""
@@ -260,7 +304,11 @@ class Supervisor(Actor):
             return _error(request_id, SupervisorErrorCode.NOT_FOUND, child_id)
         if state.running or (self._stopping is not None and self._stopping.child_id == child_id):
             return _error(request_id, SupervisorErrorCode.RUNNING, child_id)
-        return ChildStarted(request_id=request_id, child_id=child_id, address=self._start(child_id))
+        try:
+            address = self._start(child_id)
+        except Exception as exc:
+            return _error(request_id, SupervisorErrorCode.START_FAILED, f"{child_id}: {exc}")
+        return ChildStarted(request_id=request_id, child_id=child_id, address=address)
 
     def _delete_child(self, request_id: str, child_id: str) -> Any:
         state = self.core.child(child_id)
@@ -308,6 +356,7 @@ class Supervisor(Actor):
         self._stop_queue = deque(plan.stop)
         self._start_queue = deque(plan.start)
         self._escalating = plan.escalate
+        self._delay = plan.delay
         self._next_step()
 
     def _busy(self) -> bool:
@@ -316,12 +365,13 @@ class Supervisor(Actor):
             or self._start_queue
             or self._stopping is not None
             or self._starting is not None
+            or self._delaying
         )
 
     def _next_step(self) -> None:
         """Advance the current plan by one step, or start the next plan."""
-        if self._stopping is not None or self._starting is not None:
-            return  # waiting for an exit or a child coming up
+        if self._stopping is not None or self._starting is not None or self._delaying:
+            return  # waiting for an exit, a child coming up, or a retry's pause
         while self._stop_queue:
             state = self.core.child(self._stop_queue.popleft())
             if state is not None and state.running:
@@ -330,23 +380,20 @@ class Supervisor(Actor):
         if self._escalating:
             self._escalate()
             return
+        if self._delay > 0 and self._start_queue:
+            # A retry: pause without blocking, then carry on (see _timeout).
+            self._delaying, self._delay = True, 0.0
+            self.wakeupAfter(self.core.retry_delay, payload=("retry", "", None))
+            return
         while self._start_queue:
             state = self.core.child(self._start_queue.popleft())
             if state is not None and not state.running:
-                self._starting = (state.spec.id, self._start(state.spec.id))
-                # Children start in order: the next waits until this one is up. A
-                # worker is up when it answers a status probe (Thespian answers once
-                # the actor exists); a supervisor when all of its own children are.
-                probe = StartSupervisor() if _is_supervisor(state.spec) else Thespian_StatusReq()
-                self.send(self._starting[1], probe)
-                self.wakeupAfter(
-                    self.start_timeout, payload=("start", state.spec.id, state.started_at)
-                )
+                self._begin_start(state)
                 return
         if not self._up:
             self._up = True
             waiting, self._when_up = self._when_up, []
-            for action in waiting:
+            for action, _ in waiting:
                 action()
         if self._exits:
             child_id, normal = self._exits.popleft()
@@ -354,10 +401,87 @@ class Supervisor(Actor):
         elif self._plans:
             self._run(self._plans.popleft())
 
+    def _begin_start(self, state: ChildState) -> None:
+        child_id = state.spec.id
+        try:
+            address = self._start(child_id)
+        except Exception as exc:
+            self._start_failed(child_id, f"could not be created: {exc}")
+            return
+        registration = next((r for r, (_, a) in self._registrations.items() if a == address), None)
+        self._starting = _Start(child_id, address, registration)
+        # Children start in order: the next waits until this one is up. A worker
+        # answers a status probe once its __init__ has run (Thespian answers it, not
+        # the actor); a supervisor answers StartSupervisor once its children are up.
+        probe = StartSupervisor() if _is_supervisor(state.spec) else Thespian_StatusReq()
+        self.send(address, probe)
+        self.wakeupAfter(self.start_timeout, payload=("start", child_id, state.started_at))
+
     def _child_up(self, address: Any) -> None:
-        if self._starting is not None and self._starting[1] == address:
+        start = self._starting
+        if start is not None and start.address == address:
+            start.probed = True
+            self._maybe_up()
+
+    def _maybe_up(self) -> None:
+        if self._starting is not None and self._starting.up:
             self._starting = None
             self._next_step()
+
+    def _registration_reply(self, reply: Registered | AlreadyRegistered | RegistryError) -> None:
+        """The Registry's answer to a child's ``Register``, matched by ``request_id``."""
+        child = self._registrations.pop(reply.request_id, None)
+        if child is None:
+            logger.debug("supervisor ignored a registry reply it did not ask for: {}", reply)
+            return
+        child_id, address = child
+        state = self.core.child(child_id)
+        if state is None or state.address != address:
+            return  # that incarnation is gone already
+        start = self._starting
+        if isinstance(reply, Registered):
+            if start is not None and start.registration == reply.request_id:
+                start.registration = None
+                self._maybe_up()
+            return
+        if isinstance(reply, AlreadyRegistered):
+            why = f"could not register as {reply.name!r}: already registered to {reply.owner}"
+        else:
+            why = f"could not register: {reply.code}: {reply.detail}"
+        self._start_failed(child_id, why)
+
+    def _poisoned(self, message: PoisonMessage, sender: Any) -> None:
+        """A message to a child failed twice. During its start, the child is unusable."""
+        start = self._starting
+        if start is not None and start.address == sender:
+            what = type(message.poisonMessage).__name__
+            last = str(message.details).strip().splitlines()[-1:] or ["?"]
+            self._start_failed(start.child_id, f"could not take its {what}: {last[0]}")
+        else:
+            logger.warning("a message to a child failed twice: {}", message.poisonMessage)
+
+    def _start_failed(self, child_id: str, why: str) -> None:
+        """Carry out the core's decision on a failed start (see the module docstring)."""
+        start = self._starting
+        if start is not None and start.child_id == child_id:
+            self._starting = None
+            # OTP aborts the rest of the round; the retry applies the strategy again.
+            self._start_queue.clear()
+        self._registrations = {
+            r: (c, a) for r, (c, a) in self._registrations.items() if c != child_id
+        }
+        initial = not self._up
+        logger.warning(
+            "{}: child {} {}{}",
+            type(self).__name__,
+            child_id,
+            why,
+            "" if initial else "; the restart policy decides",
+        )
+        plan = self.core.start_failed(child_id, time.monotonic(), initial)
+        if plan.escalate and initial:
+            self._start_failure = f"child {child_id} {why}"
+        self._run(plan)
 
     def _begin_stop(self, state: ChildState) -> None:
         self._stopping = _Stop(state.spec.id, state.address)
@@ -373,6 +497,10 @@ class Supervisor(Actor):
         if not isinstance(payload, tuple) or len(payload) != 3:
             return
         what, child_id, started_at = payload
+        if what == "retry":
+            self._delaying = False
+            self._next_step()
+            return
         state = self.core.child(child_id)
         if state is None or state.started_at != started_at:
             return  # that incarnation is long gone
@@ -380,7 +508,7 @@ class Supervisor(Actor):
         if what == "shutdown" and stop is not None and stop.child_id == child_id:
             logger.warning("child {} ignored its shutdown; killing it", child_id)
             self._kill(stop.address)
-        elif what == "start" and self._starting is not None and self._starting[0] == child_id:
+        elif what == "start" and self._starting is not None and self._starting.child_id == child_id:
             logger.warning(
                 "child {} did not come up in {} s; going on", child_id, self.start_timeout
             )
@@ -398,6 +526,14 @@ class Supervisor(Actor):
         if self._shutdown_reply is not None:
             to, request_id = self._shutdown_reply
             self.send(to, SupervisorStopped(request_id=request_id))
+        elif self._start_failure is not None:
+            logger.error(
+                "supervisor {} could not start: {}", type(self).__name__, self._start_failure
+            )
+            waiting, self._when_up = self._when_up, []
+            for _, failed in waiting:
+                if failed is not None:
+                    failed(self._start_failure)
         else:
             logger.error(
                 "supervisor {} exceeded {} restarts in {} s; exiting",
@@ -431,10 +567,11 @@ class Supervisor(Actor):
             logger.warning("no node registry here; child {} is not registered", spec.id)
             return
         how = spec.register_as
-        self.send(
-            registry,
-            Register(name=how.name, address=address, kind=how.kind, scope=how.scope, meta=how.meta),
+        request = Register(
+            name=how.name, address=address, kind=how.kind, scope=how.scope, meta=how.meta
         )
+        self._registrations[request.request_id] = (spec.id, address)
+        self.send(registry, request)
 
     def _child_exited(self, address: Any) -> None:
         state = next((c for c in self.core.children if c.address == address), None)
@@ -445,8 +582,11 @@ class Supervisor(Actor):
             registry = node_registry()
             if registry is not None:
                 self.send(registry, ActorExiting(address=address))
-        if self._starting is not None and self._starting[0] == child_id:
-            self._starting = None  # died while starting: handled as any other exit below
+        start = self._starting
+        if start is not None and start.child_id == child_id:
+            self.core.stopped(child_id)
+            self._start_failed(child_id, "exited before it was up")
+            return
         stop = self._stopping
         if stop is not None and stop.child_id == child_id:
             self.core.stopped(child_id)

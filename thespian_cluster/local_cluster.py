@@ -1,0 +1,277 @@
+"""Clusters on one machine, for tests, benchmarks and the demo: one process per node.
+
+::
+
+    with LocalCluster(tmp_dir) as cluster:
+        a = cluster.start("a")
+        b = cluster.start("b", leader=a)
+        cluster.wait_formed(["a", "b"])
+        b.kill()                      # os.killpg(SIGKILL): a crash of b's host
+
+A :class:`LocalCluster` starts each node as ``thespian-cluster start`` in its own OS
+process, with its own TOML file, data directory and free port, and talks to it as a
+client would (:func:`~thespian_cluster.node.connect`). Killing a node kills its
+whole process group; :meth:`ClusterNode.pause` sends SIGSTOP to it (a hung node).
+Everything is torn down by :meth:`LocalCluster.close`, whatever happened.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+from thespian.actors import Actor, ActorSystem
+
+from thespian_cluster.cluster_messages import (
+    ClusterNodes,
+    ClusterNodesReply,
+    GetNodeStatus,
+    NodeDown,
+    NodeStatusReply,
+    NodeUp,
+)
+from thespian_cluster.node import cluster_agent, connect, disconnect, root_address
+from thespian_cluster.supervisors.os_process import live_processes_in_group
+
+T = TypeVar("T")
+CLI = [sys.executable, "-m", "thespian_cluster.cli", "start", "--config"]
+#: The cookie of clusters that are given none: local clusters are never unprotected.
+DEFAULT_COOKIE = "local-cluster-cookie-0123456789"
+_READY = re.compile(r"running on (\S+) \(pgid (\d+)\)")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free for TCP (the admin) and UDP (heartbeats) alike, right now."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
+            tcp.bind((host, 0))
+            port = int(tcp.getsockname()[1])
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            try:
+                udp.bind((host, port))
+            except OSError:
+                continue
+        return port
+
+
+def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+    """Poll ``check`` until it returns something truthy; TimeoutError after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.005)
+
+
+@dataclass
+class ClusterNode:
+    """One node process and a client handle on it."""
+
+    name: str
+    port: int
+    host: str
+    config: Path
+    process: subprocess.Popen[bytes]
+    output: Path
+    pgid: int = 0
+    _client: ActorSystem | None = field(default=None, repr=False)
+
+    @property
+    def leader_address(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    def client(self) -> ActorSystem:
+        if self._client is None:
+            self._client = connect(self.port, self.host)
+        return self._client
+
+    def monitor(self) -> Any:
+        system = self.client()
+        return cluster_agent(system, root_address(system), "node_monitor")
+
+    def ask_monitor(self, request: Any, timeout: float = 10.0) -> Any:
+        return self.client().ask(self.monitor(), request, timeout)
+
+    def cluster_nodes(self) -> ClusterNodesReply:
+        reply = self.ask_monitor(ClusterNodes())
+        if not isinstance(reply, ClusterNodesReply):
+            raise RuntimeError(f"node {self.name} answered ClusterNodes with {reply!r}")
+        return reply
+
+    def status(self) -> NodeStatusReply:
+        reply = self.ask_monitor(GetNodeStatus())
+        if not isinstance(reply, NodeStatusReply):
+            raise RuntimeError(f"node {self.name} answered GetNodeStatus with {reply!r}")
+        return reply
+
+    def health_of(self, other: str) -> str | None:
+        info = self.status().by_name(other)
+        return info.health if info else None
+
+    def kill(self) -> None:
+        """SIGKILL the whole node (its admin and every actor), and the CLI process."""
+        self._drop_client()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            self.process.kill()
+        self.process.wait(10)
+
+    def pause(self) -> None:
+        os.killpg(self.pgid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        os.killpg(self.pgid, signal.SIGCONT)
+
+    def stop(self) -> None:
+        """Ctrl-C: a graceful stop."""
+        self._drop_client()
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pgid, signal.SIGKILL)
+
+    def gone(self) -> bool:
+        return self.process.poll() is not None and not live_processes_in_group(self.pgid)
+
+    def _drop_client(self) -> None:
+        if self._client is not None:
+            disconnect(self._client)
+            self._client = None
+
+
+class LocalCluster:
+    """Nodes started by name; see the module docstring."""
+
+    def __init__(
+        self, work_dir: Path, host: str = "127.0.0.1", cookie: str = DEFAULT_COOKIE, **settings: Any
+    ) -> None:
+        self.work_dir = work_dir
+        self.host = host
+        self.cookie = cookie
+        self.settings = settings
+        self.nodes: dict[str, ClusterNode] = {}
+        self._everything: list[ClusterNode] = []
+        # This process's clients (connect()) bring the same cookie.
+        os.environ["THESPIAN_CLUSTER_COOKIE"] = cookie
+
+    def __enter__(self) -> LocalCluster:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def start(
+        self,
+        name: str,
+        leader: ClusterNode | str | None = None,
+        port: int | None = None,
+        wait: bool = True,
+        **settings: Any,
+    ) -> ClusterNode:
+        port = port or free_port(self.host)
+        values: dict[str, Any] = {
+            "node_name": name,
+            "host": self.host,
+            "admin_port": port,
+            "data_dir": str(self.work_dir / "data"),
+            "cluster_enabled": True,
+            "log_level": "INFO",
+            "liveness_probe_interval": 0.2,
+            **self.settings,
+            **settings,
+        }
+        if leader is not None:
+            address = leader.leader_address if isinstance(leader, ClusterNode) else leader
+            values["convention_leader"] = address
+        config = self.work_dir / f"{name}-{port}-{len(self._everything)}.toml"
+        config.write_text("".join(f"{k} = {_toml(v)}\n" for k, v in values.items()))
+        env = {**os.environ, "THESPIAN_CLUSTER_COOKIE": self.cookie}
+        # Output to a file, never a pipe: every actor process inherits it, and a full
+        # pipe nobody reads would block them all.
+        output = config.with_suffix(".out")
+        with output.open("w") as sink:
+            process = subprocess.Popen(
+                [*CLI, str(config)], stdout=sink, stderr=subprocess.STDOUT, env=env
+            )
+        node = ClusterNode(name, port, self.host, config, process, output)
+        self._everything.append(node)
+        if wait:
+            self.wait_ready(node)
+        self.nodes[name] = node
+        return node
+
+    def wait_ready(self, node: ClusterNode, timeout: float = 30.0) -> ClusterNode:
+        """Wait until the node says it runs; fail with its output if it exits first."""
+
+        def ready() -> bool:
+            match = _READY.search(node.output.read_text())
+            if match:
+                node.pgid = int(match.group(2))
+                return True
+            if node.process.poll() is not None:
+                raise RuntimeError(f"node {node.name} exited:\n{node.output.read_text()[-3000:]}")
+            return False
+
+        wait_for(ready, timeout, f"node {node.name} to start")
+        return node
+
+    def all_know(self, names: list[str]) -> bool:
+        """Every listed node sees exactly these nodes as live."""
+        expected = sorted(names)
+        return all(self.nodes[n].cluster_nodes().nodes == expected for n in names)
+
+    def wait_formed(self, names: list[str], timeout: float = 10.0) -> None:
+        wait_for(lambda: self.all_know(names), timeout, f"{names} to know each other")
+
+    def close(self) -> None:
+        for node in self._everything:
+            with contextlib.suppress(Exception):
+                if node.pgid:
+                    node.resume()
+            with contextlib.suppress(Exception):
+                node.kill() if node.pgid else node.process.kill()
+            with contextlib.suppress(Exception):
+                node.process.wait(10)
+
+
+def _toml(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, list):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+class EventLog(Actor):
+    """Keeps every message it gets (e.g. NodeUp / NodeDown as a subscriber); answers the
+    string ``"events"`` with the list so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.events: list[Any] = []
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if message == "events":
+            self.send(sender, list(self.events))
+        elif isinstance(message, NodeUp | NodeDown):
+            self.events.append(message)
