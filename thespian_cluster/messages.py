@@ -37,6 +37,7 @@ from thespian.system.transport.IPBase import TCPv4ActorAddress
 
 from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.limits import (  # the one source of truth for limits
+    MAX_BATCH,
     MAX_META_BYTES,
     MAX_NAME_LENGTH,
     MAX_NAME_PARTS,
@@ -243,6 +244,26 @@ class ListGroups(Request):
     scope: Scope = "local"
 
 
+class RegisterMany(Request):
+    """Many :class:`Register` at once (one message, one batch through the cluster).
+
+    Each item is a whole ``Register`` (its own ``request_id``, its own ``scope`` is
+    ignored: the batch's ``scope`` counts). Items are validated one by one where they
+    are received, so one bad item fails alone. Replies :class:`RegisteredMany`, one
+    result per item, in order.
+    """
+
+    registrations: list[Any] = Field(max_length=MAX_BATCH)
+    scope: Scope = "local"
+
+
+class UnregisterMany(Request):
+    """Many :class:`Unregister` at once; replies :class:`UnregisteredMany`."""
+
+    names: list[Any] = Field(max_length=MAX_BATCH)
+    scope: Scope = "local"
+
+
 class ActorExiting(Message):
     """One-way notice that ``address`` is exiting: free its names and groups now.
 
@@ -345,6 +366,20 @@ class GroupMembersReply(Reply):
 
 class GroupList(Reply):
     groups: list[str]
+
+
+class RegisteredMany(Reply):
+    """One result per item of a :class:`RegisterMany`: ``Registered``,
+    ``AlreadyRegistered`` or ``RegistryError``, each echoing its item's ``request_id``."""
+
+    results: list[Any]
+
+
+class UnregisteredMany(Reply):
+    """One result per item of an :class:`UnregisterMany`: ``Unregistered`` or
+    ``RegistryError``."""
+
+    results: list[Any]
 
 
 class ErrorCode(StrEnum):

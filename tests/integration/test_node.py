@@ -98,9 +98,8 @@ def test_cluster_supervisor_restarts_its_children_one_for_one(tmp_path: Path) ->
             "node_monitor",
             "split_brain_detector",
         ]
-        for child_id in ("registry_dist", "split_brain_detector"):  # still placeholders
-            pong = node.system.ask(members.by_id(child_id).address, ComponentPing(), 10)
-            assert isinstance(pong, ComponentPong) and pong.node == "test-node"
+        pong = node.system.ask(members.by_id("split_brain_detector").address, ComponentPing(), 10)
+        assert isinstance(pong, ComponentPong) and pong.node == "test-node"
         monitor = members.by_id("node_monitor").address
         nodes = node.system.ask(monitor, ClusterNodes(), 10)
         assert isinstance(nodes, ClusterNodesReply) and nodes.nodes == ["test-node"]

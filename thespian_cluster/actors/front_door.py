@@ -46,18 +46,28 @@ from thespian_cluster.messages import (
     ListNames,
     NameList,
     Register,
+    RegisterMany,
     RegistrationInfo,
     RegistryError,
     Reply,
     Request,
     Unregister,
+    UnregisterMany,
     UpdateMeta,
     Whereis,
     WhereisReply,
 )
 from thespian_cluster.node_table import TableReader
 
-GLOBAL_WRITES = (Register, Unregister, UpdateMeta, JoinGroup, LeaveGroup)
+GLOBAL_WRITES = (
+    Register,
+    Unregister,
+    UpdateMeta,
+    JoinGroup,
+    LeaveGroup,
+    RegisterMany,
+    UnregisterMany,
+)
 NODE_REQUESTS = (
     ClusterNodes,
     GetNodeStatus,

@@ -79,6 +79,8 @@ from thespian_cluster.messages import (
     NameList,
     Register,
     Registered,
+    RegisteredMany,
+    RegisterMany,
     RegistrationInfo,
     RegistryError,
     Reply,
@@ -86,6 +88,8 @@ from thespian_cluster.messages import (
     SupervisedBy,
     Unregister,
     Unregistered,
+    UnregisteredMany,
+    UnregisterMany,
     UpdateMeta,
     Whereis,
     WhereisReply,
@@ -95,6 +99,7 @@ from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.validation import entry_problem, member_problem, revalidate
 
 T = TypeVar("T")
+R = TypeVar("R", bound=Request)
 _MAX_EARLY = 10_000  # requests kept before configuration; a flood must not grow it forever
 _MAX_LOGGED_BAD = 10_000  # bad records remembered for log-once
 _short = reprlib.Repr()
@@ -126,6 +131,8 @@ class Registry(Actor):
             Whereis: self._whereis,
             ListNames: self._list_names,
             UpdateMeta: self._update_meta,
+            RegisterMany: self._register_many,
+            UnregisterMany: self._unregister_many,
             JoinGroup: self._join_group,
             LeaveGroup: self._leave_group,
             GroupMembers: self._group_members,
@@ -263,6 +270,29 @@ class Registry(Actor):
                 return _not_registered(request, request.name, request.kind)
             self._table.write(removed_names=[entry.key])
         return Unregistered(request_id=request.request_id, name=entry.name, kind=entry.kind)
+
+    def _register_many(self, request: RegisterMany) -> Reply:
+        results = [self._item(item, Register, self._register) for item in request.registrations]
+        return RegisteredMany(request_id=request.request_id, results=results)
+
+    def _unregister_many(self, request: UnregisterMany) -> Reply:
+        results = [self._item(item, Unregister, self._unregister) for item in request.names]
+        return UnregisteredMany(request_id=request.request_id, results=results)
+
+    def _item(self, item: Any, kind: type[R], handle: Callable[[R], Reply]) -> Reply:
+        """One item of a batch, validated and done on its own: a bad one fails alone."""
+        checked = revalidate(item)
+        if isinstance(checked, kind):
+            try:
+                return handle(checked)
+            except Exception as exc:  # as _answer does for a single request
+                logger.exception("registry backend failed on a batch item")
+                return _error(checked, ErrorCode.BACKEND_FAILURE, f"{type(exc).__name__}: {exc}")
+        if isinstance(checked, RegistryError):
+            return checked
+        return RegistryError(
+            request_id="", code=ErrorCode.INVALID_REQUEST, detail=f"not a {kind.__name__}"
+        )
 
     def _whereis(self, request: Whereis) -> Reply:
         entry = self._backend.whereis(request.name, request.kind)

@@ -79,12 +79,16 @@ from thespian_cluster.messages import (
     MetaUpdated,
     Register,
     Registered,
+    RegisteredMany,
+    RegisterMany,
     RegistryError,
     Reply,
     Request,
     SupervisedBy,
     Unregister,
     Unregistered,
+    UnregisteredMany,
+    UnregisterMany,
     UpdateMeta,
 )
 from thespian_cluster.node_identity import read_identity
@@ -100,11 +104,23 @@ REQUEST_DEADLINE = 5.0  # seconds a client write may wait for its decision
 
 @dataclass
 class _Pending:
-    """A client waiting for one global write."""
+    """A client waiting for the writes of one request (one, or a RegisterMany's)."""
 
     to: Any
     request: Request
+    items: list[Request]  # the write requests, in order
+    results: list[Reply | None]  # filled in as decisions are applied here
     deadline: float
+    waiting: int = 0
+
+    def reply(self) -> Reply:
+        if isinstance(self.request, RegisterMany):
+            return RegisteredMany(request_id=self.request.request_id, results=self.results)
+        if isinstance(self.request, UnregisterMany):
+            return UnregisteredMany(request_id=self.request.request_id, results=self.results)
+        result = self.results[0]
+        assert result is not None
+        return result
 
 
 class RegistryDist(Actor):
@@ -122,7 +138,7 @@ class RegistryDist(Actor):
         self.monitor: Any = None
         self.peers: dict[NodeId, Any] = {}  # live nodes (this one too) -> their RegistryDist
         self.leader = ""
-        self.pending: dict[int, _Pending] = {}  # op id -> the client waiting for it
+        self.pending: dict[int, tuple[_Pending, int]] = {}  # op id -> (its request, item)
         self._early: list[tuple[Any, ActorAddress]] = []
         self._parent_pid = os.getppid()
         self._probe_cursor = 0
@@ -193,7 +209,7 @@ class RegistryDist(Actor):
         self.wakeupAfter(HEARTBEAT)
 
     def _stop(self) -> None:
-        for pending in self.pending.values():
+        for pending in {id(p): p for p, _ in self.pending.values()}.values():
             self.send(pending.to, _error(pending.request, ErrorCode.UNAVAILABLE, "stopping"))
         self.pending.clear()
 
@@ -306,13 +322,35 @@ class RegistryDist(Actor):
                 self.send(to, checked)
             return
         request = checked
-        write_request = _to_core(request)
-        if write_request is None:
+        items = _items(request)
+        if items is None:
             self.send(to, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
             return
-        write = self._origin.write(write_request, self._replica.term)
-        self.pending[write.op_id] = _Pending(to, request, time.monotonic() + REQUEST_DEADLINE)
-        self._send_writes([write])
+        pending = _Pending(to, request, [], [], time.monotonic() + REQUEST_DEADLINE)
+        writes = []
+        for item in items:
+            index = len(pending.results)
+            checked_item = revalidate(item)  # one bad item of a batch fails alone
+            core_request = _to_core(checked_item) if isinstance(checked_item, Request) else None
+            if core_request is None:
+                pending.items.append(request)
+                pending.results.append(
+                    checked_item
+                    if isinstance(checked_item, RegistryError)
+                    else _error(request, ErrorCode.INVALID_REQUEST, "not a request of this batch")
+                )
+                continue
+            assert isinstance(checked_item, Request)
+            pending.items.append(checked_item)
+            pending.results.append(None)
+            write = self._origin.write(core_request, self._replica.term)
+            self.pending[write.op_id] = (pending, index)
+            pending.waiting += 1
+            writes.append(write)
+        if pending.waiting == 0:
+            self.send(to, pending.reply())
+        else:
+            self._send_writes(writes)
 
     def _on_death(self, address: Any) -> None:
         """The Registry saw one of this node's actors die: purge it if it owns anything."""
@@ -353,9 +391,14 @@ class RegistryDist(Actor):
 
     def _answer_completed(self) -> None:
         for write, decision in self._origin.completed(self._replica):
-            pending = self.pending.pop(write.op_id, None)
-            if pending is not None:
-                self.send(pending.to, _reply(pending.request, decision, self.me.name))
+            waiting = self.pending.pop(write.op_id, None)
+            if waiting is None:
+                continue
+            pending, index = waiting
+            pending.results[index] = _reply(pending.items[index], decision, self.me.name)
+            pending.waiting -= 1
+            if pending.waiting == 0:
+                self.send(pending.to, pending.reply())
 
     # ---- the sequencer ---------------------------------------------------------------------
 
@@ -454,9 +497,12 @@ class RegistryDist(Actor):
             self.wakeupAfter(HEARTBEAT)
 
     def _expire(self, now: float) -> None:
-        for op_id in [op for op, p in self.pending.items() if now >= p.deadline]:
-            pending = self.pending.pop(op_id)
+        expired: dict[int, _Pending] = {}
+        for op_id in [op for op, (p, _) in self.pending.items() if now >= p.deadline]:
+            pending, _ = self.pending.pop(op_id)
             self._origin.forget(op_id)
+            expired[id(pending)] = pending
+        for pending in expired.values():
             self.send(
                 pending.to,
                 _error(pending.request, ErrorCode.TIMEOUT, "no sequencer decided in time"),
@@ -505,6 +551,17 @@ class RegistryDist(Actor):
     def _settings(self) -> ClusterSettings:
         assert self.settings is not None
         return self.settings
+
+
+def _items(request: Request) -> list[Any] | None:
+    """The write requests a client request stands for (None: not a write)."""
+    if isinstance(request, RegisterMany):
+        return list(request.registrations)
+    if isinstance(request, UnregisterMany):
+        return list(request.names)
+    if isinstance(request, Register | Unregister | UpdateMeta | JoinGroup | LeaveGroup):
+        return [request]
+    return None
 
 
 def _to_core(request: Request) -> core.Request | None:

@@ -29,6 +29,8 @@ MAX_NAME_PARTS: Final = 16
 MAX_META_BYTES: Final = 64 * 1024
 #: Characters of a ``request_id``.
 MAX_REQUEST_ID_LENGTH: Final = 128
+#: Names one RegisterMany / UnregisterMany may carry.
+MAX_BATCH: Final = 10_000
 #: LMDB's maximum key size as py-lmdb is built (its ``max_key_size()``, 511 by default).
 #: The node table checks at open that its environment takes keys this long.
 MAX_TABLE_KEY_BYTES: Final = 511
