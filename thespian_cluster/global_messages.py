@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from thespian_cluster.core.replica import Decision, Write
-from thespian_cluster.messages import Message, Name, Request
+from thespian_cluster.messages import Message, Name, Reply, Request
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +46,18 @@ class NameConflict(Message):
     kind: str
     winner: Any
     node: str
+
+
+class GetGlobalStatus(Request):
+    """How this node's replica of the global table stands. Replies :class:`GlobalStatus`."""
+
+
+class GlobalStatus(Reply):
+    node: str
+    sequencer: str  # the node that orders writes ("" before the first takeover)
+    epoch: int
+    seq: int  # writes of this epoch applied here
+    sequencing: bool  # this node is the sequencer
+    names: int
+    groups: int
+    pending: int  # this node's writes waiting for a decision

@@ -33,7 +33,7 @@ from thespian_cluster.cluster_messages import (
 )
 from thespian_cluster.core.replica import build_table
 from thespian_cluster.core.table import NameTable
-from thespian_cluster.global_messages import Forwarded
+from thespian_cluster.global_messages import Forwarded, GetGlobalStatus
 from thespian_cluster.messages import (
     ErrorCode,
     GroupList,
@@ -78,7 +78,7 @@ NODE_REQUESTS = (
 )
 #: Request types routed to another actor of the node, by the role that answers them.
 ROUTES: dict[type, str] = {
-    **{t: "registry_dist" for t in GLOBAL_WRITES},
+    **{t: "registry_dist" for t in (*GLOBAL_WRITES, GetGlobalStatus)},
     **{t: "node_monitor" for t in NODE_REQUESTS},
 }
 

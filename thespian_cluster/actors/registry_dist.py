@@ -65,6 +65,8 @@ from thespian_cluster.core.sequencer import MergeConflict, Sequencer, Takeover
 from thespian_cluster.global_messages import (
     Decisions,
     Forwarded,
+    GetGlobalStatus,
+    GlobalStatus,
     NameConflict,
     Writes,
 )
@@ -322,6 +324,9 @@ class RegistryDist(Actor):
                 self.send(to, checked)
             return
         request = checked
+        if isinstance(request, GetGlobalStatus):
+            self.send(to, self._status(request))
+            return
         items = _items(request)
         if items is None:
             self.send(to, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
@@ -351,6 +356,20 @@ class RegistryDist(Actor):
             self.send(to, pending.reply())
         else:
             self._send_writes(writes)
+
+    def _status(self, request: GetGlobalStatus) -> GlobalStatus:
+        replica = self._replica
+        return GlobalStatus(
+            request_id=request.request_id,
+            node=self.me.name,
+            sequencer=replica.term.sequencer.name,
+            epoch=replica.term.epoch,
+            seq=replica.seq,
+            sequencing=self.sequencer is not None,
+            names=len(replica.table.names()),
+            groups=len(replica.table.groups()),
+            pending=self._origin.pending(),
+        )
 
     def _on_death(self, address: Any) -> None:
         """The Registry saw one of this node's actors die: purge it if it owns anything."""
