@@ -249,7 +249,10 @@ class LocalCluster:
                 node.pgid = int(match.group(2))
                 return True
             if node.process.poll() is not None:
-                raise RuntimeError(f"node {node.name} exited:\n{node.output.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"node {node.name} exited ({node.process.returncode}):\n"
+                    f"{node.output.read_text()[-3000:]}"
+                )
             return False
 
         wait_for(ready, timeout, f"node {node.name} to start")

@@ -362,7 +362,7 @@ def measure_partition(
     names = sorted(nodes)
     for name in names:
         wait_for(
-            lambda name=name: [i.name for i in nodes[name].status().nodes if i.health == "up"]
+            lambda name=name: sorted(i.name for i in nodes[name].status().nodes if i.health == "up")
             == names,
             timeout,
             f"{name} to see every node up",
