@@ -6,7 +6,8 @@
         a = cluster.start("a", **lab.place("a"))
         b = cluster.start("b", leader=a, **lab.place("b"))
         lab.cut("b")        # b's cable is pulled: nothing reaches it, nothing leaves it
-        lab.heal("b")       # plugged in again
+        lab.heal()          # every cable plugged in again
+        lab.split(["a", "b"], ["c", "d"])   # two sides, each still whole inside
 
 The layout, for a lab with id ``3fa9c`` on subnet ``10.213.S.0/24`` (S picked at random
 among the subnets no interface of this machine uses yet)::
@@ -26,6 +27,12 @@ among the subnets no interface of this machine uses yet)::
   both ways, like a pulled cable (peers see *silence*, so a cut node goes ``down`` with
   reason ``timeout``, never ``refused``). It cuts the node from the test process too:
   ask the other side, or ask inside the namespace (:func:`ask_status_in_namespace`).
+* :meth:`NetnsLab.split` moves the nodes of every side but the first onto an island
+  bridge of that side's own (a cut would isolate each node, even from its own side);
+  :meth:`NetnsLab.heal` puts every node back on the lab's bridge, link up.
+* :func:`measure_partition` splits a formed cluster, waits for both sides to see the
+  other ``down``, heals, waits for every node ``up``, and returns the times each node
+  recorded (the partition benchmarks' probe, see its docstring).
 * Traffic goes nowhere but loopback and the lab's own subnet: nothing routes out of a
   namespace, and the subnet exists only on the lab's bridge and veths.
 
@@ -52,10 +59,11 @@ import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import Actor, ActorAddress
+from thespian.actors import Actor, ActorAddress, ActorExitRequest
 
 from thespian_cluster.cluster_messages import (
     GetNodeStatus,
@@ -337,40 +345,61 @@ def measure_partition(
     reach are exact; only *waiting* for them asks inside their namespaces
     (:func:`ask_status_in_namespace`, ~0.5 s a question), which does not affect the
     figures. ``groups[0]`` stays reachable from the test process.
+
+    A benchmark sample, e.g. in ``bench/partition.py``::
+
+        with NetnsLab() as lab, LocalCluster(work_dir) as cluster:
+            first = cluster.start("n1", **lab.place("n1"))
+            for name in ("n2", "n3", "n4", "n5"):
+                cluster.start(name, leader=first, **lab.place(name))
+            cluster.wait_formed(["n1", "n2", "n3", "n4", "n5"])
+            for _ in range(samples):  # the cluster heals between samples
+                timing = measure_partition(lab, cluster.nodes, [["n1", "n2", "n3"], ["n4", "n5"]])
+                downs.append(timing.slowest_down_ms)
+                ups.append(timing.slowest_up_ms)
     """
-    side = {name: k for k, group in enumerate(groups) for name in group}
-    logs = {name: subscribe_timed(node) for name, node in nodes.items()}
-    cut_at = time.monotonic()
-    lab.split(*groups)
+    placed = {name: k for k, group in enumerate(groups) for name in group}
+
+    def side(name: str) -> int:
+        return placed.get(name, 0)  # a node in no group stays on the lab's bridge
+
+    def status_of(name: str) -> NodeStatusReply:
+        node = nodes[name]
+        if side(name) == 0:
+            return node.status()
+        return ask_status_in_namespace(lab.slots[name].namespace, node.host, node.port)
 
     def others_down(name: str) -> bool:
-        node = nodes[name]
-        if side[name] == 0:
-            status = node.status()
-        else:
-            status = ask_status_in_namespace(lab.slots[name].namespace, node.host, node.port)
+        status = status_of(name)
         return all(
             (info := status.by_name(other)) is not None and info.health == "down"
             for other in nodes
-            if side[other] != side[name]
+            if side(other) != side(name)
         )
 
-    for name in nodes:
-        wait_for(lambda name=name: others_down(name), timeout, f"{name} to see the others down")
-    heal_at = time.monotonic()
-    lab.heal()
+    def all_up(name: str) -> bool:  # healed: every node is reachable from here again
+        return sorted(i.name for i in nodes[name].status().nodes if i.health == "up") == names
+
     names = sorted(nodes)
-    for name in names:
-        wait_for(
-            lambda name=name: sorted(i.name for i in nodes[name].status().nodes if i.health == "up")
-            == names,
-            timeout,
-            f"{name} to see every node up",
-        )
-    events = {name: timed_events(nodes[name], log) for name, log in logs.items()}
+    logs = {name: subscribe_timed(node) for name, node in nodes.items()}
+    try:
+        cut_at = time.monotonic()
+        lab.split(*groups)
+        for name in names:
+            wait_for(partial(others_down, name), timeout, f"{name} to see the other side down")
+        heal_at = time.monotonic()
+        lab.heal()
+        for name in names:
+            wait_for(partial(all_up, name), timeout, f"{name} to see every node up")
+        events = {name: timed_events(nodes[name], log) for name, log in logs.items()}
+    finally:
+        lab.heal()  # a sample that failed half-way leaves no partition behind
+        for name, log in logs.items():  # nor an actor per node per sample
+            with contextlib.suppress(Exception):
+                nodes[name].client().tell(log, ActorExitRequest())
 
     def last(name: str, kind: type, after: float) -> float:
-        times = [t for t, e in events[name] if isinstance(e, kind) and side[e.node] != side[name]]
+        times = [t for t, e in events[name] if isinstance(e, kind) and side(e.node) != side(name)]
         return (max(times) - after) * 1000 if times else float("nan")
 
     return PartitionTiming(
