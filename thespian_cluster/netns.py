@@ -63,7 +63,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from thespian.actors import Actor, ActorAddress, ActorExitRequest
+from thespian.actors import Actor, ActorAddress
 
 from thespian_cluster.cluster_messages import (
     GetNodeStatus,
@@ -300,7 +300,8 @@ class TimedEventLog(Actor):
 class PartitionTiming:
     """What :func:`measure_partition` saw, in milliseconds, per node: from the split
     until the node saw the last node of the other side(s) ``down``, and from the heal
-    until it saw the last of them ``up`` again; plus every event each node heard."""
+    until it saw the last of them ``up`` again; and the events each node heard from
+    the split on."""
 
     cut_to_down_ms: dict[str, float]
     heal_to_up_ms: dict[str, float]
@@ -336,6 +337,7 @@ def measure_partition(
     nodes: Mapping[str, ClusterNode],
     groups: Sequence[Sequence[str]],
     timeout: float = 30.0,
+    logs: dict[str, ActorAddress] | None = None,
 ) -> PartitionTiming:
     """Split a formed cluster into ``groups``, wait until every side sees the others
     ``down``, heal, wait until every node sees every node ``up``; return the times.
@@ -346,6 +348,10 @@ def measure_partition(
     (:func:`ask_status_in_namespace`, ~0.5 s a question), which does not affect the
     figures. ``groups[0]`` stays reachable from the test process.
 
+    ``logs``: the nodes' event logs by node name, filled in here for the nodes that
+    have none yet; pass the same dict to every sample of a benchmark so that each
+    node keeps one log (only the events of this sample's window are counted).
+
     A benchmark sample, e.g. in ``bench/partition.py``::
 
         with NetnsLab() as lab, LocalCluster(work_dir) as cluster:
@@ -353,8 +359,10 @@ def measure_partition(
             for name in ("n2", "n3", "n4", "n5"):
                 cluster.start(name, leader=first, **lab.place(name))
             cluster.wait_formed(["n1", "n2", "n3", "n4", "n5"])
-            for _ in range(samples):  # the cluster heals between samples
-                timing = measure_partition(lab, cluster.nodes, [["n1", "n2", "n3"], ["n4", "n5"]])
+            logs = {}
+            for _ in range(samples):  # every sample ends healed
+                sides = [["n1", "n2", "n3"], ["n4", "n5"]]
+                timing = measure_partition(lab, cluster.nodes, sides, logs=logs)
                 downs.append(timing.slowest_down_ms)
                 ups.append(timing.slowest_up_ms)
     """
@@ -381,7 +389,10 @@ def measure_partition(
         return sorted(i.name for i in nodes[name].status().nodes if i.health == "up") == names
 
     names = sorted(nodes)
-    logs = {name: subscribe_timed(node) for name, node in nodes.items()}
+    logs = {} if logs is None else logs
+    for name in names:
+        if name not in logs:
+            logs[name] = subscribe_timed(nodes[name])
     try:
         cut_at = time.monotonic()
         lab.split(*groups)
@@ -391,20 +402,24 @@ def measure_partition(
         lab.heal()
         for name in names:
             wait_for(partial(all_up, name), timeout, f"{name} to see every node up")
-        events = {name: timed_events(nodes[name], log) for name, log in logs.items()}
     finally:
         lab.heal()  # a sample that failed half-way leaves no partition behind
-        for name, log in logs.items():  # nor an actor per node per sample
-            with contextlib.suppress(Exception):
-                nodes[name].client().tell(log, ActorExitRequest())
+    events = {
+        name: [(t, e) for t, e in timed_events(nodes[name], logs[name]) if t >= cut_at]
+        for name in names
+    }
 
-    def last(name: str, kind: type, after: float) -> float:
-        times = [t for t, e in events[name] if isinstance(e, kind) and side(e.node) != side(name)]
-        return (max(times) - after) * 1000 if times else float("nan")
+    def last(name: str, kind: type, start: float, end: float) -> float:
+        times = [
+            t
+            for t, e in events[name]
+            if isinstance(e, kind) and side(e.node) != side(name) and start <= t < end
+        ]
+        return (max(times) - start) * 1000 if times else float("nan")
 
     return PartitionTiming(
-        cut_to_down_ms={n: last(n, NodeDown, cut_at) for n in names},
-        heal_to_up_ms={n: last(n, NodeUp, heal_at) for n in names},
+        cut_to_down_ms={n: last(n, NodeDown, cut_at, heal_at) for n in names},
+        heal_to_up_ms={n: last(n, NodeUp, heal_at, float("inf")) for n in names},
         events=events,
     )
 
