@@ -114,11 +114,10 @@ class NetnsLab:
         reason = available()
         if reason:
             raise NetnsError(reason)
-        self.id = secrets.token_hex(3)[:5]
+        self.id = _claim()
         self.bridge = f"{PREFIX}{self.id}br"
         self.slots: dict[str, Slot] = {}
         self._closed = False
-        _claim(self.id)
         try:
             self.network = _free_subnet()
             hosts = list(self.network.hosts())
@@ -447,9 +446,19 @@ def sweep(mine: bool = False) -> list[str]:
     return removed
 
 
-def _claim(lab_id: str) -> None:
+def _claim() -> str:
+    """A new lab id, claimed for this process (exclusively: a parallel run's id is
+    never taken twice)."""
     CLAIMS.mkdir(parents=True, exist_ok=True)
-    (CLAIMS / lab_id).write_text(json.dumps({"pid": os.getpid(), "created": time.time()}))
+    while True:
+        lab_id = secrets.token_hex(3)[:5]
+        try:
+            with (CLAIMS / lab_id).open("x") as claim:
+                claim.write(json.dumps({"pid": os.getpid(), "created": time.time()}))
+        except FileExistsError:
+            continue
+        if not any(n[len(PREFIX) :].startswith(lab_id) for n in _lab_objects()):
+            return lab_id
 
 
 def _owner(lab_id: str) -> int | None:
