@@ -89,7 +89,10 @@ def _suite_processes() -> dict[int, str]:
         except OSError:
             continue
         ours = token in environ.split(b"\0") or (cmdline == mine and int(pid) not in _BEFORE)
-        if int(pid) != os.getpid() and ours:
+        # multiprocessing's resource tracker (started by a spawn-context test) is this
+        # process's own helper and exits with it.
+        helper = b"multiprocessing.resource_tracker" in cmdline
+        if int(pid) != os.getpid() and ours and not helper:
             found[int(pid)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
     return found
 

@@ -166,6 +166,21 @@ class Goodbye(Message):
     incarnation: str = Field(min_length=1, max_length=64)
 
 
+class SubscribeClusterView(Request):
+    """For the node's own cluster actors: send ``subscriber`` a :class:`ClusterView` now
+    and after every change of the live nodes or of their records. Replies
+    :class:`Subscribed`."""
+
+    subscriber: Address
+
+
+class ClusterView(Message):
+    """The live nodes (this one included) with their records, and the leader."""
+
+    records: list[NodeRecord]
+    leader: str
+
+
 class AwaitJoin(Request):
     """Used by ``start_node``: reply :class:`JoinOutcome` once this node has joined
     its convention leader or been refused, or after ``timeout`` seconds."""

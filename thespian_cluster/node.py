@@ -168,8 +168,13 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
             f"the actor system could not start on {settings.admin_address} ({exc}); "
             "check that admin_port is free"
         ) from None
+    pgid: int | None = None
     try:
         root = system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
+        # The process group first: a start interrupted half-way (Ctrl-C, a failed
+        # child) must not leave the actors created so far running without their admin.
+        info = system.ask(root, GetNodeInfo(), DEFAULT_TIMEOUT)
+        pgid = info.pgid if isinstance(info, NodeInfo) else None
         started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
         if isinstance(started, SupervisorError):
             raise NodeError(f"node {settings.node_name} could not start: {started.detail}")
@@ -178,7 +183,12 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
         if settings.cluster_enabled and settings.convention_leader:
             _await_join(system, root, settings)
     except BaseException:
-        system.shutdown()
+        try:
+            system.shutdown()
+        finally:
+            if pgid is not None and pgid != os.getpgid(0):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
         raise
     logger.info(
         "node {} up on {} (pgid {})", settings.node_name, settings.admin_address, started.pgid

@@ -38,7 +38,8 @@ import os
 import pickle
 import shutil
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,13 +47,19 @@ import lmdb
 from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
-from thespian_cluster.core.addresses import address_key
+from thespian_cluster.core.limits import (
+    MAX_TABLE_KEY_BYTES,
+    MEMBER_PREFIX,
+    NAME_PREFIX,
+    member_key,
+    name_key,
+)
 from thespian_cluster.core.table import Entry, Member, Name, Removal
 
 MAP_SIZE = 1 << 32  # sparse: only what is written takes disk
 _VERSION_KEY = b"v"
-_NAME_PREFIX = b"n:"
-_MEMBER_PREFIX = b"g:"
+_NAME_PREFIX = NAME_PREFIX
+_MEMBER_PREFIX = MEMBER_PREFIX
 _REGISTRY_KEY = b"r"
 _PICKLE = pickle.HIGHEST_PROTOCOL
 VERSION_FILE = "version"
@@ -74,6 +81,12 @@ def _environment(path: Path) -> Any:
         env = lmdb.open(
             str(path), map_size=MAP_SIZE, max_dbs=0, lock=True, sync=False, metasync=False
         )
+        if env.max_key_size() < MAX_TABLE_KEY_BYTES:  # a liblmdb built with smaller keys
+            env.close()
+            raise RuntimeError(
+                f"this LMDB takes keys of {env.max_key_size()} bytes; the node table "
+                f"needs {MAX_TABLE_KEY_BYTES} (core/limits.py)"
+            )
         _environments[key] = env
     return env
 
@@ -116,12 +129,22 @@ def _decode(raw: bytes) -> Any:
     return _TableUnpickler(io.BytesIO(raw)).load()
 
 
-def _name_key(kind: str, name: Name) -> bytes:
-    return _NAME_PREFIX + pickle.dumps((kind, name), protocol=_PICKLE)
+# The key encodings are shared with the message validators (core/limits.py).
+_name_key = name_key
+_member_key = member_key
+
+#: Says why a decoded record must not be kept (None: keep it); see TableWriter.load.
+Check = Callable[[Any], "str | None"]
 
 
-def _member_key(group: str, address: Any) -> bytes:
-    return _MEMBER_PREFIX + pickle.dumps((group, address_key(address)), protocol=_PICKLE)
+@dataclass
+class Loaded:
+    """What :meth:`TableWriter.load` found: the records kept, and those it dropped."""
+
+    entries: list[Entry] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+    #: (the record's key, why it was dropped), one per record removed from the table
+    dropped: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def table_path(node_dir: Path) -> Path:
@@ -188,16 +211,38 @@ class TableWriter:
         with self._version_file.locked(), self._env.begin() as txn:
             self._version_file.publish_locked(_stored_version(txn))
 
-    def load(self) -> tuple[list[Entry], list[Member]]:
-        entries: list[Entry] = []
-        members: list[Member] = []
+    def load(self, check_entry: Check | None = None, check_member: Check | None = None) -> Loaded:
+        """Every name and membership in the table, for a (re)starting Registry.
+
+        A record is dropped, and deleted from the table in one commit, when it does not
+        decode, is not an :class:`Entry` / :class:`Member`, is stored under another key
+        than its own (the key is derived from its fields), or when ``check_entry`` /
+        ``check_member`` gives a reason. A table written by an older, less careful
+        version then heals on the first start instead of failing every listing.
+        """
+        loaded = Loaded()
         with self._env.begin() as txn:
             for key, value in txn.cursor():
                 if key.startswith(_NAME_PREFIX):
-                    entries.append(_decode(value))
+                    kept, reason = _checked(key, value, Entry, check_entry)
+                    if kept is not None:
+                        loaded.entries.append(kept)
                 elif key.startswith(_MEMBER_PREFIX):
-                    members.append(_decode(value))
-        return entries, members
+                    kept, reason = _checked(key, value, Member, check_member)
+                    if kept is not None:
+                        loaded.members.append(kept)
+                else:
+                    continue
+                if reason is not None:
+                    loaded.dropped.append((bytes(key), reason))
+        if loaded.dropped:
+            with self._version_file.locked():
+                with self._env.begin(write=True) as txn:
+                    for key, _ in loaded.dropped:
+                        txn.delete(key)
+                    version = self._bump(txn)
+                self._version_file.publish_locked(version)
+        return loaded
 
     def write(
         self,
@@ -243,6 +288,32 @@ class TableWriter:
         return version
 
 
+def _checked(key: bytes, raw: bytes, kind: type, check: Check | None) -> tuple[Any, str | None]:
+    """(the decoded record, None) if it may be kept, else (None, why not)."""
+    try:
+        record = _decode(raw)
+    except Exception as exc:  # any unpickling failure: the record is unreadable
+        return None, f"does not decode: {type(exc).__name__}: {exc}"
+    if type(record) is not kind:
+        return None, f"holds a {type(record).__name__}, not a {kind.__name__}"
+    problem = check(record) if check is not None else None
+    if problem is None:
+        try:  # the key is derived from the fields: a mismatch is a record nobody can find
+            own = _own_key(record)
+        except Exception as exc:  # fields that do not even pickle
+            problem = f"has no key of its own: {type(exc).__name__}"
+        else:
+            problem = None if own == bytes(key) else "is stored under another key than its own"
+    return (None, problem) if problem is not None else (record, None)
+
+
+def _own_key(record: Any) -> bytes:
+    """The key a record is written under (see TableWriter.write)."""
+    if isinstance(record, Entry):
+        return name_key(record.kind, record.name)
+    return member_key(record.group, record.address)
+
+
 def _stored_version(txn: Any) -> int:
     raw = txn.get(_VERSION_KEY)
     return int(_VERSION.unpack(raw)[0]) if raw else 0
@@ -276,6 +347,9 @@ class TableReader:
 
     def _read(self, name: Name, kind: str) -> Entry | None:
         """The slow path: validate the cache, then read the entry from LMDB."""
+        key = _name_key(kind, name)
+        if len(key) > MAX_TABLE_KEY_BYTES:  # LMDB would raise; such a name is never stored
+            return None
         published = self._published()  # read before the transaction: see the docstring
         if published != self._label:
             self._clear()
@@ -287,7 +361,7 @@ class TableReader:
                 and _VERSION.unpack(published)[0] <= _stored_version(txn)
             ):
                 self._label = published  # every entry read from now on is at least as new
-            raw = txn.get(_name_key(kind, name))
+            raw = txn.get(key)
         entry: Entry | None = _decode(raw) if raw is not None else None
         if self._label is not None:
             if self._cached >= self._cache_limit:
@@ -314,6 +388,19 @@ class TableReader:
             self._map = _map_version_file(self._path)
             return self._map[:8] if self._map is not None else None
         return published
+
+    def records(self) -> tuple[list[Any], list[Any]]:
+        """(every record under a name key, every record under a member key), decoded,
+        unchecked: what a test or a diagnosis needs to see what is really stored."""
+        names: list[Any] = []
+        members: list[Any] = []
+        with _environment(self._path).begin(buffers=False) as txn:
+            for key, raw in txn.cursor():
+                if key.startswith(_NAME_PREFIX):
+                    names.append(_decode(raw))
+                elif key.startswith(_MEMBER_PREFIX):
+                    members.append(_decode(raw))
+        return names, members
 
     def registry(self) -> Any | None:
         """The address of this node's Registry actor, if one has published it."""

@@ -1,8 +1,8 @@
 """``ClusterSupervisor``: RegistryDist, NodeMonitor and SplitBrainDetector, one_for_one.
 
-After every child start it tells NodeMonitor where the cluster actors are now
-(:class:`~thespian_cluster.actors.node_monitor.Agents`), so the node's record that
-peers hold always names the live incarnation of each.
+After every child start it tells every child where its siblings are now
+(:class:`~thespian_cluster.actors.node_monitor.Agents`): NodeMonitor puts them in the
+node's record that peers hold, the others find NodeMonitor through it.
 """
 
 from __future__ import annotations
@@ -18,8 +18,6 @@ from thespian_cluster.actors.node_monitor import Agents, NodeMonitor
 from thespian_cluster.core.supervision import ChildSpec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.supervisor import Supervisor
-
-NODE_MONITOR = "node_monitor"
 
 
 class ConfigureCluster(ConfigureComponent):
@@ -46,14 +44,15 @@ class ClusterSupervisor(Supervisor):
         init = ConfigureComponent(settings=self.settings)
         return [
             ChildSpec(id="registry_dist", actor_class=RegistryDist, init_message=init),
-            ChildSpec(id=NODE_MONITOR, actor_class=NodeMonitor, init_message=init),
+            ChildSpec(id="node_monitor", actor_class=NodeMonitor, init_message=init),
             ChildSpec(id="split_brain_detector", actor_class=SplitBrainDetector, init_message=init),
         ]
 
     def _start(self, child_id: str) -> Any:
         address = super()._start(child_id)
-        monitor = self.core.child(NODE_MONITOR)
-        if monitor is not None and monitor.running:
-            agents = {c.spec.id: c.address for c in self.core.children if c.running}
-            self.send(monitor.address, Agents(agents=agents))
+        # Every child learns where its siblings are now (NodeMonitor also tells peers).
+        running = [c for c in self.core.children if c.running]
+        agents = Agents(agents={c.spec.id: c.address for c in running})
+        for child in running:
+            self.send(child.address, agents)
         return address

@@ -1,0 +1,47 @@
+"""Messages of the global registry: the Registry's hand-off to RegistryDist, the traffic
+between RegistryDist actors, and the one a losing owner receives.
+
+The replication types themselves (``Delta``, ``Snapshot``, ``Collect``, ...) are the
+frozen dataclasses of :mod:`thespian_cluster.core.replica`; the wrappers below carry
+batches of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from thespian_cluster.core.replica import Decision, Write
+from thespian_cluster.messages import Message, Name, Request
+
+
+@dataclass(frozen=True, slots=True)
+class GlobalRequest:
+    """Registry -> RegistryDist: a validated global write; answer ``reply_to``."""
+
+    request: Request
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """Origin -> sequencer: writes in submission order."""
+
+    writes: list[Write]
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """Sequencer -> origin: the decisions on its writes, in order."""
+
+    decisions: list[Decision]
+
+
+class NameConflict(Message):
+    """Sent to an actor that lost a global name in a merge (a healed partition): ``name``
+    of ``kind`` now belongs to ``winner`` on ``node``, on every node."""
+
+    name: Name
+    kind: str
+    winner: Any
+    node: str
