@@ -4,7 +4,12 @@ Everything public is importable from here; the submodules are the implementation
 """
 
 from thespian_cluster.actors.exit_hook import RegistryExitHook
-from thespian_cluster.backends import BackendLoadError, LocalBackend, RegistryBehavior
+from thespian_cluster.backends import (
+    BackendLoadError,
+    GlobalGroupsBackend,
+    LocalBackend,
+    RegistryBehavior,
+)
 from thespian_cluster.core.supervision import ChildSpec, RegisterAs
 from thespian_cluster.core.table import Conflict, Entry, Member, Removal
 from thespian_cluster.messages import (
@@ -53,7 +58,7 @@ from thespian_cluster.messages import (
     WhichChildren,
 )
 from thespian_cluster.node import Node, NodeError, connect, registry_address, start_node
-from thespian_cluster.node_table import TableReader
+from thespian_cluster.node_table import TableReader, lookup
 from thespian_cluster.settings import ClusterSettings, SettingsError
 from thespian_cluster.supervisors.supervisor import Supervisor
 
@@ -75,6 +80,7 @@ __all__ = [
     "DeleteChild",
     "Entry",
     "ErrorCode",
+    "GlobalGroupsBackend",
     "GroupList",
     "GroupMember",
     "GroupMembers",
@@ -118,6 +124,7 @@ __all__ = [
     "WhereisReply",
     "WhichChildren",
     "connect",
+    "lookup",
     "registry_address",
     "start_node",
 ]

@@ -175,10 +175,15 @@ class SubscribeClusterView(Request):
 
 
 class ClusterView(Message):
-    """The live nodes (this one included) with their records, and the leader."""
+    """The live nodes (this one included) with their records, and the leader.
+
+    ``joined`` is False while a member has not reached its convention leader: its
+    view is then only itself, and nothing should be decided on it.
+    """
 
     records: list[NodeRecord]
     leader: str
+    joined: bool
 
 
 class AwaitJoin(Request):

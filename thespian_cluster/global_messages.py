@@ -1,4 +1,4 @@
-"""Messages of the global registry: the Registry's hand-off to RegistryDist, the traffic
+"""Messages of the global registry: the Registry's hand-off to other actors, the traffic
 between RegistryDist actors, and the one a losing owner receives.
 
 The replication types themselves (``Delta``, ``Snapshot``, ``Collect``, ...) are the
@@ -16,8 +16,9 @@ from thespian_cluster.messages import Message, Name, Request
 
 
 @dataclass(frozen=True, slots=True)
-class GlobalRequest:
-    """Registry -> RegistryDist: a validated global write; answer ``reply_to``."""
+class Forwarded:
+    """Registry -> another actor of its node (RegistryDist, NodeMonitor, ...): a request
+    the Registry validated; the receiver validates it again and answers ``reply_to``."""
 
     request: Request
     reply_to: Any

@@ -46,7 +46,13 @@ from thespian_cluster.cluster_messages import (
     NodeStatusReply,
     NodeUp,
 )
-from thespian_cluster.node import cluster_agent, connect, disconnect, root_address
+from thespian_cluster.node import (
+    cluster_agent,
+    connect,
+    disconnect,
+    registry_address,
+    root_address,
+)
 from thespian_cluster.supervisors.os_process import live_processes_in_group
 
 T = TypeVar("T")
@@ -97,6 +103,7 @@ class ClusterNode:
     #: host's loopback (see :func:`~thespian_cluster.node.connect`'s ``advertise_as``).
     client_address: str | None = None
     _client: ActorSystem | None = field(default=None, repr=False)
+    _registry: Any = field(default=None, repr=False)
 
     @property
     def leader_address(self) -> str:
@@ -106,6 +113,23 @@ class ClusterNode:
         if self._client is None:
             self._client = connect(self.port, self.host, advertise_as=self.client_address)
         return self._client
+
+    @property
+    def node_dir(self) -> Path:
+        """Where the node keeps its table: ``lookup(..., node_dir=node.node_dir)``."""
+        return self.config.parent / "data" / f"{self.name}-{self.port}"
+
+    def registry(self) -> Any:
+        if self._registry is None:
+            self._registry = registry_address(self.client())
+        return self._registry
+
+    def ask(self, request: Any, timeout: float = 10.0) -> Any:
+        """Ask the node's Registry (the front door for every request)."""
+        reply = self.client().ask(self.registry(), request, timeout)
+        if reply is None:
+            self._registry = None  # perhaps restarted: look it up again next time
+        return reply
 
     def monitor(self) -> Any:
         system = self.client()
@@ -161,6 +185,7 @@ class ClusterNode:
         return self.process.poll() is not None and not live_processes_in_group(self.pgid)
 
     def _drop_client(self) -> None:
+        self._registry = None
         if self._client is not None:
             disconnect(self._client)
             self._client = None

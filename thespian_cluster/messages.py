@@ -47,6 +47,7 @@ from thespian_cluster.core.limits import (  # the one source of truth for limits
     surely_fits,
 )
 from thespian_cluster.core.supervision import ChildSpec, RestartType, Strategy
+from thespian_cluster.core.table import Entry, Member
 
 #: Validation context of a receiver (``model_validate(..., context=RECEIVED)``): turns on
 #: the checks only a receiver needs, such as "this address is a real TCP actor address"
@@ -264,11 +265,27 @@ class RegistrationInfo(Message):
     node: str
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def of(cls, entry: Entry) -> RegistrationInfo:
+        return cls(
+            name=entry.name,
+            kind=entry.kind,
+            address=entry.address,
+            node=entry.node,
+            meta=dict(entry.meta),
+        )
+
 
 class GroupMember(Message):
+    """One member of a process group as seen in replies."""
+
     address: Any
     node: str
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, member: Member) -> GroupMember:
+        return cls(address=member.address, node=member.node, meta=dict(member.meta))
 
 
 class Registered(Reply):
@@ -339,6 +356,9 @@ class ErrorCode(StrEnum):
     #: :func:`thespian_cluster.validation.revalidate`); nothing was changed.
     INVALID_REQUEST = "invalid_request"
     UNKNOWN_NODE = "unknown_node"
+    UNAVAILABLE = "unavailable"  # the global registry could not take the request now
+    TIMEOUT = "timeout"  # no decision in time: the request may or may not have happened
+    NOT_OWNER = "not_owner"  # a global name held by an actor of another node
 
 
 class RegistryError(Reply):

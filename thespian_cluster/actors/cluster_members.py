@@ -52,9 +52,5 @@ class _ClusterComponent(Actor):
             )
 
 
-class RegistryDist(_ClusterComponent):
-    """Replica of the global name table and groups (placeholder)."""
-
-
 class SplitBrainDetector(_ClusterComponent):
     """Partition detection and resolution strategies (placeholder)."""

@@ -72,10 +72,13 @@ from thespian_cluster.cluster_messages import (
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.failure_detector import DownReason, FailureDetector, Health
 from thespian_cluster.core.membership import Membership, NodeEvent, NodeRecord
+from thespian_cluster.global_messages import Forwarded
 from thespian_cluster.messages import ErrorCode, RegistryError, Reply, Request, SupervisedBy
 from thespian_cluster.node_identity import read_identity
+from thespian_cluster.node_table import publish_agent
 from thespian_cluster.security import resolve_cookie
 from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.validation import revalidate
 
 RECORD_CAPABILITY = "thespian_cluster.record"
 CONVENTION_CAPABILITY = "Convention Address.IPv4"
@@ -156,20 +159,23 @@ class NodeMonitor(Actor):
             self._goodbye(message)
         elif isinstance(message, Request):
             self._answer(message, sender)
+        elif isinstance(message, Forwarded):
+            self._answer(message.request, message.reply_to)
         elif isinstance(message, ActorExitRequest):
             self._exit()
         elif not isinstance(message, SupervisedBy):
             logger.debug("node monitor ignored a {}", type(message).__name__)
 
-    def _answer(self, request: Request, sender: Any) -> None:
+    def _answer(self, message: Any, sender: Any) -> None:
+        checked = revalidate(message)  # act only on a validated copy
+        if not isinstance(checked, Request):
+            if isinstance(checked, RegistryError):
+                self.send(sender, checked)
+            return
+        request = checked
         handler = self._handlers.get(type(request))
         if handler is None:
             self.send(sender, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
-            return
-        try:
-            request = type(request).model_validate(request.model_dump())
-        except (ValidationError, TypeError, ValueError) as exc:
-            self.send(sender, _error(request, ErrorCode.INVALID_REQUEST, str(exc)[:500]))
             return
         reply = handler(request, sender)
         if reply is not None:
@@ -208,6 +214,7 @@ class NodeMonitor(Actor):
         self._sync_agent()
         self.notifyOnSystemRegistrationChanges(True)
         self.updateCapability(RECORD_CAPABILITY, me.model_dump())
+        publish_agent(settings.node_dir, "node_monitor", self.myAddress)
         if settings.convention_leader and not self.joined:
             self._join(time.monotonic())
         elif not settings.convention_leader:
@@ -296,6 +303,7 @@ class NodeMonitor(Actor):
             logger.info("joined the cluster of {}", self._settings.convention_leader)
         self._answer_join_waiters()
         self._save_state()
+        self._push_view()
 
     def _refused(self, message: JoinRefused) -> None:
         try:
@@ -578,7 +586,9 @@ class NodeMonitor(Actor):
     def _view(self) -> ClusterView:
         membership = self._membership
         return ClusterView(
-            records=[membership.me, *membership.live_peers()], leader=membership.leader()
+            records=[membership.me, *membership.live_peers()],
+            leader=membership.leader(),
+            joined=self.joined,
         )
 
     def _push_view(self) -> None:

@@ -56,6 +56,7 @@ from thespian.actors import (
     WakeupMessage,
 )
 
+from thespian_cluster.actors.front_door import FrontDoor
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
 from thespian_cluster.core.addresses import address_key
@@ -114,6 +115,7 @@ class Registry(Actor):
         super().__init__()
         self.backend: RegistryBehavior | None = None
         self.table: TableWriter | None = None
+        self.front_door: FrontDoor | None = None
         self.settings: ClusterSettings | None = None
         self._early: list[tuple[Any, ActorAddress]] = []  # requests before configuration
         self._probe_cursor = 0  # round robin over the watched actors
@@ -156,7 +158,10 @@ class Registry(Actor):
         else:
             checked = revalidate(message)  # never act on what arrived, only on this
             if isinstance(checked, Request):
-                self.send(sender, self._answer(checked))
+                if self._front_door.handles(checked):
+                    self.send(*self._front_door.take(checked, sender))
+                else:
+                    self.send(sender, self._answer(checked))
             elif isinstance(checked, ActorExiting):
                 self._forget(checked.address, "exit hook")
             elif isinstance(checked, RegistryError):
@@ -181,6 +186,14 @@ class Registry(Actor):
                 len(loaded.members),
             )
         self.table.set_registry(self.myAddress)
+        distributed = settings.cluster_enabled and self.backend.is_distributed()
+        if settings.cluster_enabled and not distributed:
+            logger.warning(
+                "registry backend {} cannot serve scope 'global': global requests will "
+                "answer not_distributed (use registry_backend = 'global')",
+                settings.registry_backend,
+            )
+        self.front_door = FrontDoor(settings.node_dir, settings.node_name, distributed)
         self.handleDeadLetters()
         self.wakeupAfter(settings.liveness_probe_interval)
         early, self._early = self._early, []
@@ -208,6 +221,11 @@ class Registry(Actor):
     def _backend(self) -> RegistryBehavior:
         assert self.backend is not None
         return self.backend
+
+    @property
+    def _front_door(self) -> FrontDoor:
+        assert self.front_door is not None
+        return self.front_door
 
     @property
     def _table(self) -> TableWriter:
@@ -266,7 +284,7 @@ class Registry(Actor):
         )
 
     def _list_names(self, request: ListNames) -> Reply:
-        infos = (self._readable(e, _info) for e in self._backend.list(request.kind))
+        infos = (self._readable(e, RegistrationInfo.of) for e in self._backend.list(request.kind))
         return NameList(request_id=request.request_id, names=[i for i in infos if i is not None])
 
     def _update_meta(self, request: UpdateMeta) -> Reply:
@@ -301,7 +319,7 @@ class Registry(Actor):
             if request.local_only
             else backend.get_group_members(request.group)
         )
-        rows = (self._readable(m, _member) for m in members)
+        rows = (self._readable(m, GroupMember.of) for m in members)
         return GroupMembersReply(
             request_id=request.request_id,
             group=request.group,
@@ -403,6 +421,10 @@ class Registry(Actor):
     # ---- death -----------------------------------------------------------------------
 
     def _forget(self, address: Any, how: str) -> None:
+        if self.front_door is not None and self.front_door.cluster_enabled:
+            dist = self.front_door.reader.agent("registry_dist")
+            if dist is not None:  # it frees the actor's global names, if it has any
+                self.send(dist, ActorExiting(address=address))
         removal: Removal = self._backend.remove_address(address)
         if removal:
             try:
@@ -443,16 +465,6 @@ def _not_registered(request: Request, name: Any, kind: str) -> RegistryError:
     return _error(request, ErrorCode.NOT_REGISTERED, f"no {kind} is registered as {name!r}")
 
 
-def _info(entry: Entry) -> RegistrationInfo:
-    return RegistrationInfo(
-        name=entry.name,
-        kind=entry.kind,
-        address=entry.address,
-        node=entry.node,
-        meta=dict(entry.meta),
-    )
-
-
 def _describe_record(record: Any) -> str:
     """A short label for a record (never its full repr: its meta may be megabytes)."""
     label = getattr(record, "name", getattr(record, "group", None))
@@ -466,7 +478,3 @@ def _find_member(backend: RegistryBehavior, group: str, address: Any) -> Member 
     return next(
         (m for m in backend.get_group_members(group) if address_key(m.address) == akey), None
     )
-
-
-def _member(member: Member) -> GroupMember:
-    return GroupMember(address=member.address, node=member.node, meta=dict(member.meta))

@@ -6,7 +6,7 @@ actor only moves their messages:
 
 * **client writes** (``Register`` / ``Unregister`` / ``UpdateMeta`` / ``JoinGroup`` /
   ``LeaveGroup`` with ``scope="global"``) arrive from the node's Registry wrapped in
-  :class:`GlobalRequest` (with the client to answer). Each becomes a write of this
+  :class:`Forwarded` (with the client to answer). Each becomes a write of this
   node's :class:`~thespian_cluster.core.replica.Origin`, sent to the sequencer; the
   client is answered once this node's replica has applied the decision (read your
   writes), or with ``RegistryError(timeout)`` when its deadline passes, or
@@ -64,11 +64,12 @@ from thespian_cluster.core.replica import (
 from thespian_cluster.core.sequencer import MergeConflict, Sequencer, Takeover
 from thespian_cluster.global_messages import (
     Decisions,
-    GlobalRequest,
+    Forwarded,
     NameConflict,
     Writes,
 )
 from thespian_cluster.messages import (
+    ActorExiting,
     AlreadyRegistered,
     ErrorCode,
     JoinedGroup,
@@ -87,13 +88,14 @@ from thespian_cluster.messages import (
     UpdateMeta,
 )
 from thespian_cluster.node_identity import read_identity
-from thespian_cluster.node_table import GlobalMirror
+from thespian_cluster.node_table import GlobalMirror, publish_agent
 from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.validation import revalidate
 
 HEARTBEAT = 0.1  # seconds between the sequencer's empty deltas when idle
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
-REQUEST_DEADLINE = 10.0  # seconds a client write may wait for its decision
+REQUEST_DEADLINE = 5.0  # seconds a client write may wait for its decision
 
 
 @dataclass
@@ -147,8 +149,10 @@ class RegistryDist(Actor):
             self._on_decisions(message.decisions)
         elif isinstance(message, Writes):
             self._on_writes(message.writes, sender)
-        elif isinstance(message, GlobalRequest):
+        elif isinstance(message, Forwarded):
             self._on_client(message)
+        elif isinstance(message, ActorExiting):
+            self._on_death(message.address)
         elif isinstance(message, WakeupMessage):
             self._tick()
         elif isinstance(message, ClusterView):
@@ -185,6 +189,7 @@ class RegistryDist(Actor):
             self._replica.install(Snapshot(Term(0, self.me), 1, tuple(entries), tuple(members)))
             logger.info("registry dist restarted with {} own global names", len(entries))
         self.mirror.replace(self._replica.names(), self._all_members())
+        publish_agent(settings.node_dir, "registry_dist", self.myAddress)
         self.wakeupAfter(HEARTBEAT)
 
     def _stop(self) -> None:
@@ -201,6 +206,8 @@ class RegistryDist(Actor):
     # ---- the cluster view: peers, leader, takeovers, purges ----------------------------
 
     def _on_view(self, view: ClusterView) -> None:
+        if not view.joined:
+            return  # a member that has not reached its cluster yet decides nothing
         peers: dict[NodeId, Any] = {}
         for record in view.records:
             node = NodeId(record.name, record.incarnation)
@@ -208,6 +215,7 @@ class RegistryDist(Actor):
             if address is not None:
                 peers[node] = address
         gone = [node for node in self.peers if node not in peers]
+        arrived = [node for node in peers if node not in self.peers and node != self.me]
         self.peers = peers
         self.leader = view.leader
         for node in gone:
@@ -215,24 +223,25 @@ class RegistryDist(Actor):
                 self.takeover.node_down(node)
             if self.sequencer is not None:
                 self._submit_internal(core.PurgeNode(node))
-        self._lead_if_due()
+        self._lead_if_due(new_nodes=bool(arrived))
         if self.takeover is not None:
             self._maybe_finish_takeover()
-        sequencer = self._replica.term.sequencer
-        if self.leader != self.me.name and sequencer not in self.peers:
-            self._ask_snapshot()  # a newcomer, or our sequencer is gone: catch up
 
-    def _lead_if_due(self) -> None:
-        """Take over when the view names this node leader and it does not sequence."""
+    def _lead_if_due(self, new_nodes: bool = False) -> None:
+        """Take over when the view names this node leader and it does not sequence the
+        newest term — or when nodes arrived: a takeover merges what they own (a node
+        that was cut off, another side of a partition) and brings them up to date."""
         if self.leader != self.me.name:
-            if self.sequencer is not None:
+            if self.sequencer is not None or self.takeover is not None:
                 logger.info("registry dist stops sequencing: {} leads now", self.leader)
                 self.sequencer = None
+                self.takeover = None
             return
-        if self.takeover is not None:
+        if self.takeover is not None and not new_nodes:
             return
-        newest = self._replica.seen
-        if self.sequencer is not None and self.sequencer.term >= newest:
+        newest = max(self._replica.seen, self.takeover.term if self.takeover else core.NO_TERM)
+        current = self.sequencer is not None and self.sequencer.term >= newest
+        if current and not new_nodes:
             return
         self._start_takeover(newest.epoch)
 
@@ -267,7 +276,9 @@ class RegistryDist(Actor):
         sequencer, snapshot, conflicts = takeover.finish()
         self.sequencer = sequencer
         logger.info(
-            "registry dist sequences term {} ({} names)", sequencer.term.epoch, len(snapshot.entries)
+            "registry dist sequences term {} ({} names)",
+            sequencer.term.epoch,
+            len(snapshot.entries),
         )
         for node, address in self.peers.items():
             if node != self.me:
@@ -280,13 +291,21 @@ class RegistryDist(Actor):
             winner = conflict.winner
             self.send(
                 conflict.loser.address,
-                NameConflict(name=winner.name, kind=winner.kind, winner=winner.address, node=winner.node),
+                NameConflict(
+                    name=winner.name, kind=winner.kind, winner=winner.address, node=winner.node
+                ),
             )
 
     # ---- client writes (origin side) ---------------------------------------------------
 
-    def _on_client(self, message: GlobalRequest) -> None:
-        request, to = message.request, message.reply_to
+    def _on_client(self, message: Forwarded) -> None:
+        to = message.reply_to
+        checked = revalidate(message.request)
+        if not isinstance(checked, Request):
+            if isinstance(checked, RegistryError):
+                self.send(to, checked)
+            return
+        request = checked
         write_request = _to_core(request)
         if write_request is None:
             self.send(to, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
@@ -294,6 +313,17 @@ class RegistryDist(Actor):
         write = self._origin.write(write_request, self._replica.term)
         self.pending[write.op_id] = _Pending(to, request, time.monotonic() + REQUEST_DEADLINE)
         self._send_writes([write])
+
+    def _on_death(self, address: Any) -> None:
+        """The Registry saw one of this node's actors die: purge it if it owns anything."""
+        if not isinstance(address, ActorAddress):
+            return
+        key = address_key(address)
+        owns = any(address_key(e.address) == key for e in self._replica.names()) or any(
+            address_key(m.address) == key for m in self._all_members()
+        )
+        if owns:
+            self._submit_internal(core.PurgeAddress(address))
 
     def _submit_internal(self, request: core.Request) -> None:
         """A write of this node's own (a purge): nobody waits for its answer."""
@@ -398,7 +428,7 @@ class RegistryDist(Actor):
 
     def _changed(self, changes: Changes) -> None:
         if changes:
-            self._mirror.write(changes)
+            self._mirror.write_changes(changes)
 
     # ---- timers ------------------------------------------------------------------------
 
@@ -499,7 +529,11 @@ def _reply(request: Request, decision: Decision, node: str) -> Reply:
         if outcome == core.ALREADY_REGISTERED and decision.owner is not None:
             owner = decision.owner
             return AlreadyRegistered(
-                request_id=rid, name=owner.name, kind=owner.kind, owner=owner.address, node=owner.node
+                request_id=rid,
+                name=owner.name,
+                kind=owner.kind,
+                owner=owner.address,
+                node=owner.node,
             )
         return Registered(
             request_id=rid, name=request.name, kind=request.kind, address=request.address, node=node
@@ -507,7 +541,9 @@ def _reply(request: Request, decision: Decision, node: str) -> Reply:
     if isinstance(request, Unregister | UpdateMeta):
         if outcome == core.NOT_REGISTERED:
             return _error(
-                request, ErrorCode.NOT_REGISTERED, f"no {request.kind} is registered as {request.name!r}"
+                request,
+                ErrorCode.NOT_REGISTERED,
+                f"no {request.kind} is registered as {request.name!r}",
             )
         if outcome == core.NOT_OWNER:
             holder = decision.owner.node if decision.owner is not None else "another node"
@@ -516,7 +552,9 @@ def _reply(request: Request, decision: Decision, node: str) -> Reply:
             )
         if isinstance(request, Unregister):
             return Unregistered(request_id=rid, name=request.name, kind=request.kind)
-        return MetaUpdated(request_id=rid, name=request.name, kind=request.kind, meta=dict(request.meta))
+        return MetaUpdated(
+            request_id=rid, name=request.name, kind=request.kind, meta=dict(request.meta)
+        )
     if isinstance(request, JoinGroup):
         return JoinedGroup(request_id=rid, group=request.group)
     if isinstance(request, LeaveGroup):

@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from thespian_cluster.actors.cluster_members import (
-    ConfigureComponent,
-    RegistryDist,
-    SplitBrainDetector,
-)
+from thespian_cluster.actors.cluster_members import ConfigureComponent, SplitBrainDetector
 from thespian_cluster.actors.node_monitor import Agents, NodeMonitor
+from thespian_cluster.actors.registry_dist import RegistryDist
 from thespian_cluster.core.supervision import ChildSpec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.supervisor import Supervisor
