@@ -24,8 +24,9 @@ min (convention re-registration), Erlang ``net_ticktime`` 45-75 s, Akka ~5 s
 from __future__ import annotations
 
 import contextlib
-import multiprocessing
 import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -219,19 +220,14 @@ def _sigstop(
     )
 
 
-def _spin(seconds: float) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        pass
+_SPIN = "import time\nend = time.monotonic() + {}\nwhile time.monotonic() < end: pass"
 
 
 def _busy_phase(seconds: float) -> float:
     """Keep both cores busy with other processes for ``seconds`` (false-down bait)."""
-    workers = [multiprocessing.Process(target=_spin, args=(seconds,)) for _ in range(2)]
+    workers = [subprocess.Popen([sys.executable, "-c", _SPIN.format(seconds)]) for _ in range(2)]
     for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join()
+        worker.wait()
     return seconds
 
 

@@ -14,6 +14,10 @@ liveness probes are off adds the Registry's own work; ``Whereis`` on the main no
 (default settings: the 11 actors it watches probed every second) adds what probing
 costs the Registry.
 
+The Registry re-validates every request it receives
+(:func:`thespian_cluster.validation.revalidate`); that cost alone is timed here too,
+in this process, on requests that went through pickle as they would on the wire.
+
 The node is started with ``cluster_enabled``; while the global registry is not
 built, ``scope="global"`` answers ``RegistryError(not_distributed)`` and the
 global figures are reported as n/a. Once it answers, they are measured here with
@@ -23,6 +27,8 @@ no change.
 from __future__ import annotations
 
 import contextlib
+import pickle
+import statistics
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -44,6 +50,7 @@ from thespian_cluster import (
     Whereis,
     WhereisReply,
 )
+from thespian_cluster.validation import revalidate
 
 FAMILY = "round_trips"
 TITLE = "ask() round trips: raw Thespian echo vs Registry requests"
@@ -163,7 +170,7 @@ def run(ctx: Context) -> list[Figure]:
             for kind in kinds:
                 kind.figure.samples.append(mode.asks / elapsed[kind.figure.id])
             ctx.step(f"run {r + 1}/{mode.runs}")
-    figures = []
+    figures = _validation_cost(mode, owner)
     for kind in kinds:
         kind.figure.params = {"asks_per_run": mode.asks}
         if unexpected[kind.figure.id]:
@@ -178,6 +185,35 @@ def run(ctx: Context) -> list[Figure]:
                 "registry.register_global", "Register, global, via ask()", "rt/s", why_not_global
             ),
         ]
+    return figures
+
+
+def _validation_cost(mode: Mode, owner: Any) -> list[Figure]:
+    """µs per message of the Registry's validation on receipt, median of ``mode.runs``
+    timings of a few thousand calls each, on unpickled requests (as received)."""
+    requests = {
+        "whereis": Whereis(name="bench-known"),
+        "register": Register(name="bench-new", address=owner, meta={"capabilities": {"tools": {}}}),
+    }
+    figures = []
+    for what, request in requests.items():
+        received = pickle.loads(pickle.dumps(request))
+        calls = 5000
+        samples = []
+        for _ in range(max(3, mode.runs)):
+            started = time.perf_counter()
+            for _ in range(calls):
+                revalidate(received)
+            samples.append((time.perf_counter() - started) / calls * 1e6)
+        figures.append(
+            Figure(
+                f"registry.revalidate_{what}_us",
+                f"validation on receipt alone, one {type(request).__name__}",
+                "us",
+                samples=[statistics.median(samples)],
+                higher_is_better=False,
+            )
+        )
     return figures
 
 

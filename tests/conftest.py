@@ -7,6 +7,7 @@ import os
 import signal
 import socket
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
@@ -62,9 +63,20 @@ def node(tmp_path: Path) -> Iterator[Node]:
 # ---- nothing may outlive the suite ----------------------------------------------------
 
 
+SESSION_ENV = "THESPIAN_CLUSTER_TEST_SESSION"
+
+
 def _suite_processes() -> dict[int, str]:
-    """Live (non-zombie) processes that look like ours: forked actor systems keep their
-    starter's command line, and subprocess nodes run thespian_cluster."""
+    """Live (non-zombie) processes of this test session.
+
+    Two kinds, and never another suite's running beside it on the machine: forks of
+    this process (actor systems started in-process keep its command line), and
+    programs it started (subprocess nodes and their actors), which carry
+    ``THESPIAN_CLUSTER_TEST_SESSION`` in their environment. (A fork's
+    ``/proc/<pid>/environ`` shows the environment its program started with, so the
+    token set at session start does not show there.)
+    """
+    token = f"{SESSION_ENV}={os.environ[SESSION_ENV]}".encode()
     mine = Path("/proc/self/cmdline").read_bytes()
     found = {}
     for pid in filter(str.isdigit, os.listdir("/proc")):
@@ -72,25 +84,31 @@ def _suite_processes() -> dict[int, str]:
             with open(f"/proc/{pid}/stat") as stat:
                 if stat.read().rsplit(")", 1)[1].split()[0] in ("Z", "X"):
                     continue
+            environ = Path(f"/proc/{pid}/environ").read_bytes()
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
         except OSError:
             continue
-        if int(pid) != os.getpid() and (cmdline == mine or b"thespian_cluster" in cmdline):
+        ours = token in environ.split(b"\0") or (cmdline == mine and int(pid) not in _BEFORE)
+        # multiprocessing's resource tracker (started by a spawn-context test) is this
+        # process's own helper and exits with it.
+        helper = b"multiprocessing.resource_tracker" in cmdline
+        if int(pid) != os.getpid() and ours and not helper:
             found[int(pid)] = cmdline.replace(b"\0", b" ").decode(errors="replace")
     return found
 
 
-_BEFORE: dict[int, str] = {}
+_BEFORE: set[int] = set()
 
 
 def pytest_sessionstart(session: pytest.Session) -> None:
+    os.environ[SESSION_ENV] = uuid.uuid4().hex
     _BEFORE.update(_suite_processes())
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     deadline = time.monotonic() + 10
     while True:
-        left = {p: c for p, c in _suite_processes().items() if p not in _BEFORE}
+        left = _suite_processes()
         if not left or time.monotonic() > deadline:
             break
         time.sleep(0.1)

@@ -4,7 +4,12 @@ Everything public is importable from here; the submodules are the implementation
 """
 
 from thespian_cluster.actors.exit_hook import RegistryExitHook
-from thespian_cluster.backends import BackendLoadError, LocalBackend, RegistryBehavior
+from thespian_cluster.backends import (
+    BackendLoadError,
+    GlobalGroupsBackend,
+    LocalBackend,
+    RegistryBehavior,
+)
 from thespian_cluster.core.supervision import ChildSpec, RegisterAs
 from thespian_cluster.core.table import Conflict, Entry, Member, Removal
 from thespian_cluster.messages import (
@@ -35,6 +40,8 @@ from thespian_cluster.messages import (
     NormalExit,
     Register,
     Registered,
+    RegisteredMany,
+    RegisterMany,
     RegistrationInfo,
     RegistryError,
     RestartChild,
@@ -47,13 +54,15 @@ from thespian_cluster.messages import (
     TerminateChild,
     Unregister,
     Unregistered,
+    UnregisteredMany,
+    UnregisterMany,
     UpdateMeta,
     Whereis,
     WhereisReply,
     WhichChildren,
 )
 from thespian_cluster.node import Node, NodeError, connect, registry_address, start_node
-from thespian_cluster.node_table import TableReader
+from thespian_cluster.node_table import TableReader, lookup
 from thespian_cluster.settings import ClusterSettings, SettingsError
 from thespian_cluster.supervisors.supervisor import Supervisor
 
@@ -75,6 +84,7 @@ __all__ = [
     "DeleteChild",
     "Entry",
     "ErrorCode",
+    "GlobalGroupsBackend",
     "GroupList",
     "GroupMember",
     "GroupMembers",
@@ -94,7 +104,9 @@ __all__ = [
     "NormalExit",
     "Register",
     "RegisterAs",
+    "RegisterMany",
     "Registered",
+    "RegisteredMany",
     "RegistrationInfo",
     "RegistryBehavior",
     "RegistryError",
@@ -112,12 +124,15 @@ __all__ = [
     "TableReader",
     "TerminateChild",
     "Unregister",
+    "UnregisterMany",
     "Unregistered",
+    "UnregisteredMany",
     "UpdateMeta",
     "Whereis",
     "WhereisReply",
     "WhichChildren",
     "connect",
+    "lookup",
     "registry_address",
     "start_node",
 ]

@@ -12,22 +12,26 @@
 
 from __future__ import annotations
 
+import json
 import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 import typer
 from thespian.actors import ActorExitRequest, ActorSystem, ActorSystemException
 
+from thespian_cluster.cluster_messages import GetNodeStatus, NodeStatusReply
+from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus
 from thespian_cluster.logs import configure_logging
 from thespian_cluster.messages import (
     ChildrenReply,
     GroupMembers,
     ListGroups,
     ListNames,
+    NameList,
     Request,
     Whereis,
     WhichChildren,
@@ -48,6 +52,9 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split
 Port = Annotated[int, typer.Option("--port", "-p", help="the node's admin port")]
 Host = Annotated[str, typer.Option("--host", help="the node's host")]
 Kind = Annotated[str, typer.Option("--kind", "-k", help="server, transport or your own kind")]
+ScopeOption = Annotated[
+    str, typer.Option("--scope", "-s", help="local (this node's names) or global (the cluster's)")
+]
 TIMEOUT = 10.0
 
 
@@ -89,9 +96,15 @@ def start(
 
 
 @app.command()
-def whereis(name: str, kind: Kind = "server", port: Port = 1900, host: Host = "127.0.0.1") -> None:
-    """Who owns NAME."""
-    reply = _ask_registry(host, port, Whereis(name=name, kind=kind))
+def whereis(
+    name: str,
+    kind: Kind = "server",
+    scope: ScopeOption = "local",
+    port: Port = 1900,
+    host: Host = "127.0.0.1",
+) -> None:
+    """Who owns NAME.  Example: thespian-cluster whereis weather --scope global -p 1900"""
+    reply = _ask_registry(host, port, Whereis(name=name, kind=kind, scope=_scope(scope)))
     if reply.address is None:
         typer.echo(f"{kind} {name!r} is not registered")
         raise typer.Exit(1)
@@ -101,11 +114,12 @@ def whereis(name: str, kind: Kind = "server", port: Port = 1900, host: Host = "1
 @app.command()
 def names(
     kind: Annotated[str | None, typer.Option("--kind", "-k")] = None,
+    scope: ScopeOption = "local",
     port: Port = 1900,
     host: Host = "127.0.0.1",
 ) -> None:
-    """Every registered name."""
-    reply = _ask_registry(host, port, ListNames(kind=kind))
+    """Every registered name.  Example: thespian-cluster names --scope global -p 1900"""
+    reply = _ask_registry(host, port, ListNames(kind=kind, scope=_scope(scope)))
     for info in sorted(reply.names, key=lambda i: (i.kind, str(i.name))):
         typer.echo(f"{info.kind:<10} {info.name!s:<30} {info.address} node={info.node}")
     typer.echo(f"{len(reply.names)} name(s)")
@@ -114,33 +128,132 @@ def names(
 @app.command()
 def groups(
     group: Annotated[str | None, typer.Argument(help="show this group's members")] = None,
+    scope: ScopeOption = "local",
     port: Port = 1900,
     host: Host = "127.0.0.1",
 ) -> None:
-    """Every group, or the members of GROUP."""
+    """Every group, or the members of GROUP.  Example: thespian-cluster groups tool_servers"""
     if group is None:
-        for name in _ask_registry(host, port, ListGroups()).groups:
+        for name in _ask_registry(host, port, ListGroups(scope=_scope(scope))).groups:
             typer.echo(name)
         return
-    reply = _ask_registry(host, port, GroupMembers(group=group))
+    reply = _ask_registry(host, port, GroupMembers(group=group, scope=_scope(scope)))
     for member in reply.members:
         typer.echo(f"{member.address} node={member.node} meta={member.meta}")
     typer.echo(f"{len(reply.members)} member(s) in {group}")
 
 
 @app.command()
-def status(port: Port = 1900, host: Host = "127.0.0.1") -> None:
-    """The node's supervision tree with each child's address and restart count."""
+def status(
+    port: Port = 1900,
+    host: Host = "127.0.0.1",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """The node, the cluster's nodes and their health, the global registry, the tree.
+
+    Example: thespian-cluster status -p 1900 --json
+    """
     with _session(host, port) as system:
-        root = root_address(system)
-        info = system.ask(root, GetNodeInfo(), TIMEOUT)
-        if not isinstance(info, NodeInfo) or not info.node:
-            system.tell(root, ActorExitRequest())  # the stray root our lookup just created
-            typer.echo("error: this actor system runs no thespian-cluster node", err=True)
-            raise typer.Exit(2)
-        typer.echo(f"node {info.node} (process group {info.pgid})")
-        typer.echo(f"NodeSupervisor {root}")
-        _print_tree(system, root, "")
+        report = collect_status(system)
+    if as_json:
+        typer.echo(json.dumps(report, indent=2, default=str))
+    else:
+        render_status(report)
+
+
+def collect_status(system: ActorSystem) -> dict[str, Any]:
+    """Everything ``status`` shows, as plain data (what ``--json`` prints)."""
+    root = root_address(system)
+    info = system.ask(root, GetNodeInfo(), TIMEOUT)
+    if not isinstance(info, NodeInfo) or not info.node:
+        system.tell(root, ActorExitRequest())  # the stray root our lookup just created
+        typer.echo("error: this actor system runs no thespian-cluster node", err=True)
+        raise typer.Exit(2)
+    report: dict[str, Any] = {"node": info.node, "pgid": info.pgid, "root": str(root)}
+    registry = info.registry
+    report["tree"] = _tree(system, root)
+    if registry is None:
+        return report
+    health = system.ask(registry, GetNodeStatus(), TIMEOUT)
+    if isinstance(health, NodeStatusReply):
+        report["leader"] = health.leader
+        report["nodes"] = [n.model_dump() for n in health.nodes]
+    glob = system.ask(registry, GetGlobalStatus(), TIMEOUT)
+    if isinstance(glob, GlobalStatus):
+        report["global"] = glob.model_dump(exclude={"request_id"})
+    local = system.ask(registry, ListNames(), TIMEOUT)
+    if isinstance(local, NameList):
+        report["local_names"] = len(local.names)
+    return report
+
+
+def render_status(report: dict[str, Any]) -> None:
+    """``status`` for a person: a few tables, readable at a glance."""
+    from rich.console import Console
+    from rich.table import Table
+    from rich.tree import Tree
+
+    console = Console()
+    console.print(
+        f"[bold]node {report['node']}[/bold]  process group {report['pgid']}  "
+        f"local names {report.get('local_names', '-')}"
+    )
+    if "nodes" in report:
+        table = Table(title=f"cluster (leader {report['leader']})", title_justify="left")
+        for column in ("node", "health", "incarnation", "address", "rtt ms", "last seen s"):
+            table.add_column(column)
+        colours = {"up": "green", "suspect": "yellow", "down": "red"}
+        for n in report["nodes"]:
+            health = n["health"] + (f" ({n['reason']})" if n.get("reason") else "")
+            table.add_row(
+                n["name"] + (" *" if n["is_self"] else ""),
+                f"[{colours.get(n['health'], 'white')}]{health}[/]",
+                n["incarnation"][:8],
+                n["admin_address"],
+                "-" if n["rtt_ms"] is None else f"{n['rtt_ms']:.2f}",
+                "-" if n["last_seen"] is None else f"{n['last_seen']:.2f}",
+            )
+        console.print(table)
+    if "global" in report:
+        g = report["global"]
+        console.print(
+            f"global registry: sequencer [bold]{g['sequencer'] or '-'}[/bold] epoch {g['epoch']} "
+            f"seq {g['seq']}; {g['names']} names, {g['groups']} groups here; "
+            f"{g['pending']} writes pending"
+        )
+    tree = Tree(f"NodeSupervisor {report['root']}")
+    _render_tree(tree, report["tree"])
+    console.print(tree)
+
+
+def _tree(system: ActorSystem, supervisor: Any) -> list[dict[str, Any]]:
+    reply = system.ask(supervisor, WhichChildren(), TIMEOUT)
+    if not isinstance(reply, ChildrenReply):
+        return []
+    children = []
+    for child in reply.children:
+        item: dict[str, Any] = {
+            "id": child.id,
+            "running": child.running,
+            "restarts": child.restart_count,
+            "uptime": child.uptime,
+            "address": str(child.address),
+        }
+        if child.type == "supervisor" and child.running:
+            item["children"] = _tree(system, child.address)
+        children.append(item)
+    return children
+
+
+def _render_tree(tree: Any, children: list[dict[str, Any]]) -> None:
+    for child in children:
+        uptime = f"{child['uptime']:.1f}s" if child["uptime"] is not None else "-"
+        state = "running" if child["running"] else "[red]stopped[/red]"
+        branch = tree.add(
+            f"{child['id']:<22} {state}  restarts={child['restarts']}  uptime={uptime}  "
+            f"{child['address']}"
+        )
+        _render_tree(branch, child.get("children", []))
 
 
 @app.command()
@@ -151,23 +264,6 @@ def demo(
     from thespian_cluster.demo import run_demo
 
     raise typer.Exit(run_demo(port))
-
-
-def _print_tree(system: ActorSystem, supervisor: Any, indent: str) -> None:
-    reply = system.ask(supervisor, WhichChildren(), TIMEOUT)
-    if not isinstance(reply, ChildrenReply):
-        return
-    for index, child in enumerate(reply.children):
-        last = index == len(reply.children) - 1
-        branch, deeper = ("└── ", "    ") if last else ("├── ", "│   ")
-        uptime = f"{child.uptime:.1f}s" if child.uptime is not None else "-"
-        state = "running" if child.running else "stopped"
-        typer.echo(
-            f"{indent}{branch}{child.id:<22} {state:<8} restarts={child.restart_count:<3} "
-            f"uptime={uptime:<9} {child.address}"
-        )
-        if child.type == "supervisor" and child.running:
-            _print_tree(system, child.address, indent + deeper)
 
 
 @contextmanager
@@ -203,6 +299,13 @@ def _session(host: str, port: int) -> Iterator[ActorSystem]:
             yield system
         finally:
             disconnect(system)
+
+
+def _scope(value: str) -> Literal["local", "global"]:
+    if value not in ("local", "global"):
+        typer.echo(f"error: --scope must be local or global, not {value!r}", err=True)
+        raise typer.Exit(2)
+    return "local" if value == "local" else "global"
 
 
 def _ask_registry(host: str, port: int, request: Request) -> Any:

@@ -166,6 +166,26 @@ class Goodbye(Message):
     incarnation: str = Field(min_length=1, max_length=64)
 
 
+class SubscribeClusterView(Request):
+    """For the node's own cluster actors: send ``subscriber`` a :class:`ClusterView` now
+    and after every change of the live nodes or of their records. Replies
+    :class:`Subscribed`."""
+
+    subscriber: Address
+
+
+class ClusterView(Message):
+    """The live nodes (this one included) with their records, and the leader.
+
+    ``joined`` is False while a member has not reached its convention leader: its
+    view is then only itself, and nothing should be decided on it.
+    """
+
+    records: list[NodeRecord]
+    leader: str
+    joined: bool
+
+
 class AwaitJoin(Request):
     """Used by ``start_node``: reply :class:`JoinOutcome` once this node has joined
     its convention leader or been refused, or after ``timeout`` seconds."""

@@ -13,6 +13,12 @@ process, with its own TOML file, data directory and free port, and talks to it a
 client would (:func:`~thespian_cluster.node.connect`). Killing a node kills its
 whole process group; :meth:`ClusterNode.pause` sends SIGSTOP to it (a hung node).
 Everything is torn down by :meth:`LocalCluster.close`, whatever happened.
+
+A node may also run elsewhere on the machine: ``start(..., host=, launcher=,
+client_address=)`` runs its command behind ``launcher`` (e.g. ``ip netns exec NS``)
+listening on ``host``, and this process's client reaches it advertising
+``client_address`` as its own. :meth:`thespian_cluster.netns.NetnsLab.place` gives
+all three for a node in a network namespace (real partitions).
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -43,7 +49,13 @@ from thespian_cluster.cluster_messages import (
     PartitionHealed,
     WritableChanged,
 )
-from thespian_cluster.node import cluster_agent, connect, disconnect, root_address
+from thespian_cluster.node import (
+    cluster_agent,
+    connect,
+    disconnect,
+    registry_address,
+    root_address,
+)
 from thespian_cluster.supervisors.os_process import live_processes_in_group
 
 T = TypeVar("T")
@@ -90,7 +102,11 @@ class ClusterNode:
     process: subprocess.Popen[bytes]
     output: Path
     pgid: int = 0
+    #: The address this process's client advertises, for a node that is not on this
+    #: host's loopback (see :func:`~thespian_cluster.node.connect`'s ``advertise_as``).
+    client_address: str | None = None
     _client: ActorSystem | None = field(default=None, repr=False)
+    _registry: Any = field(default=None, repr=False)
 
     @property
     def leader_address(self) -> str:
@@ -98,8 +114,25 @@ class ClusterNode:
 
     def client(self) -> ActorSystem:
         if self._client is None:
-            self._client = connect(self.port, self.host)
+            self._client = connect(self.port, self.host, advertise_as=self.client_address)
         return self._client
+
+    @property
+    def node_dir(self) -> Path:
+        """Where the node keeps its table: ``lookup(..., node_dir=node.node_dir)``."""
+        return self.config.parent / "data" / f"{self.name}-{self.port}"
+
+    def registry(self) -> Any:
+        if self._registry is None:
+            self._registry = registry_address(self.client())
+        return self._registry
+
+    def ask(self, request: Any, timeout: float = 10.0) -> Any:
+        """Ask the node's Registry (the front door for every request)."""
+        reply = self.client().ask(self.registry(), request, timeout)
+        if reply is None:
+            self._registry = None  # perhaps restarted: look it up again next time
+        return reply
 
     def monitor(self) -> Any:
         system = self.client()
@@ -155,6 +188,7 @@ class ClusterNode:
         return self.process.poll() is not None and not live_processes_in_group(self.pgid)
 
     def _drop_client(self) -> None:
+        self._registry = None
         if self._client is not None:
             disconnect(self._client)
             self._client = None
@@ -187,12 +221,25 @@ class LocalCluster:
         leader: ClusterNode | str | None = None,
         port: int | None = None,
         wait: bool = True,
+        host: str | None = None,
+        launcher: Sequence[str] = (),
+        client_address: str | None = None,
         **settings: Any,
     ) -> ClusterNode:
-        port = port or free_port(self.host)
+        """Start node ``name`` (joining ``leader`` if given) and wait until it runs.
+
+        ``host`` (default: the cluster's) is the address it listens on; ``launcher``
+        is a command prefix it runs behind, and ``client_address`` what this process's
+        client advertises to it — for a node in a network namespace, all three come
+        from :meth:`NetnsLab.place <thespian_cluster.netns.NetnsLab.place>`. (A port
+        for such a node is picked free on this namespace's loopback: a new namespace
+        has every port free.)
+        """
+        host = host or self.host
+        port = port or free_port(self.host if host == self.host else "127.0.0.1")
         values: dict[str, Any] = {
             "node_name": name,
-            "host": self.host,
+            "host": host,
             "admin_port": port,
             "data_dir": str(self.work_dir / "data"),
             "cluster_enabled": True,
@@ -212,9 +259,9 @@ class LocalCluster:
         output = config.with_suffix(".out")
         with output.open("w") as sink:
             process = subprocess.Popen(
-                [*CLI, str(config)], stdout=sink, stderr=subprocess.STDOUT, env=env
+                [*launcher, *CLI, str(config)], stdout=sink, stderr=subprocess.STDOUT, env=env
             )
-        node = ClusterNode(name, port, self.host, config, process, output)
+        node = ClusterNode(name, port, host, config, process, output, client_address=client_address)
         self._everything.append(node)
         if wait:
             self.wait_ready(node)
@@ -230,7 +277,10 @@ class LocalCluster:
                 node.pgid = int(match.group(2))
                 return True
             if node.process.poll() is not None:
-                raise RuntimeError(f"node {node.name} exited:\n{node.output.read_text()[-3000:]}")
+                raise RuntimeError(
+                    f"node {node.name} exited ({node.process.returncode}):\n"
+                    f"{node.output.read_text()[-3000:]}"
+                )
             return False
 
         wait_for(ready, timeout, f"node {node.name} to start")

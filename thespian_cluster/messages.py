@@ -29,27 +29,67 @@ from pydantic import (
     ConfigDict,
     Field,
     StringConstraints,
+    ValidationInfo,
+    model_validator,
 )
 from thespian.actors import ActorAddress
+from thespian.system.transport.IPBase import TCPv4ActorAddress
 
+from thespian_cluster.core.addresses import address_key
+from thespian_cluster.core.limits import (  # the one source of truth for limits
+    MAX_BATCH,
+    MAX_META_BYTES,
+    MAX_NAME_LENGTH,
+    MAX_NAME_PARTS,
+    MAX_REQUEST_ID_LENGTH,
+    key_problem,
+    member_key,
+    name_key,
+    surely_fits,
+)
 from thespian_cluster.core.supervision import ChildSpec, RestartType, Strategy
+from thespian_cluster.core.table import Entry, Member
 
-MAX_NAME_LENGTH = 255
-MAX_META_BYTES = 64 * 1024
+#: Validation context of a receiver (``model_validate(..., context=RECEIVED)``): turns on
+#: the checks only a receiver needs, such as "this address is a real TCP actor address"
+#: (a sender may build messages with test addresses; a node only stores TCP ones).
+RECEIVED: dict[str, Any] = {"received": True}
 
 Scope = Literal["local", "global"]
 NamePart = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
 #: A name: a non-empty string of at most 255 characters, or a non-empty tuple of them.
-Name = NamePart | Annotated[tuple[NamePart, ...], Field(min_length=1, max_length=16)]
+Name = NamePart | Annotated[tuple[NamePart, ...], Field(min_length=1, max_length=MAX_NAME_PARTS)]
 #: ``server``, ``transport`` or a kind of your own (letters, digits, ``_.:-``).
 Kind = Annotated[str, StringConstraints(pattern=r"^[A-Za-z][A-Za-z0-9_.:-]{0,63}$")]
 GroupName = Annotated[str, StringConstraints(min_length=1, max_length=MAX_NAME_LENGTH)]
 
 
-def _check_address(value: Any) -> ActorAddress:
+def _check_address(value: Any, info: ValidationInfo) -> ActorAddress:
     if not isinstance(value, ActorAddress):
         raise ValueError(f"expected a Thespian ActorAddress, got {type(value).__name__}")
+    if info.context is not None and info.context.get("received"):
+        _check_tcp_address(value)
     return value
+
+
+def _check_tcp_address(value: ActorAddress) -> None:
+    """A receiver stores only addresses it can probe and key: TCP ``(ip, port)``.
+
+    The object arrived unpickled, so even its inner fields may be anything.
+    """
+    details = getattr(value, "addressDetails", None)
+    if type(value) is not ActorAddress or type(details) is not TCPv4ActorAddress:
+        raise ValueError(f"expected a TCP actor address, got {type(details).__name__} details")
+    sockname = getattr(details, "sockname", None)
+    if not (
+        isinstance(sockname, tuple)
+        and len(sockname) >= 2
+        and type(sockname[0]) is str
+        and 0 < len(sockname[0]) <= 64
+        and type(sockname[1]) is int
+        and 0 < sockname[1] < 65536
+    ):
+        raise ValueError("the TCP actor address has no usable (ip, port)")
 
 
 def _check_meta(value: dict[str, Any]) -> dict[str, Any]:
@@ -77,7 +117,48 @@ class Message(BaseModel):
 
 
 class Request(Message):
-    request_id: str = Field(default_factory=new_request_id, min_length=1, max_length=128)
+    request_id: str = Field(
+        default_factory=new_request_id, min_length=1, max_length=MAX_REQUEST_ID_LENGTH
+    )
+
+
+class _NamedRequest(Request):
+    """A request about one ``(kind, name)``: the pair must fit a node table key."""
+
+    name: Name
+    kind: Kind = "server"
+
+    @model_validator(mode="after")
+    def _fits_the_table(self) -> _NamedRequest:
+        if surely_fits(self.kind, self.name):
+            return self
+        problem = key_problem(name_key(self.kind, self.name), "name")
+        if problem:
+            raise ValueError(problem)
+        return self
+
+
+class _MembershipRequest(Request):
+    """A request about one ``(group, address)``: the pair must fit a node table key."""
+
+    group: GroupName
+    address: Address
+
+    @model_validator(mode="after")
+    def _fits_the_table(self) -> _MembershipRequest:
+        akey = address_key(self.address)
+        if (
+            isinstance(akey, tuple)
+            and len(akey) == 3
+            and akey[0] == "tcp"
+            and type(akey[2]) is int
+            and surely_fits(self.group, akey[1])
+        ):
+            return self
+        problem = key_problem(member_key(self.group, self.address), "group")
+        if problem:
+            raise ValueError(problem)
+        return self
 
 
 class Reply(Message):
@@ -87,7 +168,7 @@ class Reply(Message):
 # ---- requests ---------------------------------------------------------------------
 
 
-class Register(Request):
+class Register(_NamedRequest):
     """Claim ``name`` for ``address``. Replies :class:`Registered` or :class:`AlreadyRegistered`."""
 
     name: Name
@@ -97,7 +178,7 @@ class Register(Request):
     meta: Meta = Field(default_factory=dict)
 
 
-class Unregister(Request):
+class Unregister(_NamedRequest):
     """Free ``name``. Replies :class:`Unregistered` or ``RegistryError(not_registered)``."""
 
     name: Name
@@ -105,7 +186,7 @@ class Unregister(Request):
     scope: Scope = "local"
 
 
-class Whereis(Request):
+class Whereis(_NamedRequest):
     """Find the owner of ``name``. Replies :class:`WhereisReply` (address None if free)."""
 
     name: Name
@@ -120,7 +201,7 @@ class ListNames(Request):
     scope: Scope = "local"
 
 
-class UpdateMeta(Request):
+class UpdateMeta(_NamedRequest):
     """Replace the meta of a registered name. Replies :class:`MetaUpdated`."""
 
     name: Name
@@ -129,7 +210,7 @@ class UpdateMeta(Request):
     meta: Meta
 
 
-class JoinGroup(Request):
+class JoinGroup(_MembershipRequest):
     """Add ``address`` to ``group`` (idempotent). Replies :class:`JoinedGroup`."""
 
     group: GroupName
@@ -138,7 +219,7 @@ class JoinGroup(Request):
     meta: Meta = Field(default_factory=dict)
 
 
-class LeaveGroup(Request):
+class LeaveGroup(_MembershipRequest):
     """Remove ``address`` from ``group``. Replies :class:`LeftGroup`."""
 
     group: GroupName
@@ -160,6 +241,26 @@ class GroupMembers(Request):
 class ListGroups(Request):
     """Every group with at least one member. Replies :class:`GroupList`."""
 
+    scope: Scope = "local"
+
+
+class RegisterMany(Request):
+    """Many :class:`Register` at once (one message, one batch through the cluster).
+
+    Each item is a whole ``Register`` (its own ``request_id``, its own ``scope`` is
+    ignored: the batch's ``scope`` counts). Items are validated one by one where they
+    are received, so one bad item fails alone. Replies :class:`RegisteredMany`, one
+    result per item, in order.
+    """
+
+    registrations: list[Any] = Field(max_length=MAX_BATCH)
+    scope: Scope = "local"
+
+
+class UnregisterMany(Request):
+    """Many :class:`Unregister` at once; replies :class:`UnregisteredMany`."""
+
+    names: list[Any] = Field(max_length=MAX_BATCH)
     scope: Scope = "local"
 
 
@@ -185,11 +286,27 @@ class RegistrationInfo(Message):
     node: str
     meta: dict[str, Any] = Field(default_factory=dict)
 
+    @classmethod
+    def of(cls, entry: Entry) -> RegistrationInfo:
+        return cls(
+            name=entry.name,
+            kind=entry.kind,
+            address=entry.address,
+            node=entry.node,
+            meta=dict(entry.meta),
+        )
+
 
 class GroupMember(Message):
+    """One member of a process group as seen in replies."""
+
     address: Any
     node: str
     meta: dict[str, Any] = Field(default_factory=dict)
+
+    @classmethod
+    def of(cls, member: Member) -> GroupMember:
+        return cls(address=member.address, node=member.node, meta=dict(member.meta))
 
 
 class Registered(Reply):
@@ -251,13 +368,32 @@ class GroupList(Reply):
     groups: list[str]
 
 
+class RegisteredMany(Reply):
+    """One result per item of a :class:`RegisterMany`: ``Registered``,
+    ``AlreadyRegistered`` or ``RegistryError``, each echoing its item's ``request_id``."""
+
+    results: list[Any]
+
+
+class UnregisteredMany(Reply):
+    """One result per item of an :class:`UnregisterMany`: ``Unregistered`` or
+    ``RegistryError``."""
+
+    results: list[Any]
+
+
 class ErrorCode(StrEnum):
     NOT_DISTRIBUTED = "not_distributed"
     NOT_REGISTERED = "not_registered"
     UNKNOWN_REQUEST = "unknown_request"
     BACKEND_FAILURE = "backend_failure"
+    #: The request failed validation where it was received (see
+    #: :func:`thespian_cluster.validation.revalidate`); nothing was changed.
     INVALID_REQUEST = "invalid_request"
     UNKNOWN_NODE = "unknown_node"
+    UNAVAILABLE = "unavailable"  # the global registry could not take the request now
+    TIMEOUT = "timeout"  # no decision in time: the request may or may not have happened
+    NOT_OWNER = "not_owner"  # a global name held by an actor of another node
 
 
 class RegistryError(Reply):

@@ -25,6 +25,7 @@ import os
 import signal
 import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -50,7 +51,13 @@ from thespian_cluster.supervisors.node import (
     NodeSupervisor,
     StartNode,
 )
-from thespian_cluster.transport import advertise, bind_node_to, limit_idle_sockets
+from thespian_cluster.transport import (
+    BASE_ADDRESS_ENV,
+    BIND_HOST_ENV,
+    advertise,
+    bind_node_to,
+    limit_idle_sockets,
+)
 
 SYSTEM_BASE = "multiprocTCPBase"
 DEFAULT_TIMEOUT = 10.0
@@ -161,8 +168,13 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
             f"the actor system could not start on {settings.admin_address} ({exc}); "
             "check that admin_port is free"
         ) from None
+    pgid: int | None = None
     try:
         root = system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
+        # The process group first: a start interrupted half-way (Ctrl-C, a failed
+        # child) must not leave the actors created so far running without their admin.
+        info = system.ask(root, GetNodeInfo(), DEFAULT_TIMEOUT)
+        pgid = info.pgid if isinstance(info, NodeInfo) else None
         started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
         if isinstance(started, SupervisorError):
             raise NodeError(f"node {settings.node_name} could not start: {started.detail}")
@@ -171,7 +183,12 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
         if settings.cluster_enabled and settings.convention_leader:
             _await_join(system, root, settings)
     except BaseException:
-        system.shutdown()
+        try:
+            system.shutdown()
+        finally:
+            if pgid is not None and pgid != os.getpgid(0):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pgid, signal.SIGKILL)
         raise
     logger.info(
         "node {} up on {} (pgid {})", settings.node_name, settings.admin_address, started.pgid
@@ -180,22 +197,66 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
 
 
 def connect(
-    port: int, host: str = "127.0.0.1", settings: ClusterSettings | None = None
+    port: int,
+    host: str = "127.0.0.1",
+    settings: ClusterSettings | None = None,
+    advertise_as: str | None = None,
 ) -> ActorSystem:
-    """A client handle on the node of this host whose admin listens on ``host:port``.
+    """A client handle on the node whose admin listens on ``host:port``.
 
     Thespian clients always talk to an admin on their own host; ``host`` is the
     address that node listens on (its ``settings.host``). The cluster cookie comes
     from ``settings`` or the environment (``THESPIAN_CLUSTER_CLUSTER_COOKIE`` or
     ``THESPIAN_CLUSTER_COOKIE``). Refuses to go on when nothing listens there:
     Thespian would otherwise start a new, empty actor system on that port.
+
+    ``advertise_as`` is for a node that is *not* local: the client listens on and
+    advertises that address of this process (actors reply to it), and talks to the
+    admin at ``host:port`` — e.g. a test process reaching a node in a network
+    namespace over a bridge (:mod:`thespian_cluster.netns`). See :func:`_remote_admin`.
     """
     install_from_settings(settings or ClusterSettings.build())
     if not port_in_use(host, port):
         raise NodeError(f"no node is listening on {host}:{port}")
-    advertise(host)  # Thespian finds "the local admin" at the advertised address
     limit_idle_sockets()
+    if advertise_as is not None:
+        with _remote_admin(host, port, advertise_as):
+            return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+    advertise(host)  # Thespian finds "the local admin" at the advertised address
     return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+
+
+@contextlib.contextmanager
+def _remote_admin(host: str, port: int, own: str) -> Iterator[None]:
+    """While a client ``ActorSystem`` is built: its own address is ``own``, its admin's
+    is ``host:port``.
+
+    Thespian derives both from one variable (the machine's address) and, finding no
+    admin bound to the port *on this machine*, would start a new one; a node in
+    another namespace or host is exactly that case. So, for the constructor only:
+    the admin address is ``host:port``, the probe for a local admin says "running"
+    (the caller has just seen the port accept a connection), and the client's socket
+    binds to and advertises ``own``. Everything is put back on the way out; the
+    built client keeps its addresses. Not thread-safe (it patches a class).
+    """
+    from thespian.system.transport.IPBase import TCPv4ActorAddress
+    from thespian.system.transport.TCPTransport import TCPTransport
+
+    saved_env = {name: os.environ.get(name) for name in (BASE_ADDRESS_ENV, BIND_HOST_ENV)}
+    saved = TCPTransport.__dict__["getAdminAddr"], TCPTransport.__dict__["probeAdmin"]
+    admin = ActorAddress(TCPv4ActorAddress(host, port, external=True))
+    TCPTransport.getAdminAddr = staticmethod(lambda capabilities: admin)
+    TCPTransport.probeAdmin = staticmethod(lambda addr: True)
+    bind_node_to(own)
+    try:
+        yield
+    finally:
+        TCPTransport.getAdminAddr, TCPTransport.probeAdmin = saved
+        for name, value in saved_env.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def disconnect(system: ActorSystem) -> None:

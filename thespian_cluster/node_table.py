@@ -38,7 +38,8 @@ import os
 import pickle
 import shutil
 import struct
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,14 +47,26 @@ import lmdb
 from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
-from thespian_cluster.core.addresses import address_key
+from thespian_cluster.core.limits import (
+    MAX_TABLE_KEY_BYTES,
+    MEMBER_PREFIX,
+    NAME_PREFIX,
+    member_key,
+    name_key,
+)
 from thespian_cluster.core.table import Entry, Member, Name, Removal
 
 MAP_SIZE = 1 << 32  # sparse: only what is written takes disk
 _VERSION_KEY = b"v"
-_NAME_PREFIX = b"n:"
-_MEMBER_PREFIX = b"g:"
+_NODE_DIR_ENV = "THESPIAN_CLUSTER_NODE_DIR"  # set by start_node for every process of a node
+_NAME_PREFIX = NAME_PREFIX
+_MEMBER_PREFIX = MEMBER_PREFIX
 _REGISTRY_KEY = b"r"
+# The global scope's replica (written by RegistryDist) beside the local names: the same
+# key encodings under another prefix of the same length, so the key limits agree.
+_GLOBAL_NAME_PREFIX = b"N:"
+_GLOBAL_MEMBER_PREFIX = b"M:"
+_AGENT_PREFIX = b"a:"
 _PICKLE = pickle.HIGHEST_PROTOCOL
 VERSION_FILE = "version"
 _VERSION = struct.Struct("<Q")
@@ -74,6 +87,12 @@ def _environment(path: Path) -> Any:
         env = lmdb.open(
             str(path), map_size=MAP_SIZE, max_dbs=0, lock=True, sync=False, metasync=False
         )
+        if env.max_key_size() < MAX_TABLE_KEY_BYTES:  # a liblmdb built with smaller keys
+            env.close()
+            raise RuntimeError(
+                f"this LMDB takes keys of {env.max_key_size()} bytes; the node table "
+                f"needs {MAX_TABLE_KEY_BYTES} (core/limits.py)"
+            )
         _environments[key] = env
     return env
 
@@ -116,12 +135,31 @@ def _decode(raw: bytes) -> Any:
     return _TableUnpickler(io.BytesIO(raw)).load()
 
 
-def _name_key(kind: str, name: Name) -> bytes:
-    return _NAME_PREFIX + pickle.dumps((kind, name), protocol=_PICKLE)
+# The key encodings are shared with the message validators (core/limits.py).
+_name_key = name_key
+_member_key = member_key
 
 
-def _member_key(group: str, address: Any) -> bytes:
-    return _MEMBER_PREFIX + pickle.dumps((group, address_key(address)), protocol=_PICKLE)
+def _global_name_key(kind: str, name: Name) -> bytes:
+    return _GLOBAL_NAME_PREFIX + name_key(kind, name)[len(_NAME_PREFIX) :]
+
+
+def _global_member_key(group: str, address: Any) -> bytes:
+    return _GLOBAL_MEMBER_PREFIX + member_key(group, address)[len(_MEMBER_PREFIX) :]
+
+
+#: Says why a decoded record must not be kept (None: keep it); see TableWriter.load.
+Check = Callable[[Any], "str | None"]
+
+
+@dataclass
+class Loaded:
+    """What :meth:`TableWriter.load` found: the records kept, and those it dropped."""
+
+    entries: list[Entry] = field(default_factory=list)
+    members: list[Member] = field(default_factory=list)
+    #: (the record's key, why it was dropped), one per record removed from the table
+    dropped: list[tuple[bytes, str]] = field(default_factory=list)
 
 
 def table_path(node_dir: Path) -> Path:
@@ -188,16 +226,38 @@ class TableWriter:
         with self._version_file.locked(), self._env.begin() as txn:
             self._version_file.publish_locked(_stored_version(txn))
 
-    def load(self) -> tuple[list[Entry], list[Member]]:
-        entries: list[Entry] = []
-        members: list[Member] = []
+    def load(self, check_entry: Check | None = None, check_member: Check | None = None) -> Loaded:
+        """Every name and membership in the table, for a (re)starting Registry.
+
+        A record is dropped, and deleted from the table in one commit, when it does not
+        decode, is not an :class:`Entry` / :class:`Member`, is stored under another key
+        than its own (the key is derived from its fields), or when ``check_entry`` /
+        ``check_member`` gives a reason. A table written by an older, less careful
+        version then heals on the first start instead of failing every listing.
+        """
+        loaded = Loaded()
         with self._env.begin() as txn:
             for key, value in txn.cursor():
                 if key.startswith(_NAME_PREFIX):
-                    entries.append(_decode(value))
+                    kept, reason = _checked(key, value, Entry, check_entry)
+                    if kept is not None:
+                        loaded.entries.append(kept)
                 elif key.startswith(_MEMBER_PREFIX):
-                    members.append(_decode(value))
-        return entries, members
+                    kept, reason = _checked(key, value, Member, check_member)
+                    if kept is not None:
+                        loaded.members.append(kept)
+                else:
+                    continue
+                if reason is not None:
+                    loaded.dropped.append((bytes(key), reason))
+        if loaded.dropped:
+            with self._version_file.locked():
+                with self._env.begin(write=True) as txn:
+                    for key, _ in loaded.dropped:
+                        txn.delete(key)
+                    version = self._bump(txn)
+                self._version_file.publish_locked(version)
+        return loaded
 
     def write(
         self,
@@ -230,9 +290,12 @@ class TableWriter:
 
     def set_registry(self, address: Any) -> None:
         """Publish the Registry's own address for actors and clients on this host."""
+        self._commit_put(_REGISTRY_KEY, _encode(address))
+
+    def _commit_put(self, key: bytes, value: bytes) -> None:
         with self._version_file.locked():
             with self._env.begin(write=True) as txn:
-                txn.put(_REGISTRY_KEY, _encode(address))
+                txn.put(key, value)
                 version = self._bump(txn)
             self._version_file.publish_locked(version)
 
@@ -241,6 +304,130 @@ class TableWriter:
         version = _stored_version(txn) + 1
         txn.put(_VERSION_KEY, _VERSION.pack(version))
         return version
+
+
+class GlobalMirror(TableWriter):
+    """RegistryDist's side: the global replica, mirrored into the node table after every
+    change, so ``lookup(scope="global")`` and the Registry's global reads need no
+    message, and a restarted RegistryDist finds what its node owns.
+
+    A second writer of the same LMDB environment: LMDB serialises the two writers'
+    transactions and the version file's lock orders their publications.
+    """
+
+    def write_changes(self, changes: Any) -> None:
+        """Apply a :class:`~thespian_cluster.core.replica.Changes` in one commit."""
+        self._commit(
+            lambda txn: self._put_changes(txn, changes),
+        )
+
+    def replace(self, entries: Iterable[Entry], members: Iterable[Member]) -> None:
+        """Make the mirror hold exactly ``entries`` and ``members``."""
+
+        def rewrite(txn: Any) -> None:
+            for prefix in (_GLOBAL_NAME_PREFIX, _GLOBAL_MEMBER_PREFIX):
+                for key in _keys_under(txn, prefix):
+                    txn.delete(key)
+            for entry in entries:
+                txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
+            for member in members:
+                txn.put(_global_member_key(member.group, member.address), _encode(member))
+
+        self._commit(rewrite)
+
+    def owned_by(self, node: str, incarnation: str) -> tuple[list[Entry], list[Member]]:
+        """The mirrored entries and members of one node incarnation."""
+        with self._env.begin() as txn:
+            entries, members = _global_records(txn)
+        return (
+            [e for e in entries if (e.node, e.incarnation) == (node, incarnation)],
+            [m for m in members if (m.node, m.incarnation) == (node, incarnation)],
+        )
+
+    @staticmethod
+    def _put_changes(txn: Any, changes: Any) -> None:
+        for entry in changes.unregistered:
+            txn.delete(_global_name_key(entry.kind, entry.name))
+        for entry in changes.registered:
+            txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
+        for group, address in changes.left:
+            txn.delete(_global_member_key(group, address))
+        for member in changes.joined:
+            txn.put(_global_member_key(member.group, member.address), _encode(member))
+
+    def _commit(self, change: Callable[[Any], None]) -> None:
+        with self._version_file.locked():
+            with self._env.begin(write=True) as txn:
+                change(txn)
+                version = self._bump(txn)
+            self._version_file.publish_locked(version)
+
+
+def publish_agent(node_dir: Path, role: str, address: Any) -> None:
+    """Record where this node's ``role`` actor (``registry_dist``, ``node_monitor``,
+    ...) is now, for the Registry to forward requests to it."""
+    writer = TableWriter(node_dir)
+    writer._commit_put(_AGENT_PREFIX + role.encode(), _encode(address))
+
+
+def _keys_under(txn: Any, prefix: bytes) -> list[bytes]:
+    keys = []
+    cursor = txn.cursor()
+    if cursor.set_range(prefix):
+        for key in cursor.iternext(keys=True, values=False):
+            if not bytes(key).startswith(prefix):
+                break
+            keys.append(bytes(key))
+    return keys
+
+
+def _global_records(txn: Any) -> tuple[list[Entry], list[Member]]:
+    """The global scope's records in ``txn``; unreadable ones are skipped (the next
+    snapshot rewrites them)."""
+    entries: list[Entry] = []
+    members: list[Member] = []
+    for key in _keys_under(txn, _GLOBAL_NAME_PREFIX):
+        record = _decoded(txn.get(key))
+        if type(record) is Entry:
+            entries.append(record)
+    for key in _keys_under(txn, _GLOBAL_MEMBER_PREFIX):
+        record = _decoded(txn.get(key))
+        if type(record) is Member:
+            members.append(record)
+    return entries, members
+
+
+def _decoded(raw: bytes | None) -> Any:
+    try:
+        return _decode(raw) if raw is not None else None
+    except Exception:  # unreadable: the caller skips it
+        return None
+
+
+def _checked(key: bytes, raw: bytes, kind: type, check: Check | None) -> tuple[Any, str | None]:
+    """(the decoded record, None) if it may be kept, else (None, why not)."""
+    try:
+        record = _decode(raw)
+    except Exception as exc:  # any unpickling failure: the record is unreadable
+        return None, f"does not decode: {type(exc).__name__}: {exc}"
+    if type(record) is not kind:
+        return None, f"holds a {type(record).__name__}, not a {kind.__name__}"
+    problem = check(record) if check is not None else None
+    if problem is None:
+        try:  # the key is derived from the fields: a mismatch is a record nobody can find
+            own = _own_key(record)
+        except Exception as exc:  # fields that do not even pickle
+            problem = f"has no key of its own: {type(exc).__name__}"
+        else:
+            problem = None if own == bytes(key) else "is stored under another key than its own"
+    return (None, problem) if problem is not None else (record, None)
+
+
+def _own_key(record: Any) -> bytes:
+    """The key a record is written under (see TableWriter.write)."""
+    if isinstance(record, Entry):
+        return name_key(record.kind, record.name)
+    return member_key(record.group, record.address)
 
 
 def _stored_version(txn: Any) -> int:
@@ -263,19 +450,26 @@ class TableReader:
         self._cache: dict[str, dict[Name, Entry | None]] = {}  # kind -> name -> entry
         self._cached = 0  # entries in the cache, misses included
 
-    def lookup(self, name: Name, kind: str = "server") -> Entry | None:
-        """The entry registered as ``name``, or None; never sends a message."""
+    def lookup(self, name: Name, kind: str = "server", scope: str = "local") -> Entry | None:
+        """The entry registered as ``name`` in ``scope``, or None; never sends a message.
+
+        ``scope="global"`` reads this node's replica of the cluster-wide table.
+        """
         published = self._map
         if published is not None and published[:8] == self._label:
-            names = self._cache.get(kind)  # per kind: no key tuple to build and compare
+            # per kind (and scope): no key tuple to build and compare
+            names = self._cache.get(kind if scope == "local" else "\0" + kind)
             if names is not None:
                 entry = names.get(name, _MISSING)
                 if entry is not _MISSING:
                     return entry
-        return self._read(name, kind)
+        return self._read(name, kind, scope)
 
-    def _read(self, name: Name, kind: str) -> Entry | None:
+    def _read(self, name: Name, kind: str, scope: str = "local") -> Entry | None:
         """The slow path: validate the cache, then read the entry from LMDB."""
+        key = _name_key(kind, name) if scope == "local" else _global_name_key(kind, name)
+        if len(key) > MAX_TABLE_KEY_BYTES:  # LMDB would raise; such a name is never stored
+            return None
         published = self._published()  # read before the transaction: see the docstring
         if published != self._label:
             self._clear()
@@ -287,12 +481,12 @@ class TableReader:
                 and _VERSION.unpack(published)[0] <= _stored_version(txn)
             ):
                 self._label = published  # every entry read from now on is at least as new
-            raw = txn.get(_name_key(kind, name))
+            raw = txn.get(key)
         entry: Entry | None = _decode(raw) if raw is not None else None
         if self._label is not None:
             if self._cached >= self._cache_limit:
                 self._clear()
-            self._cache.setdefault(kind, {})[name] = entry
+            self._cache.setdefault(kind if scope == "local" else "\0" + kind, {})[name] = entry
             self._cached += 1
         return entry
 
@@ -315,6 +509,30 @@ class TableReader:
             return self._map[:8] if self._map is not None else None
         return published
 
+    def records(self) -> tuple[list[Any], list[Any]]:
+        """(every record under a name key, every record under a member key), decoded,
+        unchecked: what a test or a diagnosis needs to see what is really stored."""
+        names: list[Any] = []
+        members: list[Any] = []
+        with _environment(self._path).begin(buffers=False) as txn:
+            for key, raw in txn.cursor():
+                if key.startswith(_NAME_PREFIX):
+                    names.append(_decode(raw))
+                elif key.startswith(_MEMBER_PREFIX):
+                    members.append(_decode(raw))
+        return names, members
+
+    def global_records(self) -> tuple[list[Entry], list[Member]]:
+        """Every global entry and explicit membership of this node's replica."""
+        with _environment(self._path).begin(buffers=False) as txn:
+            return _global_records(txn)
+
+    def agent(self, role: str) -> Any | None:
+        """Where this node's ``role`` actor is, as it last published (None: unknown)."""
+        with _environment(self._path).begin() as txn:
+            raw = txn.get(_AGENT_PREFIX + role.encode())
+        return _decode(raw) if raw is not None else None
+
     def registry(self) -> Any | None:
         """The address of this node's Registry actor, if one has published it."""
         with _environment(self._path).begin() as txn:
@@ -333,3 +551,26 @@ def _map_version_file(path: Path) -> mmap.mmap | None:
         return mmap.mmap(fd, _VERSION.size, access=mmap.ACCESS_READ)
     finally:
         os.close(fd)
+
+
+_readers: dict[str, TableReader] = {}
+
+
+def lookup(
+    name: Name, kind: str = "server", scope: str = "local", node_dir: Path | str | None = None
+) -> Entry | None:
+    """Who holds ``name`` (an :class:`Entry`, or None), read from the node table of this
+    host's node without any message: from an actor of the node (it knows its node) or
+    any process given the node's directory (``settings.node_dir``).
+
+    ``scope="global"`` reads the node's replica of the cluster-wide table. About a
+    microsecond per call once warm (a process-local cache checked against the table's
+    published version).
+    """
+    where = str(node_dir) if node_dir is not None else os.environ.get(_NODE_DIR_ENV)
+    if not where:
+        raise ValueError("lookup() outside a node's process needs node_dir=settings.node_dir")
+    reader = _readers.get(where)
+    if reader is None:
+        reader = _readers[where] = TableReader(Path(where))
+    return reader.lookup(name, kind, scope)

@@ -90,6 +90,9 @@ class ClusterSettings(BaseSettings):
 
     @model_validator(mode="after")
     def _consistent(self) -> Self:
+        if "registry_backend" not in self.model_fields_set and self.cluster_enabled:
+            # A cluster node serves scope "global" unless told otherwise.
+            object.__setattr__(self, "registry_backend", "global")
         if self.split_brain_strategy == "configured_master" and not self.master_node:
             raise ValueError("split_brain_strategy 'configured_master' needs master_node")
         cookie = self.cluster_cookie

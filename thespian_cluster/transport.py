@@ -27,7 +27,7 @@ from typing import Any
 BIND_HOST_ENV = "THESPIAN_CLUSTER_BIND_HOST"
 #: Idle connections an actor process keeps for reuse; older ones are closed.
 MAX_IDLE_SOCKETS = 16
-_BASE_ADDRESS_ENV = "THESPIAN_BASE_IPADDR"  # read by Thespian's IPActorAddress
+BASE_ADDRESS_ENV = "THESPIAN_BASE_IPADDR"  # read by Thespian's IPActorAddress
 _PATCHED = "_thespian_cluster_bind_patch"
 _POOL_PATCHED = "_thespian_cluster_pool_patch"
 
@@ -45,7 +45,7 @@ def advertise(host: str) -> None:
     Left to itself Thespian replaces loopback with the address of its default route,
     so a client would look for a loopback-only node where it does not listen.
     """
-    os.environ[_BASE_ADDRESS_ENV] = host
+    os.environ[BASE_ADDRESS_ENV] = host
 
 
 def _patch_bind_args() -> None:

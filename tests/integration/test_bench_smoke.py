@@ -18,6 +18,7 @@ FAMILIES = {
     "supervision",
     "wire",
     "scale",
+    "membership",
     "cluster",
 }
 

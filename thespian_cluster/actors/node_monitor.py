@@ -50,6 +50,7 @@ from thespian_cluster.cluster_messages import (
     AwaitJoin,
     ClusterNodes,
     ClusterNodesReply,
+    ClusterView,
     ForceNodeCheck,
     GetNodeHealth,
     GetNodeStatus,
@@ -62,6 +63,7 @@ from thespian_cluster.cluster_messages import (
     NodeHealthReply,
     NodeStatusReply,
     NodeUp,
+    SubscribeClusterView,
     Subscribed,
     SubscribeNodeEvents,
     Unsubscribed,
@@ -70,10 +72,13 @@ from thespian_cluster.cluster_messages import (
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.failure_detector import DownReason, FailureDetector, Health
 from thespian_cluster.core.membership import Membership, NodeEvent, NodeRecord
+from thespian_cluster.global_messages import Forwarded
 from thespian_cluster.messages import ErrorCode, RegistryError, Reply, Request, SupervisedBy
 from thespian_cluster.node_identity import read_identity
+from thespian_cluster.node_table import publish_agent
 from thespian_cluster.security import resolve_cookie
 from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.validation import revalidate
 
 RECORD_CAPABILITY = "thespian_cluster.record"
 CONVENTION_CAPABILITY = "Convention Address.IPv4"
@@ -108,6 +113,8 @@ class NodeMonitor(Actor):
         self.membership: Membership | None = None
         self.agent: HeartbeatAgent | None = None
         self.subscribers: dict[AddressKey, Any] = {}
+        self.view_subscribers: dict[AddressKey, Any] = {}  # this node's cluster actors
+        self._last_view: ClusterView | None = None
         self.joined = False
         self.refusal: str | None = None
         self._early: list[tuple[Any, ActorAddress]] = []
@@ -115,6 +122,7 @@ class NodeMonitor(Actor):
         self._checks: list[_Check] = []
         self._next_join = 0.0
         self._said_waiting = False
+        self._parent_pid = os.getppid()
         self._handlers: dict[type, Callable[[Any, Any], Reply | None]] = {
             ClusterNodes: self._cluster_nodes,
             GetNodeStatus: self._node_status,
@@ -123,6 +131,7 @@ class NodeMonitor(Actor):
             SubscribeNodeEvents: self._subscribe,
             UnsubscribeNodeEvents: self._unsubscribe,
             AwaitJoin: self._await_join,
+            SubscribeClusterView: self._subscribe_view,
             Agents: self._agents,
         }
 
@@ -150,20 +159,23 @@ class NodeMonitor(Actor):
             self._goodbye(message)
         elif isinstance(message, Request):
             self._answer(message, sender)
+        elif isinstance(message, Forwarded):
+            self._answer(message.request, message.reply_to)
         elif isinstance(message, ActorExitRequest):
             self._exit()
         elif not isinstance(message, SupervisedBy):
             logger.debug("node monitor ignored a {}", type(message).__name__)
 
-    def _answer(self, request: Request, sender: Any) -> None:
+    def _answer(self, message: Any, sender: Any) -> None:
+        checked = revalidate(message)  # act only on a validated copy
+        if not isinstance(checked, Request):
+            if isinstance(checked, RegistryError):
+                self.send(sender, checked)
+            return
+        request = checked
         handler = self._handlers.get(type(request))
         if handler is None:
             self.send(sender, _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__))
-            return
-        try:
-            request = type(request).model_validate(request.model_dump())
-        except (ValidationError, TypeError, ValueError) as exc:
-            self.send(sender, _error(request, ErrorCode.INVALID_REQUEST, str(exc)[:500]))
             return
         reply = handler(request, sender)
         if reply is not None:
@@ -202,6 +214,7 @@ class NodeMonitor(Actor):
         self._sync_agent()
         self.notifyOnSystemRegistrationChanges(True)
         self.updateCapability(RECORD_CAPABILITY, me.model_dump())
+        publish_agent(settings.node_dir, "node_monitor", self.myAddress)
         if settings.convention_leader and not self.joined:
             self._join(time.monotonic())
         elif not settings.convention_leader:
@@ -281,6 +294,7 @@ class NodeMonitor(Actor):
                 self._tell_peer(record, self._hello_message(answer=True))
             self._sync_agent()
             self._publish(list(learned.events))
+            self._push_view()
         return learned.outcome not in ("stale",)
 
     def _joined(self) -> None:
@@ -289,6 +303,7 @@ class NodeMonitor(Actor):
             logger.info("joined the cluster of {}", self._settings.convention_leader)
         self._answer_join_waiters()
         self._save_state()
+        self._push_view()
 
     def _refused(self, message: JoinRefused) -> None:
         try:
@@ -334,6 +349,15 @@ class NodeMonitor(Actor):
     def _tick(self) -> None:
         settings = self._settings
         now = time.monotonic()
+        if os.getppid() != self._parent_pid:
+            # Our supervisor (or the whole admin) is gone: an orphan must not keep
+            # answering heartbeats for a node that no longer works, nor hold the port
+            # a restarted NodeMonitor needs.
+            # No Goodbye: the node itself may live on with a restarted NodeMonitor.
+            logger.warning("node monitor orphaned (its supervisor died); exiting")
+            if self.agent is not None:
+                self.agent.stop()
+            os._exit(0)
         try:
             events: list[NodeEvent] = []
             for seen in self._drain():
@@ -418,6 +442,7 @@ class NodeMonitor(Actor):
             for subscriber in self.subscribers.values():
                 self.send(subscriber, message)
         self._save_state()
+        self._push_view()
 
     def _drop_dead_subscribers(self) -> None:
         for dead in refused(list(self.subscribers.values())):
@@ -550,7 +575,32 @@ class NodeMonitor(Actor):
             membership.update_me(me)
             self.updateCapability(RECORD_CAPABILITY, me.model_dump())
             self._greet_all(answer=False)
+            self._push_view()
         return None
+
+    def _subscribe_view(self, request: SubscribeClusterView, _: Any) -> Reply:
+        self.view_subscribers[address_key(request.subscriber)] = request.subscriber
+        self.send(request.subscriber, self._view())
+        return Subscribed(request_id=request.request_id)
+
+    def _view(self) -> ClusterView:
+        membership = self._membership
+        return ClusterView(
+            records=[membership.me, *membership.live_peers()],
+            leader=membership.leader(),
+            joined=self.joined,
+        )
+
+    def _push_view(self) -> None:
+        """Send the view to this node's cluster actors when it changed."""
+        view = self._view()
+        if view == self._last_view:
+            return
+        self._last_view = view
+        for dead in refused(list(self.view_subscribers.values())):
+            self.view_subscribers.pop(address_key(dead), None)
+        for subscriber in self.view_subscribers.values():
+            self.send(subscriber, view)
 
     # ---- saved state ---------------------------------------------------------------------
 

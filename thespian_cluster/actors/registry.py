@@ -15,12 +15,36 @@ and frees the names of actors that die. Death reaches it three ways:
 
 Requests with ``scope="global"`` answer ``RegistryError(not_distributed)`` unless
 the backend is distributed.
+
+What a caller can rely on, whatever it sends:
+
+* **Validated on receipt.** Every message goes through
+  :func:`~thespian_cluster.validation.revalidate` before anything else; the handlers
+  only ever see the fresh, validated copy. A request that fails gets
+  ``RegistryError(invalid_request)`` and changes nothing; junk (strings, dicts,
+  ``None``, bytes...) is logged at debug level and answered only when it carries a
+  usable ``request_id``. ``receiveMessage`` never raises, so no message can make
+  Thespian retry it or kill the actor.
+* **All or nothing.** A change reaches the backend (memory) and the node table
+  together or not at all. The backend interface stays a set of plain calls; the
+  Registry does the bookkeeping: before a change it reads the affected key's prior
+  state through the backend's own read methods (``whereis``, ``get_group_members``),
+  and if the backend call or the table write raises, :meth:`Registry._undo` puts the
+  key back in both (the table write is one LMDB transaction, so a failed write
+  leaves the table as it was) and the reply is ``RegistryError(backend_failure)``.
+  This costs one read per write and asks nothing of a custom backend beyond its
+  interface.
+* **Never poisoned.** Reads skip (and log once) a record that cannot be put in a
+  reply; on start the Registry drops every record of the node table it reloads that
+  would not pass validation today, with one log line each.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import reprlib
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict
@@ -32,9 +56,11 @@ from thespian.actors import (
     WakeupMessage,
 )
 
+from thespian_cluster.actors.front_door import FrontDoor
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
-from thespian_cluster.core.table import Conflict, Entry, Member, Removal
+from thespian_cluster.core.addresses import address_key
+from thespian_cluster.core.table import Conflict, Entry, Member, Name, Removal
 from thespian_cluster.messages import (
     ActorExiting,
     AlreadyRegistered,
@@ -53,6 +79,8 @@ from thespian_cluster.messages import (
     NameList,
     Register,
     Registered,
+    RegisteredMany,
+    RegisterMany,
     RegistrationInfo,
     RegistryError,
     Reply,
@@ -60,12 +88,22 @@ from thespian_cluster.messages import (
     SupervisedBy,
     Unregister,
     Unregistered,
+    UnregisteredMany,
+    UnregisterMany,
     UpdateMeta,
     Whereis,
     WhereisReply,
 )
 from thespian_cluster.node_table import TableWriter
 from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.validation import entry_problem, member_problem, revalidate
+
+T = TypeVar("T")
+R = TypeVar("R", bound=Request)
+_MAX_EARLY = 10_000  # requests kept before configuration; a flood must not grow it forever
+_MAX_LOGGED_BAD = 10_000  # bad records remembered for log-once
+_short = reprlib.Repr()
+_short.maxstring = _short.maxother = 80
 
 
 class ConfigureRegistry(BaseModel):
@@ -82,15 +120,19 @@ class Registry(Actor):
         super().__init__()
         self.backend: RegistryBehavior | None = None
         self.table: TableWriter | None = None
+        self.front_door: FrontDoor | None = None
         self.settings: ClusterSettings | None = None
         self._early: list[tuple[Any, ActorAddress]] = []  # requests before configuration
         self._probe_cursor = 0  # round robin over the watched actors
+        self._logged_bad: set[str] = set()  # records already logged as unreadable
         self._handlers: dict[type, Callable[[Any], Reply]] = {
             Register: self._register,
             Unregister: self._unregister,
             Whereis: self._whereis,
             ListNames: self._list_names,
             UpdateMeta: self._update_meta,
+            RegisterMany: self._register_many,
+            UnregisterMany: self._unregister_many,
             JoinGroup: self._join_group,
             LeaveGroup: self._leave_group,
             GroupMembers: self._group_members,
@@ -100,22 +142,39 @@ class Registry(Actor):
     # ---- receive ---------------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
-        if isinstance(message, ConfigureRegistry):
+        if type(message) is ConfigureRegistry:
+            # Not caught: a Registry that cannot open its table must fail where its
+            # supervisor sees it, not sit unconfigured queueing requests.
             self._configure(message.settings)
-        elif self.backend is None:
-            self._early.append((message, sender))
-        elif isinstance(message, Request):
-            self.send(sender, self._answer(message))
-        elif isinstance(message, DeadEnvelope):
-            self._forget(message.deadAddress, "dead letter")
-        elif isinstance(message, ActorExiting):
-            self._forget(message.address, "exit hook")
+            return
+        try:
+            self._receive(message, sender)
+        except Exception:  # last resort: Thespian would retry the message, then drop it
+            logger.exception("registry failed on a {}", type(message).__name__)
+
+    def _receive(self, message: Any, sender: ActorAddress) -> None:
+        if self.backend is None:
+            if len(self._early) < _MAX_EARLY:
+                self._early.append((message, sender))
         elif isinstance(message, WakeupMessage):
             self._probe_batch()
+        elif isinstance(message, DeadEnvelope):
+            self._forget(message.deadAddress, "dead letter")
         elif isinstance(message, ActorExitRequest | SupervisedBy):
             pass  # an exit needs no cleanup: the table persists for a restarted Registry
         else:
-            logger.warning("registry ignored a {}", type(message).__name__)
+            checked = revalidate(message)  # never act on what arrived, only on this
+            if isinstance(checked, Request):
+                if self._front_door.handles(checked):
+                    self.send(*self._front_door.take(checked, sender))
+                else:
+                    self.send(sender, self._answer(checked))
+            elif isinstance(checked, ActorExiting):
+                self._forget(checked.address, "exit hook")
+            elif isinstance(checked, RegistryError):
+                self.send(sender, checked)  # invalid_request
+            elif checked is not None:
+                logger.debug("registry ignored a {}", type(checked).__name__)
 
     def _configure(self, settings: ClusterSettings) -> None:
         if self.backend is not None:
@@ -123,11 +182,25 @@ class Registry(Actor):
         self.settings = settings
         self.backend = load_backend(settings.registry_backend, settings.node_name)
         self.table = TableWriter(settings.node_dir)
-        entries, members = self.table.load()
-        if entries or members:
-            self.backend.restore(entries, members)
-            logger.info("registry restored {} names, {} memberships", len(entries), len(members))
+        loaded = self.table.load(check_entry=entry_problem, check_member=member_problem)
+        for key, reason in loaded.dropped:
+            logger.warning("registry dropped node table record {}: {}", _short.repr(key), reason)
+        if loaded.entries or loaded.members:
+            self.backend.restore(loaded.entries, loaded.members)
+            logger.info(
+                "registry restored {} names, {} memberships",
+                len(loaded.entries),
+                len(loaded.members),
+            )
         self.table.set_registry(self.myAddress)
+        distributed = settings.cluster_enabled and self.backend.is_distributed()
+        if settings.cluster_enabled and not distributed:
+            logger.warning(
+                "registry backend {} cannot serve scope 'global': global requests will "
+                "answer not_distributed (use registry_backend = 'global')",
+                settings.registry_backend,
+            )
+        self.front_door = FrontDoor(settings.node_dir, settings.node_name, distributed)
         self.handleDeadLetters()
         self.wakeupAfter(settings.liveness_probe_interval)
         early, self._early = self._early, []
@@ -157,6 +230,11 @@ class Registry(Actor):
         return self.backend
 
     @property
+    def _front_door(self) -> FrontDoor:
+        assert self.front_door is not None
+        return self.front_door
+
+    @property
     def _table(self) -> TableWriter:
         assert self.table is not None
         return self.table
@@ -164,17 +242,19 @@ class Registry(Actor):
     # ---- names -----------------------------------------------------------------------
 
     def _register(self, request: Register) -> Reply:
-        result = self._backend.register(request.name, request.address, request.kind, request.meta)
-        if isinstance(result, Conflict):
-            owner = result.owner
-            return AlreadyRegistered(
-                request_id=request.request_id,
-                name=owner.name,
-                kind=owner.kind,
-                owner=owner.address,
-                node=owner.node,
-            )
-        self._table.write(entries=[result])
+        backend = self._backend
+        with self._undo(name=(request.kind, request.name)):
+            result = backend.register(request.name, request.address, request.kind, request.meta)
+            if isinstance(result, Conflict):
+                owner = result.owner
+                return AlreadyRegistered(
+                    request_id=request.request_id,
+                    name=owner.name,
+                    kind=owner.kind,
+                    owner=owner.address,
+                    node=owner.node,
+                )
+            self._table.write(entries=[result])
         return Registered(
             request_id=request.request_id,
             name=result.name,
@@ -184,36 +264,65 @@ class Registry(Actor):
         )
 
     def _unregister(self, request: Unregister) -> Reply:
-        entry = self._backend.unregister(request.name, request.kind)
-        if entry is None:
-            return _not_registered(request, request.name, request.kind)
-        self._table.write(removed_names=[entry.key])
+        with self._undo(name=(request.kind, request.name)):
+            entry = self._backend.unregister(request.name, request.kind)
+            if entry is None:
+                return _not_registered(request, request.name, request.kind)
+            self._table.write(removed_names=[entry.key])
         return Unregistered(request_id=request.request_id, name=entry.name, kind=entry.kind)
+
+    def _register_many(self, request: RegisterMany) -> Reply:
+        results = [self._item(item, Register, self._register) for item in request.registrations]
+        return RegisteredMany(request_id=request.request_id, results=results)
+
+    def _unregister_many(self, request: UnregisterMany) -> Reply:
+        results = [self._item(item, Unregister, self._unregister) for item in request.names]
+        return UnregisteredMany(request_id=request.request_id, results=results)
+
+    def _item(self, item: Any, kind: type[R], handle: Callable[[R], Reply]) -> Reply:
+        """One item of a batch, validated and done on its own: a bad one fails alone."""
+        checked = revalidate(item)
+        if isinstance(checked, kind):
+            try:
+                return handle(checked)
+            except Exception as exc:  # as _answer does for a single request
+                logger.exception("registry backend failed on a batch item")
+                return _error(checked, ErrorCode.BACKEND_FAILURE, f"{type(exc).__name__}: {exc}")
+        if isinstance(checked, RegistryError):
+            return checked
+        return RegistryError(
+            request_id="", code=ErrorCode.INVALID_REQUEST, detail=f"not a {kind.__name__}"
+        )
 
     def _whereis(self, request: Whereis) -> Reply:
         entry = self._backend.whereis(request.name, request.kind)
-        if entry is None:
-            return WhereisReply(request_id=request.request_id, name=request.name, kind=request.kind)
-        return WhereisReply(
-            request_id=request.request_id,
-            name=entry.name,
-            kind=entry.kind,
-            address=entry.address,
-            node=entry.node,
-            meta=dict(entry.meta),
+        reply = None
+        if entry is not None:
+            reply = self._readable(
+                entry,
+                lambda e: WhereisReply(
+                    request_id=request.request_id,
+                    name=e.name,
+                    kind=e.kind,
+                    address=e.address,
+                    node=e.node,
+                    meta=dict(e.meta),
+                ),
+            )
+        return reply or WhereisReply(
+            request_id=request.request_id, name=request.name, kind=request.kind
         )
 
     def _list_names(self, request: ListNames) -> Reply:
-        return NameList(
-            request_id=request.request_id,
-            names=[_info(e) for e in self._backend.list(request.kind)],
-        )
+        infos = (self._readable(e, RegistrationInfo.of) for e in self._backend.list(request.kind))
+        return NameList(request_id=request.request_id, names=[i for i in infos if i is not None])
 
     def _update_meta(self, request: UpdateMeta) -> Reply:
-        entry = self._backend.update(request.name, request.kind, request.meta)
-        if entry is None:
-            return _not_registered(request, request.name, request.kind)
-        self._table.write(entries=[entry])
+        with self._undo(name=(request.kind, request.name)):
+            entry = self._backend.update(request.name, request.kind, request.meta)
+            if entry is None:
+                return _not_registered(request, request.name, request.kind)
+            self._table.write(entries=[entry])
         return MetaUpdated(
             request_id=request.request_id, name=entry.name, kind=entry.kind, meta=dict(entry.meta)
         )
@@ -221,14 +330,16 @@ class Registry(Actor):
     # ---- groups ----------------------------------------------------------------------
 
     def _join_group(self, request: JoinGroup) -> Reply:
-        member = self._backend.join_group(request.group, request.address, request.meta)
-        self._table.write(members=[member])
+        with self._undo(member=(request.group, request.address)):
+            member = self._backend.join_group(request.group, request.address, request.meta)
+            self._table.write(members=[member])
         return JoinedGroup(request_id=request.request_id, group=request.group)
 
     def _leave_group(self, request: LeaveGroup) -> Reply:
-        was_member = self._backend.leave_group(request.group, request.address)
-        if was_member:
-            self._table.write(removed_members=[(request.group, request.address)])
+        with self._undo(member=(request.group, request.address)):
+            was_member = self._backend.leave_group(request.group, request.address)
+            if was_member:
+                self._table.write(removed_members=[(request.group, request.address)])
         return LeftGroup(request_id=request.request_id, group=request.group, was_member=was_member)
 
     def _group_members(self, request: GroupMembers) -> Reply:
@@ -238,21 +349,118 @@ class Registry(Actor):
             if request.local_only
             else backend.get_group_members(request.group)
         )
+        rows = (self._readable(m, GroupMember.of) for m in members)
         return GroupMembersReply(
             request_id=request.request_id,
             group=request.group,
-            members=[_member(m) for m in members],
+            members=[r for r in rows if r is not None],
         )
 
     def _list_groups(self, request: ListGroups) -> Reply:
-        return GroupList(request_id=request.request_id, groups=self._backend.groups())
+        groups = [g for g in self._backend.groups() if type(g) is str and g]
+        return GroupList(request_id=request.request_id, groups=groups)
+
+    # ---- all or nothing --------------------------------------------------------------
+
+    @contextmanager
+    def _undo(
+        self,
+        name: tuple[str, Name] | None = None,
+        member: tuple[str, Any] | None = None,
+    ) -> Iterator[None]:
+        """Run a change of one name or one membership; if it raises, put it back.
+
+        The prior state is read first through the backend's read methods. On an
+        exception the key is restored in the backend and then in the node table (a
+        failed LMDB transaction changed nothing, but a failure after the commit
+        would leave the table ahead), and the exception goes on to :meth:`_answer`,
+        which replies ``backend_failure``.
+        """
+        backend = self._backend
+        prior_entry = backend.whereis(name[1], name[0]) if name is not None else None
+        prior_member = _find_member(backend, *member) if member is not None else None
+        try:
+            yield
+        except BaseException:
+            if name is not None:
+                self._restore_name(*name, prior_entry)
+            if member is not None:
+                self._restore_member(*member, prior_member)
+            raise
+
+    def _restore_name(self, kind: str, name: Name, prior: Entry | None) -> None:
+        backend = self._backend
+        try:
+            current = backend.whereis(name, kind)
+            if current is not None and (
+                prior is None or address_key(current.address) != address_key(prior.address)
+            ):
+                backend.unregister(name, kind)
+            if prior is not None:  # the owner registering again: its meta comes back
+                backend.register(prior.name, prior.address, prior.kind, prior.meta)
+            restored = backend.whereis(name, kind)
+            if restored is None:
+                self._table.write(removed_names=[(kind, name)])
+            else:
+                self._table.write(entries=[restored])
+        except Exception:
+            logger.exception(
+                "registry could not roll back {} {}: memory and node table may disagree",
+                kind,
+                _short.repr(name),
+            )
+
+    def _restore_member(self, group: str, address: Any, prior: Member | None) -> None:
+        backend = self._backend
+        try:
+            if prior is None:
+                backend.leave_group(group, address)
+                self._table.write(removed_members=[(group, address)])
+            else:
+                restored = backend.join_group(group, prior.address, prior.meta)
+                self._table.write(members=[restored])
+        except Exception:
+            logger.exception(
+                "registry could not roll back {}'s membership of {}: memory and node table "
+                "may disagree",
+                address,
+                _short.repr(group),
+            )
+
+    # ---- reads that survive bad records ----------------------------------------------
+
+    def _readable(self, record: Any, build: Callable[[Any], T]) -> T | None:
+        """``build(record)``, or None (logged once per record) if the record cannot be
+        put in a reply: one bad record must not fail a whole listing."""
+        try:
+            return build(record)
+        except Exception as exc:
+            key = _describe_record(record)
+            if key not in self._logged_bad:
+                if len(self._logged_bad) >= _MAX_LOGGED_BAD:
+                    self._logged_bad.clear()
+                self._logged_bad.add(key)
+                logger.warning(
+                    "registry skipped a record it cannot reply with: {} ({}: {})",
+                    key,
+                    type(exc).__name__,
+                    str(exc).splitlines()[0][:200] if str(exc) else "",
+                )
+            return None
 
     # ---- death -----------------------------------------------------------------------
 
     def _forget(self, address: Any, how: str) -> None:
+        if self.front_door is not None and self.front_door.cluster_enabled:
+            dist = self.front_door.reader.agent("registry_dist")
+            if dist is not None:  # it frees the actor's global names, if it has any
+                self.send(dist, ActorExiting(address=address))
         removal: Removal = self._backend.remove_address(address)
         if removal:
-            self._table.write_removal(removal, address)
+            try:
+                self._table.write_removal(removal, address)
+            except Exception:  # the actor is dead either way; a restart reloads and re-probes
+                logger.exception("registry could not remove dead actor {} from the table", address)
             logger.info(
                 "freed {} name(s) and {} group membership(s) of dead actor {} ({})",
                 len(removal.names),
@@ -264,14 +472,19 @@ class Registry(Actor):
     def _probe_batch(self) -> None:
         settings = self.settings
         assert settings is not None
-        watched = self._backend.watched_addresses()
-        if watched:
-            start = self._probe_cursor % len(watched)
-            chosen = (watched[start:] + watched[:start])[: settings.liveness_probe_batch]
-            self._probe_cursor = start + len(chosen)
-            for address in refused(chosen):
-                self._forget(address, "liveness probe")
-        self.wakeupAfter(settings.liveness_probe_interval)
+        try:
+            watched = self._backend.watched_addresses()
+            if watched:
+                start = self._probe_cursor % len(watched)
+                chosen = (watched[start:] + watched[:start])[: settings.liveness_probe_batch]
+                self._probe_cursor = start + len(chosen)
+                for address in refused(chosen):
+                    self._forget(address, "liveness probe")
+        except Exception:  # logged, not hidden; the next round must still come
+            logger.exception("registry liveness probe round failed")
+        finally:
+            # Re-armed whatever happened: without this timer probing stops for good.
+            self.wakeupAfter(settings.liveness_probe_interval)
 
 
 def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
@@ -282,15 +495,16 @@ def _not_registered(request: Request, name: Any, kind: str) -> RegistryError:
     return _error(request, ErrorCode.NOT_REGISTERED, f"no {kind} is registered as {name!r}")
 
 
-def _info(entry: Entry) -> RegistrationInfo:
-    return RegistrationInfo(
-        name=entry.name,
-        kind=entry.kind,
-        address=entry.address,
-        node=entry.node,
-        meta=dict(entry.meta),
+def _describe_record(record: Any) -> str:
+    """A short label for a record (never its full repr: its meta may be megabytes)."""
+    label = getattr(record, "name", getattr(record, "group", None))
+    owner = getattr(record, "address", None)
+    return f"{type(record).__name__} {_short.repr(label)} of {_short.repr(owner)}"
+
+
+def _find_member(backend: RegistryBehavior, group: str, address: Any) -> Member | None:
+    """``address``'s membership of ``group`` as the backend reports it, or None."""
+    akey = address_key(address)
+    return next(
+        (m for m in backend.get_group_members(group) if address_key(m.address) == akey), None
     )
-
-
-def _member(member: Member) -> GroupMember:
-    return GroupMember(address=member.address, node=member.node, meta=dict(member.meta))

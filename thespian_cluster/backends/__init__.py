@@ -2,6 +2,12 @@
 
 from thespian_cluster.backends.behavior import RegistryBehavior
 from thespian_cluster.backends.loading import BackendLoadError, load_backend
-from thespian_cluster.backends.local import LocalBackend
+from thespian_cluster.backends.local import GlobalGroupsBackend, LocalBackend
 
-__all__ = ["BackendLoadError", "LocalBackend", "RegistryBehavior", "load_backend"]
+__all__ = [
+    "BackendLoadError",
+    "GlobalGroupsBackend",
+    "LocalBackend",
+    "RegistryBehavior",
+    "load_backend",
+]

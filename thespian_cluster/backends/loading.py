@@ -5,9 +5,12 @@ from __future__ import annotations
 import importlib
 
 from thespian_cluster.backends.behavior import RegistryBehavior
-from thespian_cluster.backends.local import LocalBackend
+from thespian_cluster.backends.local import GlobalGroupsBackend, LocalBackend
 
-BUILTIN_BACKENDS: dict[str, type[RegistryBehavior]] = {"local": LocalBackend}
+BUILTIN_BACKENDS: dict[str, type[RegistryBehavior]] = {
+    "local": LocalBackend,
+    "global": GlobalGroupsBackend,
+}
 
 
 class BackendLoadError(RuntimeError):

@@ -65,3 +65,13 @@ class LocalBackend(RegistryBehavior):
     def snapshot(self) -> tuple[builtins.list[Entry], builtins.list[Member]]:
         # Automatic memberships are derived from the entries: save only explicit ones.
         return self.table.names(), self.table.explicit_members()
+
+
+class GlobalGroupsBackend(LocalBackend):
+    """The built-in distributed backend (``registry_backend = "global"``, the default of a
+    node with ``cluster_enabled``): this node's names as :class:`LocalBackend` keeps them,
+    and ``scope="global"`` served by the cluster's replicated table, which lives in the
+    node's RegistryDist (see docs/global-protocol.md)."""
+
+    def is_distributed(self) -> bool:
+        return True

@@ -52,6 +52,11 @@ class Entry:
     node: str
     meta: Mapping[str, Any] = field(default_factory=dict)
     registered_at: float = 0.0
+    # The global table (core/replica.py) records the owner's node incarnation, so a
+    # purge of an old incarnation spares a restarted node, and the (epoch, seq) of the
+    # write that put the entry, so a merge can tell a stale copy from the current one.
+    incarnation: str = ""
+    version: tuple[int, int] = (0, 0)
 
     @property
     def key(self) -> NameKey:
@@ -66,6 +71,7 @@ class Member:
     address: Any
     node: str
     meta: Mapping[str, Any] = field(default_factory=dict)
+    incarnation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,14 +129,28 @@ class NameTable:
     # ---- names -------------------------------------------------------------------
 
     def register(
-        self, name: Name, kind: str, address: Any, node: str, meta: Mapping[str, Any]
+        self,
+        name: Name,
+        kind: str,
+        address: Any,
+        node: str,
+        meta: Mapping[str, Any],
+        *,
+        incarnation: str = "",
+        registered_at: float | None = None,
+        version: tuple[int, int] = (0, 0),
     ) -> Entry | Conflict:
+        """Claim ``(kind, name)`` for ``address``; the global table passes the
+        sequencer's ``registered_at`` so that every replica stores the same entry."""
         key = (kind, name)
         owner = self._names.get(key)
         if owner is not None and address_key(owner.address) != address_key(address):
             return Conflict(owner)
-        entry = Entry(name, kind, self._intern(address), node, dict(meta), time.time())
-        if owner is not None:
+        stamp = time.time() if registered_at is None else registered_at
+        entry = Entry(
+            name, kind, self._intern(address), node, dict(meta), stamp, incarnation, version
+        )
+        if owner is not None and registered_at is None:
             entry = replace(entry, registered_at=owner.registered_at)
             self._unindex_name(owner)
         self._store(entry)
@@ -161,8 +181,16 @@ class NameTable:
 
     # ---- groups ------------------------------------------------------------------
 
-    def join(self, group: str, address: Any, node: str, meta: Mapping[str, Any]) -> Member:
-        member = Member(group, self._intern(address), node, dict(meta))
+    def join(
+        self,
+        group: str,
+        address: Any,
+        node: str,
+        meta: Mapping[str, Any],
+        *,
+        incarnation: str = "",
+    ) -> Member:
+        member = Member(group, self._intern(address), node, dict(meta), incarnation)
         akey = address_key(address)
         self._groups.setdefault(group, {})[akey] = member
         self._groups_by_address.setdefault(akey, set()).add(group)
@@ -187,7 +215,8 @@ class NameTable:
         found: dict[AddressKey, Member] = dict(self._groups.get(group, {}))
         for entry in self._automatic.get(group, {}).values():
             found.setdefault(
-                address_key(entry.address), Member(group, entry.address, entry.node, entry.meta)
+                address_key(entry.address),
+                Member(group, entry.address, entry.node, entry.meta, entry.incarnation),
             )
         return [m for m in found.values() if node is None or m.node == node]
 

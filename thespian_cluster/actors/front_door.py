@@ -1,0 +1,167 @@
+"""What the Registry does with requests that are not for its own (local) table.
+
+The node's Registry is the one address a user needs. It answers local names itself;
+for the rest, :class:`FrontDoor` decides:
+
+* **global writes** (``Register`` / ``Unregister`` / ``UpdateMeta`` / ``JoinGroup`` /
+  ``LeaveGroup`` with ``scope="global"``) go to this node's RegistryDist wrapped in
+  :class:`~thespian_cluster.global_messages.Forwarded` with the client's address;
+  RegistryDist answers the client directly (one hop, not two);
+* **global reads** (``Whereis``, ``ListNames``, ``GroupMembers``, ``ListGroups``) are
+  answered here from the node table's global mirror, which RegistryDist keeps: no
+  extra message, so a global ``Whereis`` costs what a local one does;
+* **node requests** (``ClusterNodes``, ``GetNodeStatus``, ...) go to NodeMonitor,
+  and **partition requests** to SplitBrainDetector, the same way.
+
+Where those actors are comes from the node table (each publishes its address when it
+starts). Without ``cluster_enabled`` every one of these answers
+``RegistryError(not_distributed)``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from thespian_cluster.cluster_messages import (
+    ClusterNodes,
+    ForceNodeCheck,
+    GetNodeHealth,
+    GetNodeStatus,
+    SubscribeNodeEvents,
+    UnsubscribeNodeEvents,
+)
+from thespian_cluster.core.replica import build_table
+from thespian_cluster.core.table import NameTable
+from thespian_cluster.global_messages import Forwarded, GetGlobalStatus
+from thespian_cluster.messages import (
+    ErrorCode,
+    GroupList,
+    GroupMember,
+    GroupMembers,
+    GroupMembersReply,
+    JoinGroup,
+    LeaveGroup,
+    ListGroups,
+    ListNames,
+    NameList,
+    Register,
+    RegisterMany,
+    RegistrationInfo,
+    RegistryError,
+    Reply,
+    Request,
+    Unregister,
+    UnregisterMany,
+    UpdateMeta,
+    Whereis,
+    WhereisReply,
+)
+from thespian_cluster.node_table import TableReader
+
+GLOBAL_WRITES = (
+    Register,
+    Unregister,
+    UpdateMeta,
+    JoinGroup,
+    LeaveGroup,
+    RegisterMany,
+    UnregisterMany,
+)
+NODE_REQUESTS = (
+    ClusterNodes,
+    GetNodeStatus,
+    GetNodeHealth,
+    ForceNodeCheck,
+    SubscribeNodeEvents,
+    UnsubscribeNodeEvents,
+)
+#: Request types routed to another actor of the node, by the role that answers them.
+ROUTES: dict[type, str] = {
+    **{t: "registry_dist" for t in (*GLOBAL_WRITES, GetGlobalStatus)},
+    **{t: "node_monitor" for t in NODE_REQUESTS},
+}
+
+
+def register_route(request_type: type, role: str) -> None:
+    """Let the Registry forward ``request_type`` to the node's ``role`` actor."""
+    ROUTES[request_type] = role
+
+
+Send = tuple[Any, Any]  # (to, message)
+
+
+class FrontDoor:
+    """See the module docstring. One per Registry."""
+
+    def __init__(self, node_dir: Path, node: str, cluster_enabled: bool) -> None:
+        self.node = node
+        self.cluster_enabled = cluster_enabled
+        self.reader = TableReader(node_dir)
+
+    def handles(self, request: Request) -> bool:
+        """Is ``request`` for another actor or for the global table (not the local one)?"""
+        return getattr(request, "scope", "local") == "global" or (
+            type(request) in ROUTES and not hasattr(request, "scope")
+        )
+
+    def take(self, request: Request, client: Any) -> Send:
+        """What to send where for ``request`` from ``client``: a reply to the client, or
+        the forwarded request to the actor that answers it."""
+        if not self.cluster_enabled:
+            return client, _error(
+                request,
+                ErrorCode.NOT_DISTRIBUTED,
+                f"{type(request).__name__} needs a cluster node (cluster_enabled = true)",
+            )
+        role = ROUTES.get(type(request))
+        if role is not None:
+            target = self.reader.agent(role)
+            if target is None:
+                return client, _error(
+                    request, ErrorCode.UNAVAILABLE, f"this node's {role} is not up"
+                )
+            return target, Forwarded(request=request, reply_to=client)
+        return client, self._read(request)
+
+    # ---- global reads, from the mirror ----------------------------------------------------
+
+    def _read(self, request: Request) -> Reply:
+        if isinstance(request, Whereis):
+            entry = self.reader.lookup(request.name, request.kind, "global")
+            if entry is None:
+                return WhereisReply(
+                    request_id=request.request_id, name=request.name, kind=request.kind
+                )
+            return WhereisReply(
+                request_id=request.request_id,
+                name=entry.name,
+                kind=entry.kind,
+                address=entry.address,
+                node=entry.node,
+                meta=dict(entry.meta),
+            )
+        table = self._table()
+        if isinstance(request, ListNames):
+            return NameList(
+                request_id=request.request_id,
+                names=[RegistrationInfo.of(e) for e in table.names(request.kind)],
+            )
+        if isinstance(request, GroupMembers):
+            members = table.members(request.group, node=self.node if request.local_only else None)
+            return GroupMembersReply(
+                request_id=request.request_id,
+                group=request.group,
+                members=[GroupMember.of(m) for m in members],
+            )
+        if isinstance(request, ListGroups):
+            return GroupList(request_id=request.request_id, groups=table.groups())
+        return _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__)
+
+    def _table(self) -> NameTable:
+        entries, members = self.reader.global_records()
+        return build_table(entries, members)
+
+
+def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
+    return RegistryError(request_id=request.request_id, code=code, detail=detail)

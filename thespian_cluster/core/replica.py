@@ -1,0 +1,656 @@
+"""The replicated global table, node side: identities, the wire types, the replica, the origin.
+
+The global registry keeps one table of names and groups (a :class:`NameTable`) on every
+node. One node, the **sequencer** (``core/sequencer.py``), orders every write; every node
+holds a :class:`Replica` that applies the sequencer's ordered changes. This module has
+everything a node needs that is not the sequencer itself.
+
+Identity
+    A node is a :class:`NodeId` ``(name, incarnation)``; the incarnation is a fresh string
+    per start. Entries and members record both, so purging a dead incarnation
+    (:class:`PurgeNode`) never removes what the restarted node registered since.
+
+Terms and versions
+    A :class:`Term` is ``(epoch, sequencer)``, ordered by epoch and then by the
+    sequencer's id, so two would-be sequencers of one epoch are ordered deterministically.
+    Within a term the sequencer numbers the writes it applies ``1, 2, 3, ...`` with no
+    holes; the pair ``(epoch, seq)`` is a write's version, stored in the entry it puts.
+
+Writes (origin → sequencer)
+    A :class:`Write` carries the origin node, an op id unique per origin incarnation, and
+    one request: :class:`Claim`, :class:`Release`, :class:`SetMeta`, :class:`JoinGroup`,
+    :class:`LeaveGroup`, :class:`PurgeAddress`, :class:`PurgeNode`. The sequencer answers
+    with a :class:`Decision` (outcome, and the version the origin must wait for) and turns
+    each write that changes the table into one **effect** (:class:`PutName`,
+    :class:`DropName`, :class:`PutMember`, :class:`DropMember`, or the purge itself).
+    Effects are exact, not requests: applied to the same table in the same order, they
+    give the same table, so every replica that applied ``1..n`` of a term holds what the
+    sequencer held after ``n`` (the sequencer stamps ``registered_at``; purges are
+    deterministic functions of the table).
+
+Replica rules (:meth:`Replica.apply`, :meth:`Replica.install`)
+    * A :class:`Delta` of the replica's term is applied in order: a delta already applied
+      is ignored (duplicates), one that overlaps is applied from the first new seq, one
+      that leaves a hole is buffered until the hole is filled. A hole that persists (the
+      actor asks :meth:`Replica.need_snapshot` on a timer; an empty delta from the
+      sequencer is its heartbeat and shows holes at the tail) or a buffer that grows too
+      big asks the sequencer for a :class:`Snapshot`.
+    * A delta of an older term is ignored; one of a newer term means the replica missed
+      a takeover's snapshot, so it asks for one.
+    * A snapshot is installed when its term is newer, or when it is of the same term and
+      further along (catch-up). Installing replaces the table and reports the difference.
+    * Answering a takeover's :class:`Collect` (:meth:`Replica.owned_state`) **fences**
+      the replica: from then on it applies nothing of an older term. Without the fence an
+      old sequencer still alive could get a write applied, hence acknowledged, on this
+      node after its owned state was sent, and the new table would not have it.
+
+Read your writes and re-sending (:class:`Origin`)
+    An origin replies to its client only when its own replica has applied the decision's
+    version (:meth:`Replica.applied`), refusals included, so a client that reads next
+    sees what the decision saw. A write whose decision belongs to a term the replica has
+    since left was never applied here before the fence, so it is not in the new table
+    either; the origin sends it again (:meth:`Origin.unacknowledged`). Writes are safe to
+    send twice: the sequencer remembers recent op ids, and every request is idempotent
+    by meaning (claiming a name one owns is a meta update, releasing a free name says so).
+
+Writes are addressed to a term (the origin replica's). A sequencer ignores writes of
+another term: without that, a copy of a write that its origin already saw answered under
+an older term could still arrive, be decided again under the new one (where nobody
+remembers its op id), and undo a later write (a stale release dropping a newer claim:
+the state machine found exactly that). The origin sends every unanswered write again,
+addressed to the new term, once its replica has installed that term.
+
+Why no acknowledged write is lost across a takeover: the new table is the merge of what
+every live node owns in its replica, collected after the fence. An acknowledged write of
+node N was applied by N's replica before N answered (or it would not be acknowledged: the
+fence stops later applies), so N's owned state reflects it.
+"""
+
+from __future__ import annotations
+
+import heapq
+import sys
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from thespian_cluster.core.addresses import AddressKey, address_key
+from thespian_cluster.core.table import Entry, Member, Name, NameKey, NameTable
+
+# ---- identities -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class NodeId:
+    """One life of a node: its configured name and a fresh string per start."""
+
+    name: str
+    incarnation: str
+
+
+@dataclass(frozen=True, slots=True, order=True)
+class Term:
+    """The reign of one sequencer; newer terms compare greater (epoch, then sequencer)."""
+
+    epoch: int
+    sequencer: NodeId
+
+
+NO_NODE = NodeId("", "")
+NO_TERM = Term(0, NO_NODE)
+
+Version = tuple[int, int]  # (epoch, seq)
+
+
+def owned_by(item: Entry | Member, node: NodeId) -> bool:
+    return item.node == node.name and item.incarnation == node.incarnation
+
+
+def owner_id(item: Entry | Member) -> NodeId:
+    return NodeId(item.node, item.incarnation)
+
+
+# ---- writes: origin -> sequencer ------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """Register ``(kind, name)`` for ``address`` (hosted on the origin node)."""
+
+    kind: str
+    name: Name
+    address: Any
+    meta: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class Release:
+    """Unregister a name the origin node owns (any owner with ``force``)."""
+
+    kind: str
+    name: Name
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class SetMeta:
+    """Replace the meta of a name the origin node owns (any owner with ``force``)."""
+
+    kind: str
+    name: Name
+    meta: Mapping[str, Any]
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class JoinGroup:
+    """Make ``address`` (hosted on the origin node) a member of ``group``."""
+
+    group: str
+    address: Any
+    meta: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class LeaveGroup:
+    group: str
+    address: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeAddress:
+    """An actor died: forget its names and memberships. Also an effect, applied as is."""
+
+    address: Any
+
+
+@dataclass(frozen=True, slots=True)
+class PurgeNode:
+    """A node incarnation is down: forget what it owned. Also an effect, applied as is."""
+
+    node: NodeId
+
+
+Request = Claim | Release | SetMeta | JoinGroup | LeaveGroup | PurgeAddress | PurgeNode
+
+
+@dataclass(frozen=True, slots=True)
+class Write:
+    """One request from ``origin`` to the sequencer of ``term``.
+
+    ``op_id`` is unique per origin incarnation. ``term`` is the origin replica's term
+    when sent: a sequencer decides only writes of its own term, so a copy still in
+    flight from an older term (already answered there) cannot be applied a second time
+    in a newer one, where the sequencer does not remember it.
+    """
+
+    origin: NodeId
+    op_id: int
+    request: Request
+    term: Term
+
+
+# Decision outcomes (plain strings: small on the wire, stable in logs).
+OK = "ok"
+ALREADY_REGISTERED = "already_registered"
+NOT_REGISTERED = "not_registered"
+NOT_OWNER = "not_owner"
+NOT_MEMBER = "not_member"
+NODE_DOWN = "node_down"  # the origin's incarnation was purged: a late write, refused
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """The sequencer's answer to one write.
+
+    The origin answers its client once its replica has applied ``(term, seq)``
+    (:meth:`Replica.applied`). ``owner`` is the current owner for
+    ``already_registered`` / ``not_owner``.
+    """
+
+    op_id: int
+    term: Term
+    seq: int
+    outcome: str
+    owner: Entry | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome == OK
+
+
+# ---- effects: sequencer -> every replica ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class PutName:
+    """Set the entry of ``(kind, name)`` exactly (a claim or a meta update)."""
+
+    kind: str
+    name: Name
+    address: Any
+    node: NodeId
+    meta: Mapping[str, Any]
+    registered_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class DropName:
+    kind: str
+    name: Name
+
+
+@dataclass(frozen=True, slots=True)
+class PutMember:
+    group: str
+    address: Any
+    node: NodeId
+    meta: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class DropMember:
+    group: str
+    address: Any
+
+
+Effect = PutName | DropName | PutMember | DropMember | PurgeAddress | PurgeNode
+
+
+@dataclass(frozen=True, slots=True)
+class Delta:
+    """Effects ``first_seq, first_seq + 1, ...`` of ``term``; no effects = a heartbeat
+    saying the sequencer's last seq is ``first_seq - 1``."""
+
+    term: Term
+    first_seq: int
+    ops: tuple[Effect, ...]
+
+    @property
+    def last_seq(self) -> int:
+        return self.first_seq + len(self.ops) - 1
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """The whole table of ``term`` after ``seq`` (``seq`` 0: a takeover's merged table)."""
+
+    term: Term
+    seq: int
+    entries: tuple[Entry, ...]
+    members: tuple[Member, ...]
+    down: frozenset[NodeId] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotRequest:
+    """``node`` (holding ``term`` up to ``seq``) asks ``sequencer`` for a snapshot."""
+
+    node: NodeId
+    sequencer: NodeId
+    term: Term
+    seq: int
+
+
+@dataclass(frozen=True, slots=True)
+class Collect:
+    """A would-be sequencer of ``term`` asks a node for what it owns."""
+
+    term: Term
+
+
+@dataclass(frozen=True, slots=True)
+class OwnedState:
+    """A node's answer to :class:`Collect`: its own entries and members.
+
+    ``accepted`` is false when the node already knows a term at least as new (``seen``);
+    the would-be sequencer then starts again with a higher epoch.
+    """
+
+    node: NodeId
+    term: Term
+    accepted: bool
+    seen: Term
+    entries: tuple[Entry, ...] = ()
+    members: tuple[Member, ...] = ()
+    down: frozenset[NodeId] = frozenset()
+
+
+@dataclass(slots=True)
+class Changes:
+    """What one apply or install changed, for the node-local table and for events.
+
+    ``registered`` holds new entries and changed ones (a meta update is reported here
+    alone; an owner change also reports the old entry in ``unregistered``). ``left`` holds
+    ``(group, address)`` pairs. ``need_snapshot``, when set, is to be sent to its
+    ``sequencer``.
+    """
+
+    registered: list[Entry] = field(default_factory=list)
+    unregistered: list[Entry] = field(default_factory=list)
+    joined: list[Member] = field(default_factory=list)
+    left: list[tuple[str, Any]] = field(default_factory=list)
+    need_snapshot: SnapshotRequest | None = None
+
+    def __bool__(self) -> bool:
+        return bool(self.registered or self.unregistered or self.joined or self.left)
+
+
+# ---- applying effects -----------------------------------------------------------------
+
+
+def apply_effect(table: NameTable, effect: Effect, version: Version, changes: Changes) -> bool:
+    """Apply one effect exactly; True when the table changed."""
+    if isinstance(effect, PutName):
+        old = table.whereis(effect.name, effect.kind)
+        if old is not None and (
+            not owned_by(old, effect.node)
+            or address_key(old.address) != address_key(effect.address)
+        ):
+            # An owner change (the sequencer saw the old owner released first, or this is
+            # a merge's winner); drop it so the put below is not a refused claim.
+            table.unregister(effect.name, effect.kind)
+            changes.unregistered.append(old)
+        entry = table.register(
+            effect.name,
+            effect.kind,
+            effect.address,
+            # Interned: 100,000 unpickled copies of one node's name and incarnation
+            # would otherwise cost ~100 bytes a name.
+            sys.intern(effect.node.name),
+            effect.meta,
+            incarnation=sys.intern(effect.node.incarnation),
+            registered_at=effect.registered_at,
+            version=version,
+        )
+        assert isinstance(entry, Entry)  # the old owner is gone or is this owner
+        changes.registered.append(entry)
+        return True
+    if isinstance(effect, DropName):
+        removed = table.unregister(effect.name, effect.kind)
+        if removed is not None:
+            changes.unregistered.append(removed)
+        return removed is not None
+    if isinstance(effect, PutMember):
+        member = table.join(
+            effect.group,
+            effect.address,
+            sys.intern(effect.node.name),
+            effect.meta,
+            incarnation=sys.intern(effect.node.incarnation),
+        )
+        changes.joined.append(member)
+        return True
+    if isinstance(effect, DropMember):
+        if table.leave(effect.group, effect.address):
+            changes.left.append((effect.group, effect.address))
+            return True
+        return False
+    if isinstance(effect, PurgeAddress):
+        removal = table.remove_address(effect.address)
+        changes.unregistered.extend(removal.names)
+        changes.left.extend((group, effect.address) for group in removal.groups)
+        return bool(removal)
+    # PurgeNode: a full scan, but node loss is rare and the scan is ~20 ms at 100,000.
+    node = effect.node
+    entries = [e for e in table.names() if owned_by(e, node)]
+    for entry in entries:
+        table.unregister(entry.name, entry.kind)
+    members = [m for m in table.explicit_members() if owned_by(m, node)]
+    for member in members:
+        table.leave(member.group, member.address)
+    changes.unregistered.extend(entries)
+    changes.left.extend((m.group, m.address) for m in members)
+    return bool(entries or members)
+
+
+def build_table(entries: Iterable[Entry], members: Iterable[Member]) -> NameTable:
+    """A table holding exactly these entries and members (a snapshot or a merge)."""
+    table = NameTable()
+    for e in entries:
+        table.register(
+            e.name,
+            e.kind,
+            e.address,
+            sys.intern(e.node),
+            e.meta,
+            incarnation=sys.intern(e.incarnation),
+            registered_at=e.registered_at,
+            version=e.version,
+        )
+    for m in members:
+        table.join(m.group, m.address, sys.intern(m.node), m.meta, incarnation=m.incarnation)
+    return table
+
+
+def table_state(
+    table: NameTable,
+) -> tuple[dict[NameKey, Entry], dict[tuple[str, AddressKey], Member]]:
+    """Names and explicit members keyed for comparison (tests, diffs)."""
+    names = {e.key: e for e in table.names()}
+    members = {(m.group, address_key(m.address)): m for m in table.explicit_members()}
+    return names, members
+
+
+# ---- the replica ----------------------------------------------------------------------
+
+
+class Replica:
+    """One node's copy of the global table; see the module docstring for the rules.
+
+    Reads (:meth:`whereis`, :meth:`names`, :meth:`members`, :meth:`groups`, or
+    :attr:`table` directly) see every applied write.
+    """
+
+    def __init__(self, node: NodeId, *, max_buffered_ops: int = 100_000) -> None:
+        self.node = node
+        self.table = NameTable()
+        self.term = NO_TERM
+        self.seq = 0
+        self.fence = NO_TERM  # the newest Collect answered; older terms are not applied
+        self.max_buffered_ops = max_buffered_ops
+        self._buffer: dict[int, Delta] = {}  # first_seq -> delta of self.term
+        self._buffered_ops = 0
+        self._known_seq = 0  # the highest seq of self.term heard of
+        self._newer: Term | None = None  # a newer term heard of, whose snapshot we lack
+        # Purged incarnations, handed to the next sequencer so that it refuses their
+        # late writes too (a claim arriving after its node's purge would never be purged).
+        self.down: set[NodeId] = set()
+
+    # ---- reads ----------------------------------------------------------------------
+
+    def whereis(self, name: Name, kind: str) -> Entry | None:
+        return self.table.whereis(name, kind)
+
+    def names(self, kind: str | None = None) -> list[Entry]:
+        return self.table.names(kind)
+
+    def members(self, group: str, node: str | None = None) -> list[Member]:
+        return self.table.members(group, node)
+
+    def groups(self) -> list[str]:
+        return self.table.groups()
+
+    @property
+    def seen(self) -> Term:
+        """The newest term this replica knows of: a takeover starts above its epoch."""
+        return max(self.term, self.fence, self._newer or NO_TERM)
+
+    def applied(self, term: Term, seq: int) -> bool:
+        """Has this replica applied version ``seq`` of ``term``?"""
+        return term == self.term and seq <= self.seq
+
+    # ---- deltas ---------------------------------------------------------------------
+
+    def apply(self, delta: Delta) -> Changes:
+        """Apply a delta (see the module docstring); report what changed."""
+        changes = Changes()
+        if delta.term != self.term or self.fence > self.term:
+            if delta.term > self.term and delta.term >= self.fence:
+                # We missed a takeover's snapshot (or joined late): only a snapshot helps.
+                self._newer = max(self._newer or NO_TERM, delta.term)
+                changes.need_snapshot = self.need_snapshot()
+            return changes
+        self._known_seq = max(self._known_seq, delta.last_seq, delta.first_seq - 1)
+        if delta.first_seq > self.seq + 1:
+            if delta.ops:
+                self._buffer[delta.first_seq] = delta
+                self._buffered_ops += len(delta.ops)
+            if self._buffered_ops > self.max_buffered_ops:
+                changes.need_snapshot = self.need_snapshot()
+            return changes
+        self._apply_from(delta, changes)
+        self._drain(changes)
+        return changes
+
+    def _apply_from(self, delta: Delta, changes: Changes) -> None:
+        epoch = self.term.epoch
+        for seq in range(self.seq + 1, delta.last_seq + 1):
+            effect = delta.ops[seq - delta.first_seq]
+            apply_effect(self.table, effect, (epoch, seq), changes)
+            if isinstance(effect, PurgeNode):
+                self.down.add(effect.node)
+            self.seq = seq
+
+    def _drain(self, changes: Changes) -> None:
+        """Apply buffered deltas that the hole-filling one made contiguous."""
+        while self._buffer:
+            first = min(self._buffer)
+            if first > self.seq + 1:
+                return
+            delta = self._buffer.pop(first)
+            self._buffered_ops -= len(delta.ops)
+            self._apply_from(delta, changes)
+
+    def lagging(self) -> bool:
+        """Is there a hole, or a newer term, that only a snapshot or a late delta fills?"""
+        return self._newer is not None or self._known_seq > self.seq
+
+    def need_snapshot(self) -> SnapshotRequest | None:
+        """The request to send if :meth:`lagging` (ask on a timer: a hole may just be a
+        delta still on its way)."""
+        if not self.lagging():
+            return None
+        source = (self._newer or self.term).sequencer
+        return SnapshotRequest(self.node, source, self.term, self.seq)
+
+    # ---- snapshots and takeovers ----------------------------------------------------
+
+    def install(self, snapshot: Snapshot) -> Changes:
+        """Replace the table with ``snapshot`` if it is newer; report the difference."""
+        changes = Changes()
+        newer = snapshot.term > self.term or (
+            snapshot.term == self.term and snapshot.seq > self.seq
+        )
+        # Below the fence: we promised a newer sequencer to apply nothing older.
+        if not newer or snapshot.term < self.fence:
+            return changes
+        old_names, old_members = table_state(self.table)
+        self.table = build_table(snapshot.entries, snapshot.members)
+        new_names, new_members = table_state(self.table)
+        for key, entry in new_names.items():
+            old = old_names.get(key)
+            if old != entry:
+                if old is not None and (
+                    not owned_by(old, owner_id(entry))
+                    or address_key(old.address) != address_key(entry.address)
+                ):
+                    changes.unregistered.append(old)
+                changes.registered.append(entry)
+        changes.unregistered.extend(e for k, e in old_names.items() if k not in new_names)
+        changes.joined.extend(m for k, m in new_members.items() if old_members.get(k) != m)
+        changes.left.extend(
+            (m.group, m.address) for k, m in old_members.items() if k not in new_members
+        )
+        if snapshot.term != self.term:
+            self._known_seq = 0
+            self._buffer.clear()
+            self._buffered_ops = 0
+        self.term, self.seq = snapshot.term, snapshot.seq
+        self.down = set(snapshot.down)
+        if self._newer is not None and self._newer <= self.term:
+            self._newer = None
+        for first in [f for f, d in self._buffer.items() if d.last_seq <= self.seq]:
+            self._buffered_ops -= len(self._buffer.pop(first).ops)
+        self._drain(changes)
+        return changes
+
+    def owned_state(self, collect: Collect) -> OwnedState:
+        """Answer a takeover: what this node owns, and fence off older terms."""
+        if collect.term <= self.term or collect.term < self.fence:
+            return OwnedState(self.node, collect.term, False, self.seen)
+        self.fence = collect.term
+        node = self.node
+        entries = tuple(e for e in self.table.names() if owned_by(e, node))
+        members = tuple(m for m in self.table.explicit_members() if owned_by(m, node))
+        down = frozenset(self.down)
+        return OwnedState(self.node, collect.term, True, self.seen, entries, members, down)
+
+
+# ---- the origin: this node's writes until they are applied here -------------------------
+
+
+class Origin:
+    """Tracks this node's writes from submission to acknowledgement (read your writes).
+
+    The actor sends :meth:`write`'s result to the sequencer (of the term the replica
+    is in), feeds every
+    :class:`Decision` to :meth:`decided`, and after every apply/install answers the
+    clients of :meth:`completed`. When the sequencer changes (the replica installs a new
+    term) or on a retry timer it sends :meth:`unacknowledged` again.
+    """
+
+    def __init__(self, node: NodeId) -> None:
+        self.node = node
+        self._next_op = 1
+        self._pending: dict[int, Request] = {}
+        self._decisions: dict[int, Decision] = {}
+        self._waiting: dict[Term, list[tuple[int, int]]] = {}  # term -> heap of (seq, op id)
+
+    def write(self, request: Request, term: Term) -> Write:
+        """A new write, addressed to the sequencer of ``term`` (the replica's term)."""
+        write = Write(self.node, self._next_op, request, term)
+        self._next_op += 1
+        self._pending[write.op_id] = request
+        return write
+
+    def pending(self) -> int:
+        return len(self._pending)
+
+    def decided(self, decision: Decision) -> None:
+        if decision.op_id not in self._pending:
+            return  # already acknowledged, or a duplicate of an old decision
+        known = self._decisions.get(decision.op_id)
+        if known is not None and known.term >= decision.term:
+            return
+        self._decisions[decision.op_id] = decision
+        heapq.heappush(self._waiting.setdefault(decision.term, []), (decision.seq, decision.op_id))
+
+    def completed(self, replica: Replica) -> list[tuple[Write, Decision]]:
+        """The writes whose decision the replica has now applied (answer their clients)."""
+        done: list[tuple[Write, Decision]] = []
+        term = replica.term
+        for term in [t for t in self._waiting if t < replica.term]:
+            del self._waiting[term]  # left behind: unacknowledged() sends them again
+        heap = self._waiting.get(replica.term)
+        while heap and heap[0][0] <= replica.seq:
+            _, op_id = heapq.heappop(heap)
+            decision = self._decisions.get(op_id)
+            if decision is not None and decision.term == replica.term:
+                del self._decisions[op_id]
+                done.append((Write(self.node, op_id, self._pending.pop(op_id), term), decision))
+        return done
+
+    def unacknowledged(self, replica: Replica) -> list[Write]:
+        """Writes to send (again) to the sequencer of ``replica``'s term, oldest first:
+        no decision yet, or a decision of a term this replica has left unapplied."""
+        return [
+            Write(self.node, op_id, request, replica.term)
+            for op_id, request in self._pending.items()
+            if (d := self._decisions.get(op_id)) is None or d.term < replica.term
+        ]
+
+    def forget(self, op_id: int) -> Request | None:
+        """Give up on a write (its client's deadline passed)."""
+        self._decisions.pop(op_id, None)
+        return self._pending.pop(op_id, None)

@@ -1,0 +1,63 @@
+"""Messages of the global registry: the Registry's hand-off to other actors, the traffic
+between RegistryDist actors, and the one a losing owner receives.
+
+The replication types themselves (``Delta``, ``Snapshot``, ``Collect``, ...) are the
+frozen dataclasses of :mod:`thespian_cluster.core.replica`; the wrappers below carry
+batches of them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from thespian_cluster.core.replica import Decision, Write
+from thespian_cluster.messages import Message, Name, Reply, Request
+
+
+@dataclass(frozen=True, slots=True)
+class Forwarded:
+    """Registry -> another actor of its node (RegistryDist, NodeMonitor, ...): a request
+    the Registry validated; the receiver validates it again and answers ``reply_to``."""
+
+    request: Request
+    reply_to: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Writes:
+    """Origin -> sequencer: writes in submission order."""
+
+    writes: list[Write]
+
+
+@dataclass(frozen=True, slots=True)
+class Decisions:
+    """Sequencer -> origin: the decisions on its writes, in order."""
+
+    decisions: list[Decision]
+
+
+class NameConflict(Message):
+    """Sent to an actor that lost a global name in a merge (a healed partition): ``name``
+    of ``kind`` now belongs to ``winner`` on ``node``, on every node."""
+
+    name: Name
+    kind: str
+    winner: Any
+    node: str
+
+
+class GetGlobalStatus(Request):
+    """How this node's replica of the global table stands. Replies :class:`GlobalStatus`."""
+
+
+class GlobalStatus(Reply):
+    node: str
+    sequencer: str  # the node that orders writes ("" before the first takeover)
+    epoch: int
+    seq: int  # writes of this epoch applied here
+    sequencing: bool  # this node is the sequencer
+    names: int
+    groups: int
+    pending: int  # this node's writes waiting for a decision
