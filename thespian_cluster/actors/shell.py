@@ -1,5 +1,6 @@
-"""What the cluster actors' receive-call-send shells share: answering requests, and
-state saved in the node's directory so that a restarted actor carries on.
+"""What the cluster actors' receive-call-send shells share: settings first
+(:class:`ConfiguredFirst`), answering requests, and state saved in the node's
+directory so that a restarted actor carries on.
 
 **Requests are validated again on arrival.** A message built with
 ``model_construct`` (or by a peer that skipped validation) reaches an actor as it
@@ -23,8 +24,11 @@ from typing import Any
 
 from loguru import logger
 from pydantic import ValidationError
+from thespian.actors import ActorExitRequest
 
-from thespian_cluster.messages import ErrorCode, RegistryError, Reply, Request
+from thespian_cluster.actors.cluster_members import ConfigureComponent
+from thespian_cluster.messages import ErrorCode, RegistryError, Reply, Request, SupervisedBy
+from thespian_cluster.settings import ClusterSettings
 
 Handler = Callable[[Any, Any], Reply | None]
 
@@ -68,3 +72,36 @@ def load_state(path: Path, incarnation: str, what: str) -> dict[str, Any] | None
     if not isinstance(state, dict) or state.get("incarnation") != incarnation:
         return None
     return state
+
+
+class ConfiguredFirst:
+    """Mixin for an actor whose first message is :class:`ConfigureComponent`.
+
+    Messages that arrive before it are held and replayed, in order, right after
+    :meth:`configure` ran (supervision messages before it are dropped: there is
+    nothing to supervise yet). In ``receiveMessage``::
+
+        if self.held(message, sender):
+            return
+    """
+
+    settings: ClusterSettings | None = None
+
+    def held(self, message: Any, sender: Any) -> bool:
+        """True if ``message`` was the configuration or is held until it comes."""
+        if isinstance(message, ConfigureComponent):
+            if self.settings is None:
+                self.configure(message.settings)
+                early: list[tuple[Any, Any]] = self.__dict__.pop("_held", [])
+                for queued, queued_sender in early:
+                    self.receiveMessage(queued, queued_sender)  # type: ignore[attr-defined]
+            return True
+        if self.settings is None:
+            if not isinstance(message, ActorExitRequest | SupervisedBy):
+                self.__dict__.setdefault("_held", []).append((message, sender))
+            return True
+        return False
+
+    def configure(self, settings: ClusterSettings) -> None:
+        """Take the settings; must set ``self.settings``."""
+        raise NotImplementedError

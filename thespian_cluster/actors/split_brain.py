@@ -35,10 +35,15 @@ from typing import Any
 from loguru import logger
 from thespian.actors import Actor, ActorAddress, ActorExitRequest, WakeupMessage
 
-from thespian_cluster.actors.cluster_members import ConfigureComponent
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
-from thespian_cluster.actors.shell import Handler, answer, load_state, save_state
+from thespian_cluster.actors.shell import (
+    ConfiguredFirst,
+    Handler,
+    answer,
+    load_state,
+    save_state,
+)
 from thespian_cluster.cluster_messages import (
     ForceResolution,
     GetNodeStatus,
@@ -114,7 +119,7 @@ class _Waiting:
     after: int = 0  # answered by the view of poll number ``after`` or a later one
 
 
-class SplitBrainDetector(Actor):
+class SplitBrainDetector(ConfiguredFirst, Actor):
     """See the module docstring."""
 
     def __init__(self) -> None:
@@ -131,7 +136,6 @@ class SplitBrainDetector(Actor):
         self.again = False  # a node event arrived while a view was on its way
         self.stopping = False
         self.losing_since: float | None = None  # a shutdown verdict waiting to be stable
-        self._early: list[tuple[Any, ActorAddress]] = []
         self._handlers: dict[type, Handler] = {
             GetPartitionStatus: self._get_status,
             ForceResolution: self._force,
@@ -142,16 +146,9 @@ class SplitBrainDetector(Actor):
     # ---- receive ---------------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
-        if isinstance(message, ConfigureComponent):
-            if self.settings is None:
-                self._configure(message.settings)
-                early, self._early = self._early, []
-                for queued, queued_sender in early:
-                    self.receiveMessage(queued, queued_sender)
-        elif self.settings is None:
-            if not isinstance(message, ActorExitRequest | SupervisedBy):
-                self._early.append((message, sender))
-        elif isinstance(message, WakeupMessage):
+        if self.held(message, sender):
+            return
+        if isinstance(message, WakeupMessage):
             self._wakeup(message.payload)
         elif isinstance(message, Agents):
             self._agents(message)
@@ -173,7 +170,7 @@ class SplitBrainDetector(Actor):
 
     # ---- start -------------------------------------------------------------------------
 
-    def _configure(self, settings: ClusterSettings) -> None:
+    def configure(self, settings: ClusterSettings) -> None:
         self.settings = settings
         try:
             self.incarnation = read_identity(settings.node_dir).incarnation
