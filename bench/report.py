@@ -57,6 +57,10 @@ RATIOS = [
     Ratio("fast_path.lookup_100", "registry.whereis_local", "Whereis ask"),
     Ratio("scale.lookup_node_table", "redis.get", "Redis GET"),
     Ratio("wire.sealed_ask", "wire.plain_ask", "no cookie", paired=True),
+    Ratio("cluster.bulk_global_register", "redis.set_nx", "Redis SET NX"),
+    Ratio("cluster.register_global_ask", "cluster.register_local_ask", "local Register"),
+    Ratio("cluster.whereis_global_ask", "cluster.whereis_local_ask", "local Whereis"),
+    Ratio("cluster.lookup_global_100000", "cluster.lookup_global_100", "100 names"),
     Ratio("wire.sealed_cpu", "wire.plain_cpu", "no cookie", paired=True),
 ]
 
@@ -85,6 +89,14 @@ def _costs_under(
     return met
 
 
+def _ratio_at_least(name: str, limit: float) -> Callable[[Figure, dict[str, Figure]], bool | None]:
+    def met(figure: Figure, _: dict[str, Figure]) -> bool | None:
+        ratio = figure.ratios.get(name)
+        return None if ratio is None else ratio >= limit
+
+    return met
+
+
 def _flat(figure: Figure, _: dict[str, Figure]) -> bool | None:
     ratio = figure.ratios.get("100 names")
     return None if ratio is None else ratio >= 0.8
@@ -98,7 +110,29 @@ GOALS = [
     Goal("fast_path.lookup_100", ">= 1,000,000/s", _median(lambda m: m >= 1e6)),
     Goal("fast_path.lookup_100000", ">= 1,000,000/s", _median(lambda m: m >= 1e6)),
     Goal("fast_path.lookup_hot_100000", "flat: >= 0.8x of 100 names", _flat),
-    Goal("cluster.bulk_global_register", "> 3,000 names/s", _median(lambda m: m > 3000)),
+    Goal("cluster.bulk_global_register", ">= 10,000 names/s", _median(lambda m: m >= 10_000)),
+    Goal(
+        "cluster.register_global_ask",
+        ">= 0.4x local Register",
+        _ratio_at_least("local Register", 0.4),
+    ),
+    Goal(
+        "cluster.whereis_global_ask", ">= 0.9x local Whereis", _ratio_at_least("local Whereis", 0.9)
+    ),
+    Goal(
+        "cluster.replication_lag",
+        "p50 <= 10 ms, p99 <= 50 ms",
+        lambda f, _: None if f.median is None else f.median <= 10 and (f.p99 or 0) <= 50,
+    ),
+    Goal("cluster.lookup_global_100", ">= 1,000,000/s", _median(lambda m: m >= 1e6)),
+    Goal("cluster.lookup_global_100000", ">= 1,000,000/s", _median(lambda m: m >= 1e6)),
+    Goal(
+        "cluster.node_death_purge_after_down", "<= 1 s after NodeDown", _median(lambda m: m <= 1000)
+    ),
+    Goal("cluster.sequencer_failover", "<= 2 s", _median(lambda m: m <= 2000)),
+    Goal("cluster.sequencer_failover_lost", "0", _median(lambda m: m == 0)),
+    Goal("cluster.memory_per_global_name", "<= 1 KB", _median(lambda m: m <= 1024)),
+    Goal("cluster.join_catch_up", "<= 5 s", _median(lambda m: m <= 5000)),
     Goal("supervision.restart_gap", "median < 100 ms", _median(lambda m: m < 100)),
     Goal("scale.memory_per_name", "<= 1 KB per name per replica", _median(lambda m: m <= 1024)),
     Goal("wire.sealed_ask", "costs < 5% of a round trip", _costs_under(0.05, "no cookie")),

@@ -56,6 +56,7 @@ from thespian_cluster.node import (
     registry_address,
     root_address,
 )
+from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.os_process import live_processes_in_group
 
 T = TypeVar("T")
@@ -101,6 +102,7 @@ class ClusterNode:
     config: Path
     process: subprocess.Popen[bytes]
     output: Path
+    cookie: str
     pgid: int = 0
     #: The address this process's client advertises, for a node that is not on this
     #: host's loopback (see :func:`~thespian_cluster.node.connect`'s ``advertise_as``).
@@ -114,7 +116,12 @@ class ClusterNode:
 
     def client(self) -> ActorSystem:
         if self._client is None:
-            self._client = connect(self.port, self.host, advertise_as=self.client_address)
+            # The cluster's cookie for this client only: never through this process's
+            # environment, which every later test or child process would inherit.
+            settings = ClusterSettings.build(cluster_cookie=self.cookie, allow_short_cookie=True)
+            self._client = connect(
+                self.port, self.host, settings=settings, advertise_as=self.client_address
+            )
         return self._client
 
     @property
@@ -206,8 +213,6 @@ class LocalCluster:
         self.settings = settings
         self.nodes: dict[str, ClusterNode] = {}
         self._everything: list[ClusterNode] = []
-        # This process's clients (connect()) bring the same cookie.
-        os.environ["THESPIAN_CLUSTER_COOKIE"] = cookie
 
     def __enter__(self) -> LocalCluster:
         return self
@@ -261,7 +266,9 @@ class LocalCluster:
             process = subprocess.Popen(
                 [*launcher, *CLI, str(config)], stdout=sink, stderr=subprocess.STDOUT, env=env
             )
-        node = ClusterNode(name, port, host, config, process, output, client_address=client_address)
+        node = ClusterNode(
+            name, port, host, config, process, output, self.cookie, client_address=client_address
+        )
         self._everything.append(node)
         if wait:
             self.wait_ready(node)

@@ -238,7 +238,7 @@ class NetnsLab:
 
 
 def ask_status_in_namespace(
-    namespace: str, host: str, port: int, timeout: float = 20.0
+    namespace: str, host: str, port: int, timeout: float = 20.0, cookie: str | None = None
 ) -> NodeStatusReply:
     """A node's ``NodeStatusReply``, asked by a client process started inside
     ``namespace`` (so it works while the node is cut off from the test process).
@@ -248,12 +248,16 @@ def ask_status_in_namespace(
     other side.
     """
     command = ["ip", "netns", "exec", namespace, sys.executable, "-m", __name__]
+    env = dict(os.environ)
+    if cookie is not None:
+        env["THESPIAN_CLUSTER_COOKIE"] = cookie  # the cluster's, for this client only
     done = subprocess.run(
         [*command, "status", host, str(port)],
         capture_output=True,
         text=True,
         timeout=timeout,
         check=False,
+        env=env,
     )
     if done.returncode != 0:
         raise NetnsError(f"status in {namespace} failed: {done.stderr.strip()[-2000:]}")
@@ -374,7 +378,9 @@ def measure_partition(
         node = nodes[name]
         if side(name) == 0:
             return node.status()
-        return ask_status_in_namespace(lab.slots[name].namespace, node.host, node.port)
+        return ask_status_in_namespace(
+            lab.slots[name].namespace, node.host, node.port, cookie=node.cookie
+        )
 
     def others_down(name: str) -> bool:
         status = status_of(name)

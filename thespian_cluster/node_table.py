@@ -574,3 +574,10 @@ def lookup(
     if reader is None:
         reader = _readers[where] = TableReader(Path(where))
     return reader.lookup(name, kind, scope)
+
+
+def table_bytes(node_dir: Path) -> int:
+    """Bytes of LMDB pages in use in the node's table (not the sparse file's size)."""
+    env = _environment(table_path(node_dir))
+    info, stat = env.info(), env.stat()
+    return int((info["last_pgno"] + 1) * stat["psize"])

@@ -90,7 +90,9 @@ def test_a_cut_node_is_down_on_both_sides_then_up_again_after_the_heal(
         assert info is not None and info.reason == "timeout"
         assert survivor.cluster_nodes().nodes == ["a", "b"]
     # The cut side, asked from inside its namespace: it sees the others down.
-    seen_by_c = ask_status_in_namespace(netns_lab.slots["c"].namespace, c.host, c.port)
+    seen_by_c = ask_status_in_namespace(
+        netns_lab.slots["c"].namespace, c.host, c.port, cookie=c.cookie
+    )
     assert {i.name: (i.health, i.reason) for i in seen_by_c.nodes if not i.is_self} == {
         "a": ("down", "timeout"),
         "b": ("down", "timeout"),
