@@ -394,6 +394,7 @@ class ErrorCode(StrEnum):
     UNAVAILABLE = "unavailable"  # the global registry could not take the request now
     TIMEOUT = "timeout"  # no decision in time: the request may or may not have happened
     NOT_OWNER = "not_owner"  # a global name held by an actor of another node
+    MINORITY_PARTITION = "minority_partition"  # this side of a partition may not write
 
 
 class RegistryError(Reply):

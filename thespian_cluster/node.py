@@ -51,6 +51,7 @@ from thespian_cluster.supervisors.node import (
     NodeSupervisor,
     StartNode,
 )
+from thespian_cluster.supervisors.os_process import pid_listening_on
 from thespian_cluster.transport import (
     BASE_ADDRESS_ENV,
     BIND_HOST_ENV,
@@ -186,6 +187,10 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
         try:
             system.shutdown()
         finally:
+            if pgid is None:  # interrupted before the root answered: find the admin
+                admin = pid_listening_on(settings.admin_port)
+                with contextlib.suppress(ProcessLookupError):
+                    pgid = os.getpgid(admin) if admin is not None else None
             if pgid is not None and pgid != os.getpgid(0):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)

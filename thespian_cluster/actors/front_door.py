@@ -26,10 +26,14 @@ from typing import Any
 from thespian_cluster.cluster_messages import (
     ClusterNodes,
     ForceNodeCheck,
+    ForceResolution,
     GetNodeHealth,
     GetNodeStatus,
+    GetPartitionStatus,
     SubscribeNodeEvents,
+    SubscribePartitionEvents,
     UnsubscribeNodeEvents,
+    UnsubscribePartitionEvents,
 )
 from thespian_cluster.core.replica import build_table
 from thespian_cluster.core.table import NameTable
@@ -77,9 +81,16 @@ NODE_REQUESTS = (
     UnsubscribeNodeEvents,
 )
 #: Request types routed to another actor of the node, by the role that answers them.
+PARTITION_REQUESTS = (
+    GetPartitionStatus,
+    ForceResolution,
+    SubscribePartitionEvents,
+    UnsubscribePartitionEvents,
+)
 ROUTES: dict[type, str] = {
     **{t: "registry_dist" for t in (*GLOBAL_WRITES, GetGlobalStatus)},
     **{t: "node_monitor" for t in NODE_REQUESTS},
+    **{t: "split_brain_detector" for t in PARTITION_REQUESTS},
 }
 
 

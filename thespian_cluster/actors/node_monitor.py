@@ -123,6 +123,7 @@ class NodeMonitor(Actor):
         self._next_join = 0.0
         self._said_waiting = False
         self._parent_pid = os.getppid()
+        self._last_tick = time.monotonic()
         self._handlers: dict[type, Callable[[Any, Any], Reply | None]] = {
             ClusterNodes: self._cluster_nodes,
             GetNodeStatus: self._node_status,
@@ -358,8 +359,15 @@ class NodeMonitor(Actor):
             if self.agent is not None:
                 self.agent.stop()
             os._exit(0)
+        paused = now - self._last_tick > settings.cluster_heartbeat_timeout / 2
+        self._last_tick = now
         try:
             events: list[NodeEvent] = []
+            if paused:
+                # We were not running (SIGSTOP, an overloaded host): the peers' silence
+                # is ours. Judge them on heartbeats from now on, not on our own gap.
+                logger.warning("node monitor was paused; giving every peer a fresh grace")
+                self._membership.detector.pardon(now)
             for seen in self._drain():
                 events.extend(self._observe(seen))
             events.extend(self._membership.tick(now))

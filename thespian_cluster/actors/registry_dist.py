@@ -44,7 +44,13 @@ from thespian.actors import Actor, ActorAddress, ActorExitRequest, WakeupMessage
 from thespian_cluster.actors.cluster_members import ConfigureComponent
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
-from thespian_cluster.cluster_messages import ClusterView, SubscribeClusterView
+from thespian_cluster.cluster_messages import (
+    ClusterView,
+    PartitionStatus,
+    SubscribeClusterView,
+    SubscribePartitionEvents,
+    WritableChanged,
+)
 from thespian_cluster.core import replica as core
 from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.replica import (
@@ -61,7 +67,13 @@ from thespian_cluster.core.replica import (
     Term,
     Write,
 )
-from thespian_cluster.core.sequencer import MergeConflict, Sequencer, Takeover
+from thespian_cluster.core.sequencer import (
+    MergeConflict,
+    Resolver,
+    Sequencer,
+    Takeover,
+    default_resolver,
+)
 from thespian_cluster.global_messages import (
     Decisions,
     Forwarded,
@@ -98,6 +110,8 @@ from thespian_cluster.node_table import GlobalMirror, publish_agent
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.validation import revalidate
 
+#: Requests refused on the losing side of a partition (releases and leaves still work).
+CLAIMS = (Register, RegisterMany, JoinGroup, UpdateMeta)
 HEARTBEAT = 0.1  # seconds between the sequencer's empty deltas when idle
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
@@ -148,6 +162,9 @@ class RegistryDist(Actor):
         self._next_retry = 0.0
         self._next_heartbeat = 0.0
         self._gap_since: float | None = None
+        self.detector: Any = None
+        self.writable = True  # False while SplitBrainDetector says this side must not write
+        self.verdict: PartitionStatus | None = None  # the last partition verdict, until merged
 
     # ---- receive ---------------------------------------------------------------------
 
@@ -185,6 +202,10 @@ class RegistryDist(Actor):
             self._on_owned_state(message)
         elif isinstance(message, Agents):
             self._on_agents(message)
+        elif isinstance(message, PartitionStatus):
+            self._on_verdict(message)
+        elif isinstance(message, WritableChanged):
+            self._set_writable(message.writable, message.reason)
         elif isinstance(message, ActorExitRequest):
             self._stop()
         elif not isinstance(message, SupervisedBy):
@@ -220,6 +241,34 @@ class RegistryDist(Actor):
         if monitor is not None and monitor != self.monitor:
             self.monitor = monitor
             self.send(monitor, SubscribeClusterView(subscriber=self.myAddress))
+        detector = message.agents.get("split_brain_detector")
+        if detector is not None and detector != self.detector:
+            self.detector = detector
+            self.send(detector, SubscribePartitionEvents(subscriber=self.myAddress))
+
+    # ---- partitions ----------------------------------------------------------------------
+
+    def _on_verdict(self, status: PartitionStatus) -> None:
+        self._set_writable(status.writable, status.reason)
+        if status.partition_detected:
+            self.verdict = status  # kept for the merge once the partition heals
+
+    def _set_writable(self, writable: bool, reason: str) -> None:
+        if writable != self.writable:
+            self.writable = writable
+            logger.warning(
+                "registry dist {} global writes: {}", "accepts" if writable else "refuses", reason
+            )
+
+    def _resolver(self) -> Resolver | None:
+        """The merge rule after a partition: the names of the side that won keep their
+        owner (decided here, once, by the sequencer, and broadcast in its snapshot)."""
+        verdict = self.verdict
+        if verdict is None:
+            return None
+        this_side = set(verdict.reachable)
+        winners = this_side if verdict.winner else {n.name for n in self.peers} - this_side
+        return default_resolver(winners)
 
     # ---- the cluster view: peers, leader, takeovers, purges ----------------------------
 
@@ -291,7 +340,12 @@ class RegistryDist(Actor):
         if not takeover.complete:
             return
         self.takeover = None
-        sequencer, snapshot, conflicts = takeover.finish()
+        resolver = self._resolver()
+        sequencer, snapshot, conflicts = takeover.finish(resolver)
+        if resolver is not None:
+            self.verdict = None  # this merge healed the partition it was about
+        if conflicts:
+            logger.warning("registry dist merged {} conflicting name(s)", len(conflicts))
         self.sequencer = sequencer
         logger.info(
             "registry dist sequences term {} ({} names)",
@@ -326,6 +380,17 @@ class RegistryDist(Actor):
         request = checked
         if isinstance(request, GetGlobalStatus):
             self.send(to, self._status(request))
+            return
+        if not self.writable and isinstance(request, CLAIMS):
+            self.send(
+                to,
+                _error(
+                    request,
+                    ErrorCode.MINORITY_PARTITION,
+                    "this node is on the losing side of a partition: global claims, joins "
+                    "and meta updates wait for the heal (reads still work)",
+                ),
+            )
             return
         items = _items(request)
         if items is None:

@@ -63,6 +63,7 @@ from thespian_cluster.cluster_messages import (
 )
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.partition import NodeView, Plan, Verdict, decide, minority_plan
+from thespian_cluster.global_messages import Forwarded
 from thespian_cluster.messages import (
     RegistryError,
     Reply,
@@ -71,6 +72,7 @@ from thespian_cluster.messages import (
     TerminateChild,
 )
 from thespian_cluster.node_identity import read_identity
+from thespian_cluster.node_table import publish_agent
 from thespian_cluster.settings import ClusterSettings
 
 STATE_FILE = "partition.state"
@@ -158,6 +160,8 @@ class SplitBrainDetector(ConfiguredFirst, Actor):
             self._view(message)
         elif isinstance(message, Request):
             self._answer(message, sender)
+        elif isinstance(message, Forwarded):  # from the Registry, the node's front door
+            self._answer(message.request, message.reply_to)
         elif isinstance(message, RegistryError):
             logger.warning("split-brain detector: {} ({})", message.code, message.detail)
         elif not isinstance(message, Reply | ActorExitRequest | SupervisedBy):
@@ -172,6 +176,7 @@ class SplitBrainDetector(ConfiguredFirst, Actor):
 
     def configure(self, settings: ClusterSettings) -> None:
         self.settings = settings
+        publish_agent(settings.node_dir, "split_brain_detector", self.myAddress)
         try:
             self.incarnation = read_identity(settings.node_dir).incarnation
         except (OSError, ValueError):

@@ -114,6 +114,13 @@ class FailureDetector:
             return None
         return self._move(peer, state, Health.DOWN, reason)
 
+    def pardon(self, now: float) -> None:
+        """This process itself was paused (SIGSTOP, a swap storm): the silence it sees is
+        its own, so every peer not down gets a fresh grace period from ``now``."""
+        for state in self._peers.values():
+            if state.health is not Health.DOWN:
+                state.last_seen = max(state.last_seen, now)
+
     def tick(self, now: float) -> list[Transition]:
         """Judge silence at ``now``: the transitions to ``suspect`` and ``down``."""
         changes = []
