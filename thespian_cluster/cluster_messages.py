@@ -184,6 +184,9 @@ class ClusterView(Message):
     records: list[NodeRecord]
     leader: str
     joined: bool
+    #: Live nodes not heard from lately: worth no traffic that can wait (a hung node
+    #: holds every message sent to it until it resumes).
+    suspect: list[str] = Field(default_factory=list)
 
 
 class AwaitJoin(Request):

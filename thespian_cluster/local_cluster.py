@@ -49,6 +49,7 @@ from thespian_cluster.cluster_messages import (
     PartitionHealed,
     WritableChanged,
 )
+from thespian_cluster.global_messages import NameConflict
 from thespian_cluster.node import (
     cluster_agent,
     connect,
@@ -322,7 +323,7 @@ def _toml(value: Any) -> str:
     return '"' + str(value).replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-_EVENTS = (NodeUp, NodeDown, PartitionDetected, PartitionHealed, WritableChanged)
+_EVENTS = (NodeUp, NodeDown, PartitionDetected, PartitionHealed, WritableChanged, NameConflict)
 
 
 class EventLog(Actor):

@@ -74,7 +74,13 @@ from thespian_cluster.cluster_messages import (
     SubscribeNodeEvents,
 )
 from thespian_cluster.local_cluster import ClusterNode, wait_for
-from thespian_cluster.node import cluster_agent, connect, disconnect, root_address
+from thespian_cluster.node import (
+    cluster_agent,
+    connect,
+    disconnect,
+    registry_address,
+    root_address,
+)
 
 PREFIX = "tcn"
 #: The lab subnets: 10.213.S.0/24, one S per lab.
@@ -549,11 +555,57 @@ def _ip_out(*args: str) -> str:
     return done.stdout
 
 
+def register_in_namespace(
+    namespace: str, host: str, port: int, name: str, cookie: str | None = None
+) -> dict[str, Any]:
+    """Register ``name`` globally for a new :class:`~thespian_cluster.local_cluster.EventLog`
+    actor on the node at ``host:port``, from a client inside ``namespace`` (so it works
+    on a side the test process cannot reach). Returns ``{"reply": <reply class name>,
+    "code": <error code or None>, "actor": [ip, port]}``; the actor keeps whatever it is
+    sent (a ``NameConflict`` after a heal, for one)."""
+    command = ["ip", "netns", "exec", namespace, sys.executable, "-m", __name__]
+    env = dict(os.environ)
+    if cookie is not None:
+        env["THESPIAN_CLUSTER_COOKIE"] = cookie
+    done = subprocess.run(
+        [*command, "register", host, str(port), name],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+        env=env,
+    )
+    if done.returncode != 0:
+        raise NetnsError(f"register in {namespace} failed: {done.stderr.strip()[-2000:]}")
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def _register_main(host: str, port: int, name: str) -> None:
+    from thespian_cluster.local_cluster import EventLog
+    from thespian_cluster.messages import Register, RegistryError
+
+    system = connect(port, host)
+    try:
+        owner = system.createActor(EventLog)
+        registry = registry_address(system)
+        reply = system.ask(registry, Register(name=name, address=owner, scope="global"), 15)
+        code = reply.code.value if isinstance(reply, RegistryError) else None
+        actor = list(owner.addressDetails.sockname[:2])
+        print(json.dumps({"reply": type(reply).__name__, "code": code, "actor": actor}))
+    finally:
+        disconnect(system)
+
+
 def _main(argv: Sequence[str]) -> int:
-    """``python -m thespian_cluster.netns status HOST PORT`` (used inside a namespace)
-    and ``python -m thespian_cluster.netns sweep`` (delete labs whose owner is gone)."""
+    """``python -m thespian_cluster.netns status HOST PORT`` and ``... register HOST PORT
+    NAME`` (used inside a namespace), and ``python -m thespian_cluster.netns sweep``
+    (delete labs whose owner is gone)."""
     if len(argv) == 3 and argv[0] == "status":
         _status_main(argv[1], int(argv[2]))
+        return 0
+    if len(argv) == 4 and argv[0] == "register":
+        _register_main(argv[1], int(argv[2]), argv[3])
         return 0
     if argv == ["sweep"]:
         for lab_id in sweep():

@@ -58,6 +58,7 @@ from thespian_cluster.transport import (
     advertise,
     bind_node_to,
     limit_idle_sockets,
+    widen_transmit_limits,
 )
 
 SYSTEM_BASE = "multiprocTCPBase"
@@ -147,6 +148,7 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     move_thespian_internal_log(settings.node_dir)
     bind_node_to(settings.host)
     limit_idle_sockets()
+    widen_transmit_limits()
     install_from_settings(settings)
     if not wire_security_status()["enabled"] and (
         settings.cluster_enabled or not _is_loopback(settings.host)

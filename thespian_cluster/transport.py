@@ -22,6 +22,7 @@ instead of a slower loop forever; the peer sees the close and drops its end too.
 from __future__ import annotations
 
 import os
+from datetime import timedelta
 from typing import Any
 
 BIND_HOST_ENV = "THESPIAN_CLUSTER_BIND_HOST"
@@ -86,3 +87,29 @@ def limit_idle_sockets(limit: int = MAX_IDLE_SOCKETS) -> None:
 
     TCPTransport._finishIntent = finish_intent
     setattr(TCPTransport, _POOL_PATCHED, limit)
+
+
+#: Transmits an actor may have in flight (sent, not yet acknowledged) before it queues
+#: every further send behind them. Thespian's default is 20, for *all* peers together:
+#: a sequencer sending deltas to one hung or cut-off node (whose kernel accepts the
+#: connection, or whose SYNs go unanswered for two minutes) filled that in two seconds
+#: and then could not even answer a local client. Plenty here; a peer that is down
+#: is no longer sent to, and what is in flight to it times out.
+MAX_IN_FLIGHT = 2000
+#: How long one transmit may wait before Thespian gives it up (its default: 5 minutes).
+TRANSMIT_TIMEOUT = timedelta(seconds=30)
+
+
+def widen_transmit_limits() -> None:
+    """Let a node's actors keep sending while some peer is unreachable (in this
+    process and its forks; call before ``ActorSystem(...)``)."""
+    from thespian.system import transport as thespian_transport
+    from thespian.system.transport import asyncTransportBase
+
+    asyncTransportBase.MAX_PENDING_TRANSMITS = MAX_IN_FLIGHT
+    asyncTransportBase.MAX_QUEUED_TRANSMITS = max(
+        asyncTransportBase.MAX_QUEUED_TRANSMITS, MAX_IN_FLIGHT
+    )
+    asyncTransportBase.QUEUE_TRANSMIT_UNBLOCK_THRESHOLD = int(MAX_IN_FLIGHT * 0.8)
+    asyncTransportBase.DROP_TRANSMITS_LEVEL = MAX_IN_FLIGHT + 100
+    thespian_transport.DEFAULT_MAX_TRANSMIT_PERIOD = TRANSMIT_TIMEOUT

@@ -272,9 +272,9 @@ class NodeMonitor(Actor):
         except (ValidationError, ValueError) as exc:
             logger.warning("ignored a malformed Hello: {}", exc)
             return
-        if self.refusal is None and not self.joined:
-            self._joined()
         accepted = self._learn(hello.record, greet=False)
+        if self.refusal is None and not self.joined:
+            self._joined()  # after learning the sender: the first view holds it
         if accepted and hello.answer:
             self._tell_peer(hello.record, self._hello_message(answer=False))
         for record in hello.known:
@@ -374,6 +374,7 @@ class NodeMonitor(Actor):
             if events:
                 self._sync_agent()
                 self._publish(events)
+            self._push_view()  # sent only when it changed (e.g. a peer became suspect)
             self._finish_checks(now)
             self._expire_join_waiters(now)
             if (
@@ -593,10 +594,12 @@ class NodeMonitor(Actor):
 
     def _view(self) -> ClusterView:
         membership = self._membership
+        live = membership.live_peers()
         return ClusterView(
-            records=[membership.me, *membership.live_peers()],
+            records=[membership.me, *live],
             leader=membership.leader(),
             joined=self.joined,
+            suspect=[r.name for r in live if membership.health(r.name) is Health.SUSPECT],
         )
 
     def _push_view(self) -> None:

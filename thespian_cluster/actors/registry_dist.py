@@ -46,6 +46,7 @@ from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
 from thespian_cluster.cluster_messages import (
     ClusterView,
+    PartitionDetected,
     PartitionStatus,
     SubscribeClusterView,
     SubscribePartitionEvents,
@@ -112,7 +113,9 @@ from thespian_cluster.validation import revalidate
 
 #: Requests refused on the losing side of a partition (releases and leaves still work).
 CLAIMS = (Register, RegisterMany, JoinGroup, UpdateMeta)
-HEARTBEAT = 0.1  # seconds between the sequencer's empty deltas when idle
+HEARTBEAT = 0.5  # seconds between the sequencer's empty deltas when idle
+TICK = 0.1  # seconds between timer rounds (retries, deadlines, probes, gaps)
+TAKEOVER_RETRY = 3.0  # seconds a takeover may wait for owned states before it asks again
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
 REQUEST_DEADLINE = 5.0  # seconds a client write may wait for its decision
@@ -153,6 +156,7 @@ class RegistryDist(Actor):
         self.mirror: GlobalMirror | None = None
         self.monitor: Any = None
         self.peers: dict[NodeId, Any] = {}  # live nodes (this one too) -> their RegistryDist
+        self.quiet: set[str] = set()  # suspect nodes: no deltas until they answer again
         self.leader = ""
         self.pending: dict[int, tuple[_Pending, int]] = {}  # op id -> (its request, item)
         self._early: list[tuple[Any, ActorAddress]] = []
@@ -162,19 +166,27 @@ class RegistryDist(Actor):
         self._next_retry = 0.0
         self._next_heartbeat = 0.0
         self._gap_since: float | None = None
+        self._takeover_since = 0.0
         self.detector: Any = None
         self.writable = True  # False while SplitBrainDetector says this side must not write
-        self.verdict: PartitionStatus | None = None  # the last partition verdict, until merged
+        # The partition being healed, as this node saw it (until a merge used it):
+        self.partition: tuple[bool, frozenset[str]] | None = None  # (winner?, unreachable)
 
     # ---- receive ---------------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        try:
+            self._receive(message, sender)
+        except Exception:  # logged where operators look; Thespian would only retry it
+            logger.exception("registry dist failed on a {}", type(message).__name__)
+
+    def _receive(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ConfigureComponent):
             if self.settings is None:
                 self._configure(message.settings)
                 early, self._early = self._early, []
                 for queued, queued_sender in early:
-                    self.receiveMessage(queued, queued_sender)
+                    self._receive(queued, queued_sender)
         elif self.settings is None:
             if not isinstance(message, ActorExitRequest | SupervisedBy):
                 self._early.append((message, sender))
@@ -204,6 +216,8 @@ class RegistryDist(Actor):
             self._on_agents(message)
         elif isinstance(message, PartitionStatus):
             self._on_verdict(message)
+        elif isinstance(message, PartitionDetected):
+            self._on_partition(message)
         elif isinstance(message, WritableChanged):
             self._set_writable(message.writable, message.reason)
         elif isinstance(message, ActorExitRequest):
@@ -229,7 +243,7 @@ class RegistryDist(Actor):
             logger.info("registry dist restarted with {} own global names", len(entries))
         self.mirror.replace(self._replica.names(), self._all_members())
         publish_agent(settings.node_dir, "registry_dist", self.myAddress)
-        self.wakeupAfter(HEARTBEAT)
+        self.wakeupAfter(TICK)
 
     def _stop(self) -> None:
         for pending in {id(p): p for p, _ in self.pending.values()}.values():
@@ -250,8 +264,11 @@ class RegistryDist(Actor):
 
     def _on_verdict(self, status: PartitionStatus) -> None:
         self._set_writable(status.writable, status.reason)
-        if status.partition_detected:
-            self.verdict = status  # kept for the merge once the partition heals
+        if status.partition_detected and status.unreachable:
+            self.partition = (status.winner, frozenset(status.unreachable))
+
+    def _on_partition(self, event: PartitionDetected) -> None:
+        self.partition = (event.winner, frozenset(event.unreachable))
 
     def _set_writable(self, writable: bool, reason: str) -> None:
         if writable != self.writable:
@@ -263,11 +280,11 @@ class RegistryDist(Actor):
     def _resolver(self) -> Resolver | None:
         """The merge rule after a partition: the names of the side that won keep their
         owner (decided here, once, by the sequencer, and broadcast in its snapshot)."""
-        verdict = self.verdict
-        if verdict is None:
+        if self.partition is None:
             return None
-        this_side = set(verdict.reachable)
-        winners = this_side if verdict.winner else {n.name for n in self.peers} - this_side
+        won, unreachable = self.partition
+        everyone = {n.name for n in self.peers}
+        winners = everyone - unreachable if won else set(unreachable)
         return default_resolver(winners)
 
     # ---- the cluster view: peers, leader, takeovers, purges ----------------------------
@@ -285,6 +302,7 @@ class RegistryDist(Actor):
         arrived = [node for node in peers if node not in self.peers and node != self.me]
         self.peers = peers
         self.leader = view.leader
+        self.quiet = set(view.suspect)
         for node in gone:
             if self.takeover is not None:
                 self.takeover.node_down(node)
@@ -315,6 +333,7 @@ class RegistryDist(Actor):
     def _start_takeover(self, seen_epoch: int) -> None:
         self.sequencer = None
         self.takeover = Takeover(self.me, self.peers, seen_epoch)
+        self._takeover_since = time.monotonic()
         logger.info("registry dist takes over as sequencer (term {})", self.takeover.term.epoch)
         collect = self.takeover.collect()
         for node, address in self.peers.items():
@@ -343,7 +362,13 @@ class RegistryDist(Actor):
         resolver = self._resolver()
         sequencer, snapshot, conflicts = takeover.finish(resolver)
         if resolver is not None:
-            self.verdict = None  # this merge healed the partition it was about
+            self.partition = None  # this merge healed the partition it was about
+        if sequencer.down & self.peers.keys():
+            # Nodes purged while they were cut off are back, same incarnation: they were
+            # never dead, so their writes are welcome again (their names came back with
+            # what they own in the merge).
+            sequencer.down -= self.peers.keys()
+            snapshot = sequencer.snapshot()
         if conflicts:
             logger.warning("registry dist merged {} conflicting name(s)", len(conflicts))
         self.sequencer = sequencer
@@ -515,7 +540,9 @@ class RegistryDist(Actor):
         if delta is None:
             return
         for node, address in self.peers.items():
-            if node != self.me:
+            # A suspect node gets nothing until it answers heartbeats again: a hung
+            # one would hold every delta; it fills the hole from a snapshot later.
+            if node != self.me and node.name not in self.quiet:
                 self.send(address, delta)
         self._on_delta(delta)
 
@@ -565,7 +592,16 @@ class RegistryDist(Actor):
             if os.getppid() != self._parent_pid:
                 logger.warning("registry dist orphaned (its supervisor died); exiting")
                 os._exit(0)
-            if self.sequencer is not None:
+            if self.leader == self.me.name:
+                if self.takeover is not None and now - self._takeover_since > TAKEOVER_RETRY:
+                    # A Collect or its answer went missing (a peer restarting): ask again.
+                    self._start_takeover(self.takeover.term.epoch)
+                else:
+                    # A term newer than ours may have been seen since the last view
+                    # change (a newcomer's brief own term): lead above it.
+                    self._lead_if_due()
+            if self.sequencer is not None and now >= self._next_heartbeat:
+                self._next_heartbeat = now + HEARTBEAT
                 self._flush(heartbeat=True)
             if self._gap_since is not None and now - self._gap_since > GAP_WAIT:
                 self._gap_since = now
@@ -578,7 +614,7 @@ class RegistryDist(Actor):
                 self._next_probe = now + self._settings.liveness_probe_interval
                 self._probe_owners()
         finally:
-            self.wakeupAfter(HEARTBEAT)
+            self.wakeupAfter(TICK)
 
     def _expire(self, now: float) -> None:
         expired: dict[int, _Pending] = {}
