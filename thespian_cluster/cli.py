@@ -258,12 +258,18 @@ def _render_tree(tree: Any, children: list[dict[str, Any]]) -> None:
 
 @app.command()
 def demo(
-    port: Annotated[int | None, typer.Option(help="admin port (default: a free one)")] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="leave the three nodes running and say how to stop them")
+    ] = False,
 ) -> None:
-    """A local node that registers servers and transports, kills one, and shows the name freed."""
+    """Three local nodes: global names, groups, a supervised restart, node and sequencer
+    kills, a hung node and its heal; checked step by step (exit 0 when all behaved).
+
+    Example: thespian-cluster demo --keep
+    """
     from thespian_cluster.demo import run_demo
 
-    raise typer.Exit(run_demo(port))
+    raise typer.Exit(run_demo(keep))
 
 
 @contextmanager
