@@ -367,9 +367,9 @@ def _sequencer_death(
 
 
 def _hung_node(cluster: LocalCluster, t: Timeline) -> None:
-    live = [n for n in cluster.nodes.values() if n.process.poll() is None]
-    watcher, hung = live[0], live[1]
-    t.say(f"7. SIGSTOP node {hung.name} (hung: its process is alive but silent)")
+    hung = cluster.nodes["gamma"]
+    watcher = cluster.nodes["beta"]
+    t.say(f"7. SIGSTOP node {hung.name} (hung: its processes are alive but silent)")
     hung.pause()
     _, took = t.expect(lambda: watcher.health_of(hung.name) == "suspect", "suspect")
     t.say(f"   {watcher.name}: {hung.name} suspect after {took:.2f} s")
@@ -381,6 +381,10 @@ def _hung_node(cluster: LocalCluster, t: Timeline) -> None:
             lambda: _partition(watcher, want=True), f"{watcher.name} to detect a partition"
         )
         t.say(f"   partition on {watcher.name}: {_describe_partition(detected)}")
+        t.say(
+            f"   {watcher.name} alone holds 1 of 3 expected nodes: not the winner; "
+            f"action {detected.action} ({'writes allowed' if detected.writable else 'no global writes'})"
+        )
     else:
         t.say("   (this build has no SplitBrainDetector yet: node health shows the hang)")
     hung.resume()
@@ -392,9 +396,24 @@ def _hung_node(cluster: LocalCluster, t: Timeline) -> None:
             lambda: _partition(watcher, want=False), f"{watcher.name} to see the partition heal"
         )
         t.say(f"   healed: {_describe_partition(healed)}")
+        claim, took = t.expect(
+            lambda: isinstance(
+                watcher.ask(
+                    Register(name="after-heal", address=_an_actor(watcher), scope="global"),
+                    timeout=2.0,
+                ),
+                Registered,
+            ),
+            f"a global claim on {watcher.name} to succeed after the heal",
+        )
+        t.say(f"   a global claim on {watcher.name} succeeds again")
 
 
 # ---- helpers ------------------------------------------------------------------------
+
+
+def _an_actor(node: ClusterNode) -> Any:
+    return node.client().createActor(DemoServer)
 
 
 def _status(node: ClusterNode) -> NodeStatusReply:
