@@ -31,6 +31,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -159,7 +160,9 @@ def run_demo(keep: bool = False) -> int:
         left = [n.name for n in cluster._everything if not n.gone()]
         timeline.say(f"FAILED: processes of nodes {left} are still running")
         return 1
-    timeline.say("every node stopped; no process left" + ("" if status == 0 else " (after a failure)"))
+    timeline.say(
+        "every node stopped; no process left" + ("" if status == 0 else " (after a failure)")
+    )
     if status == 0:
         import shutil
 
@@ -212,13 +215,17 @@ def _register(nodes: dict[str, ClusterNode], t: Timeline) -> dict[str, Any]:
         for other in nodes.values():
             if other.name == on:
                 continue
-            _, took = t.expect(
-                lambda n=other, nm=name, k=kind: _found_both_ways(n, nm, k) == actors[nm],
+            t.expect(
+                partial(_found_at, other, name, kind, actors[name]),
                 f"{name!r} found on {other.name} by Whereis and lookup()",
             )
         others = ", ".join(n for n in nodes if n != on)
         t.say(f"   {name!r:<11} found on {others} by Whereis and by lookup()")
     return actors
+
+
+def _found_at(node: ClusterNode, name: str, kind: str, address: Any) -> bool:
+    return bool(_found_both_ways(node, name, kind) == address)
 
 
 def _found_both_ways(node: ClusterNode, name: str, kind: str) -> Any:
@@ -383,7 +390,8 @@ def _hung_node(cluster: LocalCluster, t: Timeline) -> None:
         t.say(f"   partition on {watcher.name}: {_describe_partition(detected)}")
         t.say(
             f"   {watcher.name} alone holds 1 of 3 expected nodes: not the winner; "
-            f"action {detected.action} ({'writes allowed' if detected.writable else 'no global writes'})"
+            f"action {detected.action} "
+            f"({'writes allowed' if detected.writable else 'no global writes'})"
         )
     else:
         t.say("   (this build has no SplitBrainDetector yet: node health shows the hang)")
@@ -396,7 +404,7 @@ def _hung_node(cluster: LocalCluster, t: Timeline) -> None:
             lambda: _partition(watcher, want=False), f"{watcher.name} to see the partition heal"
         )
         t.say(f"   healed: {_describe_partition(healed)}")
-        claim, took = t.expect(
+        t.expect(
             lambda: isinstance(
                 watcher.ask(
                     Register(name="after-heal", address=_an_actor(watcher), scope="global"),
