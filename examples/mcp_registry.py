@@ -32,6 +32,7 @@ from thespian_cluster import (  # noqa: E402
     Whereis,
     lookup,
 )
+from thespian_cluster.demo import wait_global_settled  # noqa: E402
 from thespian_cluster.local_cluster import LocalCluster  # noqa: E402
 
 SERVERS = {  # name -> (node, capabilities)
@@ -57,6 +58,7 @@ def main() -> int:
         a = cluster.start("a")
         nodes = {"a": a, "b": cluster.start("b", leader=a), "c": cluster.start("c", leader=a)}
         cluster.wait_formed(list(nodes))
+        wait_global_settled(cluster.nodes.values())  # the joins' takeovers are done
         for name, (on, capabilities) in SERVERS.items():
             server = nodes[on].client().createActor(McpServer)
             meta = {"capabilities": capabilities, "version": "1.0"}

@@ -35,6 +35,7 @@ from thespian_cluster import (  # noqa: E402
     Supervisor,
 )
 from thespian_cluster.actors.exit_hook import node_registry  # noqa: E402
+from thespian_cluster.demo import wait_global_settled  # noqa: E402
 from thespian_cluster.local_cluster import LocalCluster, wait_for  # noqa: E402
 
 GROUP = "pool"
@@ -75,6 +76,7 @@ def main() -> int:
         a = cluster.start("a")
         b = cluster.start("b", leader=a)
         cluster.wait_formed(["a", "b"])
+        wait_global_settled(cluster.nodes.values())  # the joins' takeovers are done
         for node in (a, b):
             pool = node.client().createActor(Pool)
             node.client().ask(pool, StartSupervisor(), 10)

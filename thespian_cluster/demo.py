@@ -29,7 +29,7 @@ import os
 import signal
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -40,7 +40,7 @@ from thespian.actors import Actor
 from thespian_cluster.cluster_messages import NodeStatusReply
 from thespian_cluster.core.supervision import ChildSpec, RegisterAs
 from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus
-from thespian_cluster.local_cluster import DEFAULT_COOKIE, ClusterNode, LocalCluster
+from thespian_cluster.local_cluster import DEFAULT_COOKIE, ClusterNode, LocalCluster, wait_for
 from thespian_cluster.messages import (
     ChildrenReply,
     GroupMembers,
@@ -196,7 +196,33 @@ def _join(cluster: LocalCluster, t: Timeline) -> dict[str, ClusterNode]:
         lambda: cluster.all_know(list(NODES)), f"every node to list {', '.join(NODES)}"
     )
     t.say(f"   every node knows all three ({took * 1000:.0f} ms after the last start)")
+    _, took = t.expect(
+        lambda: global_settled(cluster.nodes.values()), "one sequencer and epoch on every node"
+    )
+    t.say(f"   every replica follows one sequencer ({took * 1000:.0f} ms later)")
     return dict(cluster.nodes)
+
+
+def global_settled(nodes: Iterable[ClusterNode]) -> bool:
+    """Every node's replica follows the same sequencer and epoch, with no write waiting.
+
+    Each join starts a takeover (the sequencer merges what the newcomer owns); a
+    claim sent while one is under way may wait for it. Wait for this after
+    ``wait_formed`` before the first global claims.
+    """
+    seen = set()
+    for node in nodes:
+        status = node.ask(GetGlobalStatus())
+        if not isinstance(status, GlobalStatus) or not status.sequencer or status.pending:
+            return False
+        seen.add((status.sequencer, status.epoch))
+    return len(seen) == 1
+
+
+def wait_global_settled(nodes: Iterable[ClusterNode], timeout: float = WAIT) -> None:
+    """:func:`global_settled`, waited for (TimeoutError after ``timeout``)."""
+    listed = list(nodes)
+    wait_for(lambda: global_settled(listed), timeout, "the global replicas to agree")
 
 
 def _register(nodes: dict[str, ClusterNode], t: Timeline) -> dict[str, Any]:
