@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-LINT_PATHS := thespian_cluster tests $(wildcard bench)
+LINT_PATHS := thespian_cluster tests examples $(wildcard bench)
 
 .PHONY: demo test lint unit integration bench bench-quick clean
 

@@ -6,8 +6,8 @@
     thespian-cluster whereis weather --port 1900
     thespian-cluster names --port 1900
     thespian-cluster groups --port 1900            # or: groups tool_servers
-    thespian-cluster status --port 1900            # the supervision tree
-    thespian-cluster demo                          # what `make demo` runs
+    thespian-cluster status --port 1900 --watch    # nodes, health, partition, tree; live
+    thespian-cluster demo                          # what `make demo` runs (--keep: stay up)
 """
 
 from __future__ import annotations
@@ -36,7 +36,9 @@ from thespian_cluster.messages import (
     Whereis,
     WhichChildren,
 )
+from thespian_cluster.metrics import MetricsServer
 from thespian_cluster.node import (
+    Node,
     NodeError,
     connect,
     disconnect,
@@ -44,6 +46,7 @@ from thespian_cluster.node import (
     root_address,
     start_node,
 )
+from thespian_cluster.partition_view import partition_status
 from thespian_cluster.settings import ClusterSettings, SettingsError
 from thespian_cluster.supervisors.node import GetNodeInfo, NodeInfo
 
@@ -73,12 +76,16 @@ def start(
         typer.Option("--join", help="HOST:PORT of the convention leader to join (a cluster node)"),
     ] = None,
 ) -> None:
-    """Run a node in the foreground until Ctrl-C or SIGTERM."""
+    """Run a node in the foreground until Ctrl-C or SIGTERM.
+
+    Example: thespian-cluster start -c config/cluster-member.toml --join 10.0.0.1:1900
+    """
     overrides = {"convention_leader": join, "cluster_enabled": True} if join else {}
     # A node that cannot start is one line on stderr and exit code 2, never a traceback.
     with _one_line_errors():
         settings = ClusterSettings.load(config, **overrides)
         node = start_node(settings)
+    metrics = _serve_metrics(settings, node)
     stop = threading.Event()
     # Both explicitly: a shell starts background jobs with SIGINT ignored.
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -91,8 +98,24 @@ def start(
         while not stop.wait(0.5):  # a timed wait lets the signal handlers run
             pass
     finally:
+        if metrics is not None:
+            metrics.stop()
         node.stop()
         typer.echo(f"node {settings.node_name} stopped")
+
+
+def _serve_metrics(settings: ClusterSettings, node: Node) -> MetricsServer | None:
+    """With ``metrics_port`` set, serve /metrics, /healthz and /readyz (a daemon thread)."""
+    if settings.metrics_port is None:
+        return None
+    try:
+        server = MetricsServer(settings).start()
+    except OSError as exc:
+        node.stop()
+        typer.echo(f"error: metrics_port {settings.metrics_port} cannot be used ({exc})", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(f"metrics on http://{settings.host}:{server.port}/metrics (/healthz, /readyz)")
+    return server
 
 
 @app.command()
@@ -148,17 +171,47 @@ def status(
     port: Port = 1900,
     host: Host = "127.0.0.1",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    watch: Annotated[
+        bool, typer.Option("--watch", "-w", help="refresh in place until Ctrl-C")
+    ] = False,
+    interval: Annotated[
+        float, typer.Option("--interval", "-n", help="seconds between refreshes with --watch")
+    ] = 1.0,
 ) -> None:
     """The node, the cluster's nodes and their health, the global registry, the tree.
 
-    Example: thespian-cluster status -p 1900 --json
+    Example: thespian-cluster status -p 1900 --watch   (or --json for scripts)
     """
     with _session(host, port) as system:
+        if watch and not as_json:
+            _watch(system, interval)
+            return
         report = collect_status(system)
     if as_json:
         typer.echo(json.dumps(report, indent=2, default=str))
     else:
         render_status(report)
+
+
+def _watch(system: ActorSystem, interval: float) -> None:
+    """``status --watch``: the same view, redrawn in place every ``interval`` seconds."""
+    import time
+
+    from rich.console import Group
+    from rich.live import Live
+    from rich.text import Text
+
+    def frame() -> Group:
+        stamp = Text(f"{time.strftime('%H:%M:%S')}  every {interval:g} s; Ctrl-C stops", "dim")
+        return Group(stamp, *status_renderables(collect_status(system)))
+
+    with Live(frame(), auto_refresh=False, screen=False) as live:
+        try:
+            while True:
+                time.sleep(interval)  # the refresh period is the point of this pause
+                live.update(frame(), refresh=True)
+        except KeyboardInterrupt:
+            pass
 
 
 def collect_status(system: ActorSystem) -> dict[str, Any]:
@@ -181,6 +234,10 @@ def collect_status(system: ActorSystem) -> dict[str, Any]:
     glob = system.ask(registry, GetGlobalStatus(), TIMEOUT)
     if isinstance(glob, GlobalStatus):
         report["global"] = glob.model_dump(exclude={"request_id"})
+    if "nodes" in report:
+        partition = partition_status(system)
+        if partition is not None:
+            report["partition"] = partition.model_dump(exclude={"request_id"})
     local = system.ask(registry, ListNames(), TIMEOUT)
     if isinstance(local, NameList):
         report["local_names"] = len(local.names)
@@ -190,14 +247,24 @@ def collect_status(system: ActorSystem) -> dict[str, Any]:
 def render_status(report: dict[str, Any]) -> None:
     """``status`` for a person: a few tables, readable at a glance."""
     from rich.console import Console
-    from rich.table import Table
-    from rich.tree import Tree
 
     console = Console()
-    console.print(
-        f"[bold]node {report['node']}[/bold]  process group {report['pgid']}  "
-        f"local names {report.get('local_names', '-')}"
-    )
+    for part in status_renderables(report):
+        console.print(part)
+
+
+def status_renderables(report: dict[str, Any]) -> list[Any]:
+    """The parts of the status view (rich renderables), for a one-off print or ``--watch``."""
+    from rich.table import Table
+    from rich.text import Text
+    from rich.tree import Tree
+
+    parts: list[Any] = [
+        Text.from_markup(
+            f"[bold]node {report['node']}[/bold]  process group {report['pgid']}  "
+            f"local names {report.get('local_names', '-')}"
+        )
+    ]
     if "nodes" in report:
         table = Table(title=f"cluster (leader {report['leader']})", title_justify="left")
         for column in ("node", "health", "incarnation", "address", "rtt ms", "last seen s"):
@@ -213,17 +280,30 @@ def render_status(report: dict[str, Any]) -> None:
                 "-" if n["rtt_ms"] is None else f"{n['rtt_ms']:.2f}",
                 "-" if n["last_seen"] is None else f"{n['last_seen']:.2f}",
             )
-        console.print(table)
+        parts.append(table)
+    if "partition" in report:
+        p = report["partition"]
+        colour = "red" if p["partition_detected"] else "green"
+        parts.append(
+            Text.from_markup(
+                f"partition: [{colour}]{'detected' if p['partition_detected'] else 'none'}[/] "
+                f"strategy {p['strategy']}; winner {p['winner']}; action {p['action']}; "
+                f"unreachable {', '.join(p['unreachable']) or '-'}"
+            )
+        )
     if "global" in report:
         g = report["global"]
-        console.print(
-            f"global registry: sequencer [bold]{g['sequencer'] or '-'}[/bold] epoch {g['epoch']} "
-            f"seq {g['seq']}; {g['names']} names, {g['groups']} groups here; "
-            f"{g['pending']} writes pending"
+        parts.append(
+            Text.from_markup(
+                f"global registry: sequencer [bold]{g['sequencer'] or '-'}[/bold] "
+                f"epoch {g['epoch']} seq {g['seq']}; {g['names']} names, {g['groups']} groups "
+                f"here; {g['pending']} writes pending"
+            )
         )
     tree = Tree(f"NodeSupervisor {report['root']}")
     _render_tree(tree, report["tree"])
-    console.print(tree)
+    parts.append(tree)
+    return parts
 
 
 def _tree(system: ActorSystem, supervisor: Any) -> list[dict[str, Any]]:
@@ -258,12 +338,18 @@ def _render_tree(tree: Any, children: list[dict[str, Any]]) -> None:
 
 @app.command()
 def demo(
-    port: Annotated[int | None, typer.Option(help="admin port (default: a free one)")] = None,
+    keep: Annotated[
+        bool, typer.Option("--keep", help="leave the three nodes running and say how to stop them")
+    ] = False,
 ) -> None:
-    """A local node that registers servers and transports, kills one, and shows the name freed."""
+    """Three local nodes: global names, groups, a supervised restart, node and sequencer
+    kills, a hung node and its heal; checked step by step (exit 0 when all behaved).
+
+    Example: thespian-cluster demo --keep
+    """
     from thespian_cluster.demo import run_demo
 
-    raise typer.Exit(run_demo(port))
+    raise typer.Exit(run_demo(keep))
 
 
 @contextmanager

@@ -58,6 +58,12 @@ class ClusterSettings(BaseSettings):
     data_dir: Path = Field(default_factory=_default_data_dir)
     log_level: LogLevel = "INFO"
     log_file: Path | None = Field(None, description="default: <data_dir>/<node_name>/node.log")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="serve /metrics, /healthz and /readyz on host:metrics_port (off if unset)",
+    )
 
     # ---- registry ----
     registry_backend: str = Field("local", min_length=1)
