@@ -133,6 +133,7 @@ GOALS = [
     Goal("cluster.sequencer_failover_lost", "0", _median(lambda m: m == 0)),
     Goal("cluster.memory_per_global_name", "<= 1 KB", _median(lambda m: m <= 1024)),
     Goal("cluster.join_catch_up", "<= 5 s", _median(lambda m: m <= 5000)),
+    Goal("partition.detect", "within the heartbeat timeout + 1 s", _median(lambda m: m <= 3500)),
     Goal("supervision.restart_gap", "median < 100 ms", _median(lambda m: m < 100)),
     Goal("scale.memory_per_name", "<= 1 KB per name per replica", _median(lambda m: m <= 1024)),
     Goal("wire.sealed_ask", "costs < 5% of a round trip", _costs_under(0.05, "no cookie")),

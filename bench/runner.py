@@ -22,6 +22,7 @@ from bench import (
     cluster,
     fast_path,
     membership,
+    partition,
     pingpong,
     redis_ref,
     report,
@@ -48,6 +49,7 @@ FAMILIES: list[ModuleType] = [
     scale,
     membership,
     cluster,
+    partition,
 ]
 
 
