@@ -9,6 +9,8 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parents[2]
 FAMILIES = {
     "round_trips",
@@ -40,6 +42,7 @@ def _left_behind(marker: str) -> list[str]:
     return found
 
 
+@pytest.mark.timeout(300)  # every family once, the multi-node ones included
 def test_the_smallest_case_runs_every_family_and_writes_results(tmp_path: Path) -> None:
     plot = tmp_path / "plot.png"
     command = [sys.executable, "-m", "bench", "--smoke", "--no-install", "--no-progress"]
