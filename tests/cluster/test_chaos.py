@@ -1,0 +1,169 @@
+"""Chaos: five nodes in network namespaces, a steady stream of global claims and releases,
+and for about 45 s random partitions, hangs (SIGSTOP/SIGCONT), and kills with restarts.
+
+Clients on n1, n2 and n3 claim and release names of their own (so each name's last
+acknowledged operation says what must hold at the end) and race for a few shared
+names. Faults hit n2..n5: partitions always leave n1..n3 (3 of 5 expected nodes, the
+majority under the default winner_takes_all) on one side; kills only hit n4 and n5
+(whose actors own nothing), so every acknowledged name survives unless released.
+
+Afterwards, with everything healed: every replica lists each name once, all replicas
+are identical, every name whose last acknowledged operation was a registration is
+held by that owner, every one whose last acknowledged operation was a release is
+free. The seed is printed: ``CHAOS_SEED=<seed>`` replays the same fault schedule.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.integration.actors import Worker
+from thespian_cluster import (
+    AlreadyRegistered,
+    ListNames,
+    Register,
+    Registered,
+    RegistryError,
+    Unregister,
+    Unregistered,
+)
+from thespian_cluster.local_cluster import ClusterNode, LocalCluster, wait_for
+from thespian_cluster.netns import NetnsLab
+
+pytestmark = pytest.mark.cluster
+
+NAMES = ["n1", "n2", "n3", "n4", "n5"]
+CLIENTS = ["n1", "n2", "n3"]
+CHAOS_SECONDS = 45.0
+SHARED = [f"shared-{i}" for i in range(4)]
+
+
+class Client(threading.Thread):
+    """Claims and releases its own names (and races for the shared ones) until stopped."""
+
+    def __init__(self, node: ClusterNode, seed: int, stop: threading.Event) -> None:
+        super().__init__(name=f"client-{node.name}")
+        self.node = node
+        self.chance = random.Random(seed)
+        self.stop = stop
+        self.owner = node.client().createActor(Worker)
+        self.mine = [f"{node.name}-{i}" for i in range(12)]
+        self.last: dict[str, str] = {}  # name -> "held" | "free" | "unknown"
+        self.acknowledged = 0
+        self.errors: list[str] = []
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                self.step()
+        except Exception as exc:  # reported by the test
+            self.errors.append(repr(exc))
+
+    def step(self) -> None:
+        if self.chance.random() < 0.2:
+            name = self.chance.choice(SHARED)
+            reply = self.node.ask(Register(name=name, address=self.owner, scope="global"), 8)
+            if isinstance(reply, Registered):
+                self.node.ask(Unregister(name=name, scope="global"), 8)
+            return
+        name = self.chance.choice(self.mine)
+        if self.last.get(name) == "held":
+            reply = self.node.ask(Unregister(name=name, scope="global"), 8)
+            self.record(name, reply, Unregistered, "free")
+        else:
+            reply = self.node.ask(Register(name=name, address=self.owner, scope="global"), 8)
+            self.record(name, reply, Registered, "held")
+
+    def record(self, name: str, reply: Any, success: type, state: str) -> None:
+        if isinstance(reply, success):
+            self.last[name] = state
+            self.acknowledged += 1
+        elif isinstance(reply, RegistryError) and reply.code == "not_registered":
+            self.last[name] = "free"  # a release that found it free: free either way
+        elif isinstance(reply, AlreadyRegistered):
+            self.errors.append(f"{name} held by {reply.owner}, but only this client uses it")
+        else:
+            self.last[name] = "unknown"  # a timeout or no answer: it may have happened
+
+
+def test_chaos(netns_lab: NetnsLab, netns_cluster: LocalCluster) -> None:
+    seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
+    print(f"CHAOS_SEED={seed}")
+    chance = random.Random(seed)
+    settings = {"cluster_nodes": NAMES}
+    first = netns_cluster.start("n1", **netns_lab.place("n1"), **settings)
+    nodes = {"n1": first}
+    for name in NAMES[1:]:
+        nodes[name] = netns_cluster.start(name, leader=first, **netns_lab.place(name), **settings)
+    netns_cluster.wait_formed(NAMES, timeout=30)
+
+    stop = threading.Event()
+    clients = [Client(nodes[name], seed + i, stop) for i, name in enumerate(CLIENTS)]
+    for client in clients:
+        client.start()
+    faults: list[str] = []
+    try:
+        deadline = time.monotonic() + CHAOS_SECONDS
+        while time.monotonic() < deadline:
+            fault = chance.choice(["split", "hang", "kill"])
+            if fault == "split":
+                cut = chance.choice([["n4"], ["n5"], ["n4", "n5"]])
+                netns_lab.split([n for n in NAMES if n not in cut], cut)
+                faults.append(f"split off {cut}")
+                _pause(chance.uniform(2.0, 5.0))
+                netns_lab.heal()
+            elif fault == "hang":
+                victim = nodes[chance.choice(["n2", "n3", "n4", "n5"])]
+                victim.pause()
+                faults.append(f"hang {victim.name}")
+                _pause(chance.uniform(0.5, 3.5))
+                victim.resume()
+            else:
+                name = chance.choice(["n4", "n5"])
+                nodes[name].kill()
+                faults.append(f"kill {name}")
+                _pause(chance.uniform(0.5, 2.0))
+                nodes[name] = netns_cluster.start(
+                    name, leader=first, port=nodes[name].port, **netns_lab.place(name), **settings
+                )
+            _pause(chance.uniform(0.5, 2.0))
+    finally:
+        netns_lab.heal()
+        for node in nodes.values():
+            node.resume()
+        stop.set()
+        for client in clients:
+            client.join(60)
+    print("faults:", "; ".join(faults))
+    assert not [e for c in clients for e in c.errors], [c.errors for c in clients]
+    assert sum(c.acknowledged for c in clients) > 50, "the stream made no progress"
+
+    netns_cluster.wait_formed(NAMES, timeout=30)
+
+    def tables() -> list[dict[str, str]]:
+        found = []
+        for name in NAMES:
+            listed = nodes[name].ask(ListNames(scope="global"), 20)
+            names = [str(i.name) for i in listed.names]
+            assert len(names) == len(set(names)), f"a name is listed twice on {name}"
+            found.append({str(i.name): str(i.address) for i in listed.names})
+        return found
+
+    wait_for(lambda: all(t == tables()[0] for t in tables()), 30, "identical replicas")
+    final = tables()[0]
+    for client in clients:
+        for name, state in client.last.items():
+            if state == "held":
+                assert final.get(name) == str(client.owner), f"acknowledged {name} lost"
+            elif state == "free":
+                assert name not in final, f"released {name} came back"
+
+
+def _pause(seconds: float) -> None:
+    time.sleep(seconds)  # the fault schedule itself: how long a fault lasts is the input
