@@ -11,6 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from pydantic import Field
+
 from thespian_cluster.core.replica import Decision, Write
 from thespian_cluster.messages import Message, Name, Reply, Request
 
@@ -61,3 +63,7 @@ class GlobalStatus(Reply):
     names: int
     groups: int
     pending: int  # this node's writes waiting for a decision
+    #: Global writes answered by this node since its RegistryDist started, by
+    #: ``"<request>:<outcome>"`` (e.g. ``"Register:already_registered"``,
+    #: ``"Register:minority_partition"``), and names lost in merges (``"conflicts"``).
+    outcomes: dict[str, int] = Field(default_factory=dict)

@@ -76,6 +76,11 @@ METRICS: dict[str, tuple[tuple[str, ...], str]] = {
     ),
     "global_sequencing": ((), "1 when this node sequences global writes"),
     "global_pending_writes": ((), "this node's global writes waiting for the sequencer"),
+    "global_writes": (
+        ("request", "outcome"),
+        "global writes this node answered since its RegistryDist started, by outcome",
+    ),
+    "global_merge_conflicts": ((), "names lost in merges decided by this node (heals)"),
     "partition_detected": ((), "1 while some expected node is unreachable (SplitBrainDetector)"),
     "partition_winner": ((), "1 when this node's side may keep writing under the strategy"),
     "partition_writable": ((), "1 when global claims, joins and meta updates are allowed here"),
@@ -195,6 +200,15 @@ def families(snap: Snapshot | None) -> Iterator[Metric]:
             family = gauge(name)
             family.add_metric([], value)
             yield family
+        writes = gauge("global_writes")
+        for key, count in sorted(snap.glob.outcomes.items()):
+            request, _, outcome = key.partition(":")
+            if outcome:
+                writes.add_metric([request, outcome], count)
+        yield writes
+        conflicts = gauge("global_merge_conflicts")
+        conflicts.add_metric([], snap.glob.outcomes.get("conflicts", 0))
+        yield conflicts
     if snap.partition is not None:
         for name, value in (
             ("partition_detected", snap.partition.partition_detected),

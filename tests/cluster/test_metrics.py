@@ -42,6 +42,10 @@ def test_metrics_health_and_readiness_of_a_two_node_cluster(cluster: LocalCluste
     assert isinstance(
         b.ask(Register(name="weather", address=weather, scope="global", meta=meta)), Registered
     )
+    rival = a.client().createActor(DemoServer)  # a's own write outcomes: one refused claim
+    assert not isinstance(
+        a.ask(Register(name="weather", address=rival, scope="global")), Registered
+    )
     base = f"http://127.0.0.1:{port}"
     assert get(f"{base}/healthz") == (200, "ok\n")
     assert wait_for(lambda: get(f"{base}/readyz")[0] == 200, 10, "a ready")
@@ -64,6 +68,9 @@ def test_metrics_health_and_readiness_of_a_two_node_cluster(cluster: LocalCluste
     assert found[(PREFIX + "groups", (("scope", "global"),))] >= 2  # servers, tool_servers
     assert found[(PREFIX + "cluster_joined", ())] == 1
     assert found[(PREFIX + "global_epoch", ())] >= 1
+    refused = (("outcome", "already_registered"), ("request", "Register"))
+    assert found[(PREFIX + "global_writes", refused)] == 1
+    assert found[(PREFIX + "global_merge_conflicts", ())] == 0
     assert (
         found[
             (

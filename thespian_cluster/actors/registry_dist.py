@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -157,6 +158,7 @@ class RegistryDist(Actor):
         self.monitor: Any = None
         self.peers: dict[NodeId, Any] = {}  # live nodes (this one too) -> their RegistryDist
         self.quiet: set[str] = set()  # suspect nodes: no deltas until they answer again
+        self.outcomes: Counter[str] = Counter()  # answered writes, for GetGlobalStatus
         self.leader = ""
         self.pending: dict[int, tuple[_Pending, int]] = {}  # op id -> (its request, item)
         self._early: list[tuple[Any, ActorAddress]] = []
@@ -371,6 +373,7 @@ class RegistryDist(Actor):
             snapshot = sequencer.snapshot()
         if conflicts:
             logger.warning("registry dist merged {} conflicting name(s)", len(conflicts))
+            self.outcomes["conflicts"] += len(conflicts)
         self.sequencer = sequencer
         logger.info(
             "registry dist sequences term {} ({} names)",
@@ -407,6 +410,7 @@ class RegistryDist(Actor):
             self.send(to, self._status(request))
             return
         if not self.writable and isinstance(request, CLAIMS):
+            self.outcomes[f"{type(request).__name__}:minority_partition"] += 1
             self.send(
                 to,
                 _error(
@@ -459,6 +463,7 @@ class RegistryDist(Actor):
             names=len(replica.table.names()),
             groups=len(replica.table.groups()),
             pending=self._origin.pending(),
+            outcomes=dict(self.outcomes),
         )
 
     def _on_death(self, address: Any) -> None:
@@ -504,7 +509,9 @@ class RegistryDist(Actor):
             if waiting is None:
                 continue
             pending, index = waiting
-            pending.results[index] = _reply(pending.items[index], decision, self.me.name)
+            item = pending.items[index]
+            pending.results[index] = _reply(item, decision, self.me.name)
+            self.outcomes[f"{type(item).__name__}:{decision.outcome}"] += 1
             pending.waiting -= 1
             if pending.waiting == 0:
                 self.send(pending.to, pending.reply())
