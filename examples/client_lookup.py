@@ -13,6 +13,7 @@ directory (``settings.node_dir``) and the cluster cookie (here from the environm
 from __future__ import annotations
 
 import argparse
+import os
 import subprocess
 import sys
 import tempfile
@@ -73,7 +74,8 @@ def main() -> int:
         assert isinstance(node.ask(Register(name="echo", address=echo, scope="global")), Registered)
         print(f"node a on port {node.port} holds 'echo'; now a separate client process:")
         command = [sys.executable, __file__, "--port", str(node.port), "--node-dir"]
-        return subprocess.run([*command, str(node.node_dir)], check=False).returncode
+        env = {**os.environ, "THESPIAN_CLUSTER_COOKIE": cluster.cookie}  # the cluster's cookie
+        return subprocess.run([*command, str(node.node_dir)], check=False, env=env).returncode
 
 
 if __name__ == "__main__":
