@@ -8,15 +8,13 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 
-from thespian_cluster import ClusterSettings, Node, start_node
-
-T = TypeVar("T")
+from thespian_cluster import ClusterSettings, Node, local_cluster, start_node
 
 
 def free_port() -> int:
@@ -26,16 +24,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def wait_for(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
-    """Poll ``check`` until it returns something truthy; fail after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = check()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.005)
+# One poller for every test: fails with TimeoutError naming what it waited for.
+wait_for = local_cluster.wait_for
 
 
 def node_settings(tmp_path: Path, **overrides: Any) -> ClusterSettings:

@@ -81,7 +81,7 @@ def free_port(host: str = "127.0.0.1") -> int:
         return port
 
 
-def wait_for(check: Callable[[], T | None], timeout: float, what: str) -> T:
+def wait_for(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:
     """Poll ``check`` until it returns something truthy; TimeoutError after ``timeout``."""
     deadline = time.monotonic() + timeout
     while True:
