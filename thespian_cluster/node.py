@@ -166,7 +166,12 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
             logDefs=thespian_log_defs(settings.log_level),
             transientUnique=True,
         )
-    except Exception as exc:  # e.g. the port was taken between the check and the bind
+    except BaseException as exc:
+        # Ctrl-C may land after the admin was forked: it must not outlive this start.
+        _kill_admin_on(settings.admin_port)
+        if not isinstance(exc, Exception):
+            raise
+        # e.g. the port was taken between the check and the bind
         raise NodeError(
             f"the actor system could not start on {settings.admin_address} ({exc}); "
             "check that admin_port is free"
@@ -190,10 +195,8 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
             system.shutdown()
         finally:
             if pgid is None:  # interrupted before the root answered: find the admin
-                admin = pid_listening_on(settings.admin_port)
-                with contextlib.suppress(ProcessLookupError):
-                    pgid = os.getpgid(admin) if admin is not None else None
-            if pgid is not None and pgid != os.getpgid(0):
+                _kill_admin_on(settings.admin_port)
+            elif pgid != os.getpgid(0):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
         raise
@@ -292,6 +295,26 @@ def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> A
     if info.registry is None:
         raise NodeError(f"node {info.node} has no registry running right now")
     return info.registry
+
+
+def _kill_admin_on(port: int) -> None:
+    """SIGKILL the process group of the admin this process started on ``port`` (a start
+    that failed half-way); a listener that is not our fork is left alone."""
+    admin = pid_listening_on(port)
+    if admin is None:
+        return
+    try:  # a fork keeps our command line; anything else on the port is not ours
+        ours = (
+            Path(f"/proc/{admin}/cmdline").read_bytes() == Path("/proc/self/cmdline").read_bytes()
+        )
+    except OSError:
+        return
+    if not ours:
+        return
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        pgid = os.getpgid(admin)
+        if pgid != os.getpgid(0):
+            os.killpg(pgid, signal.SIGKILL)
 
 
 def _await_join(system: ActorSystem, root: ActorAddress, settings: ClusterSettings) -> None:

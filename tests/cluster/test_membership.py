@@ -215,7 +215,15 @@ def test_stopping_a_member_at_any_moment_of_its_start_leaves_nothing(cluster: Lo
         time.sleep(chance.uniform(0.2, 1.4))  # the moment of the Ctrl-C is the test's input
         member.process.send_signal(signal.SIGINT)
         assert member.process.wait(30) is not None
-        wait_for(lambda m=member: not _processes_of(m.config), 10, f"m{attempt} gone")
+        try:
+            wait_for(lambda m=member: not _processes_of(m.config), 10, f"m{attempt} gone")
+        except TimeoutError:
+            left = {
+                pid: Path(f"/proc/{pid}/status").read_text().split("\n")[:7]
+                for pid in _processes_of(member.config)
+            }
+            output = member.output.read_text()[-2500:]
+            raise AssertionError(f"left behind: {left}\n{output}") from None
     assert a.cluster_nodes().nodes[:2] == ["a", "b"]
 
 

@@ -363,8 +363,10 @@ class RegistryDist(Actor):
         self.takeover = None
         resolver = self._resolver()
         sequencer, snapshot, conflicts = takeover.finish(resolver)
-        if resolver is not None:
-            self.partition = None  # this merge healed the partition it was about
+        # Forget the partition only once every node cut off is back in this merge: a
+        # node that returns later must be merged by the same rule.
+        if self.partition is not None and self.partition[1] <= {n.name for n in self.peers}:
+            self.partition = None
         if sequencer.down & self.peers.keys():
             # Nodes purged while they were cut off are back, same incarnation: they were
             # never dead, so their writes are welcome again (their names came back with
