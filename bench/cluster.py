@@ -263,24 +263,26 @@ def _sequencer_failover(cluster: LocalCluster, per_node: int) -> list[Figure]:
     b, c = cluster.start("b", leader=a), cluster.start("c", leader=a)
     cluster.wait_formed(["a", "b", "c"], timeout=30)
     owners = {n.name: n.client().createActor(BenchWorker) for n in (b, c)}
-    acknowledged: dict[str, float] = {}  # name -> when its Registered arrived
+    acknowledged: dict[str, tuple[float, float]] = {}  # name -> (sent, acknowledged)
     lock = threading.Lock()
     killed: list[float] = []
 
     def stream(node: ClusterNode) -> None:
         for i in range(per_node):
             name = f"{node.name}-{i}"
+            sent = time.perf_counter()
             reply = node.ask(Register(name=name, address=owners[node.name], scope="global"), 30)
             if isinstance(reply, Registered):
                 with lock:
-                    acknowledged[name] = time.perf_counter()
+                    acknowledged[name] = (sent, time.perf_counter())
             if i == per_node // 4 and node.name == "b":
                 killed.append(time.perf_counter())
                 a.kill()
 
     _in_threads(stream, [b, c])
     kill = killed[0]
-    after = sorted(t for t in acknowledged.values() if t > kill)
+    # A claim sent after the kill, acknowledged: the new sequencer took it.
+    after = sorted(done for sent, done in acknowledged.values() if sent > kill)
     resumed = (after[0] - kill) * 1000 if after else float("nan")
     listed = b.ask(ListNames(scope="global"), 30)
     held = {info.name for info in listed.names}

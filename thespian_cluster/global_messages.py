@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from thespian_cluster.core.replica import Decision, Write
+from thespian_cluster.core.replica import Decision, Delta, Write
 from thespian_cluster.messages import Message, Name, Reply, Request
 
 
@@ -35,9 +35,11 @@ class Writes:
 
 @dataclass(frozen=True, slots=True)
 class Decisions:
-    """Sequencer -> origin: the decisions on its writes, in order."""
+    """Sequencer -> origin: the decisions on its writes, in order, with the delta that
+    applies them (so the origin can answer its clients after one message, not two)."""
 
     decisions: list[Decision]
+    delta: Delta | None = None
 
 
 class NameConflict(Message):

@@ -195,6 +195,8 @@ class RegistryDist(Actor):
         elif isinstance(message, Delta):
             self._on_delta(message)
         elif isinstance(message, Decisions):
+            if isinstance(message.delta, Delta):
+                self._on_delta(message.delta)  # first: the decisions wait for it
             self._on_decisions(message.decisions)
         elif isinstance(message, Writes):
             self._on_writes(message.writes, sender)
@@ -532,28 +534,31 @@ class RegistryDist(Actor):
             decision = sequencer.decide(write)
             if decision is not None:  # None: addressed to another term, re-sent later
                 decisions.setdefault(write.origin, []).append(decision)
-        self._flush()
+        # The origins get the delta inside their decisions: one message each, not two.
+        delta = self._flush(skip=set(decisions))
         for origin, made in decisions.items():
             if origin == self.me:
                 self._on_decisions(made)
             else:
                 address = self.peers.get(origin)
                 if address is not None:
-                    self.send(address, Decisions(decisions=made))
+                    self.send(address, Decisions(decisions=made, delta=delta))
 
-    def _flush(self, heartbeat: bool = False) -> None:
+    def _flush(self, heartbeat: bool = False, skip: set[NodeId] | None = None) -> Delta | None:
+        """Send the pending batch to every node (but ``skip``) and apply it here."""
         sequencer = self.sequencer
         if sequencer is None:
-            return
+            return None
         delta = sequencer.heartbeat() if heartbeat else sequencer.flush()
         if delta is None:
-            return
+            return None
         for node, address in self.peers.items():
             # A suspect node gets nothing until it answers heartbeats again: a hung
             # one would hold every delta; it fills the hole from a snapshot later.
-            if node != self.me and node.name not in self.quiet:
+            if node != self.me and node.name not in self.quiet and node not in (skip or ()):
                 self.send(address, delta)
         self._on_delta(delta)
+        return delta
 
     def _serve_snapshot(self, request: SnapshotRequest, sender: Any) -> None:
         if self.sequencer is not None and isinstance(request, SnapshotRequest):
