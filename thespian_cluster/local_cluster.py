@@ -136,8 +136,21 @@ class ClusterNode:
         return self._registry
 
     def ask(self, request: Any, timeout: float = 10.0) -> Any:
-        """Ask the node's Registry (the front door for every request)."""
-        reply = self.client().ask(self.registry(), request, timeout)
+        """Ask the node's Registry (the front door for every request) and return the
+        reply to *this* request: Thespian's ``ask()`` returns whatever arrives first,
+        and a late answer to an earlier request that timed out is skipped by its
+        ``request_id``."""
+        system = self.client()
+        deadline = time.monotonic() + timeout
+        reply = system.ask(self.registry(), request, timeout)
+        wanted = getattr(request, "request_id", None)
+        while (
+            reply is not None
+            and wanted is not None
+            and (getattr(reply, "request_id", wanted) != wanted)
+        ):
+            remaining = deadline - time.monotonic()
+            reply = system.listen(remaining) if remaining > 0 else None
         if reply is None:
             self._registry = None  # perhaps restarted: look it up again next time
         return reply
