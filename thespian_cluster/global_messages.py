@@ -13,7 +13,7 @@ from typing import Any
 
 from pydantic import Field
 
-from thespian_cluster.core.replica import Decision, Delta, Write
+from thespian_cluster.core.replica import Decision, Delta, Term, Write
 from thespian_cluster.messages import Message, Name, Reply, Request
 
 
@@ -69,3 +69,12 @@ class GlobalStatus(Reply):
     #: ``"<request>:<outcome>"`` (e.g. ``"Register:already_registered"``,
     #: ``"Register:minority_partition"``), and names lost in merges (``"conflicts"``).
     outcomes: dict[str, int] = Field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class NewerTerm:
+    """Replica -> a sequencer whose delta it ignored: it already answered a takeover of
+    ``term`` (newer than the sender's). The leader takes over above it, so a replica
+    fenced by an abandoned takeover cannot stay behind for good."""
+
+    term: Term

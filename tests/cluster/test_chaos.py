@@ -33,6 +33,7 @@ from thespian_cluster import (
     Unregister,
     Unregistered,
 )
+from thespian_cluster.global_messages import GetGlobalStatus
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster, wait_for
 from thespian_cluster.netns import NetnsLab
 
@@ -155,7 +156,12 @@ def test_chaos(netns_lab: NetnsLab, netns_cluster: LocalCluster) -> None:
             found.append({str(i.name): str(i.address) for i in listed.names})
         return found
 
-    wait_for(lambda: all(t == tables()[0] for t in tables()), 30, "identical replicas")
+    try:
+        wait_for(lambda: all(t == tables()[0] for t in tables()), 30, "identical replicas")
+    except TimeoutError:
+        states = {n: nodes[n].ask(GetGlobalStatus(), 10) for n in NAMES}
+        sizes = {n: len(t) for n, t in zip(NAMES, tables(), strict=True)}
+        raise AssertionError(f"replicas differ: sizes {sizes}; status {states}") from None
     final = tables()[0]
     for client in clients:
         for name, state in client.last.items():

@@ -82,6 +82,7 @@ from thespian_cluster.global_messages import (
     GetGlobalStatus,
     GlobalStatus,
     NameConflict,
+    NewerTerm,
     Writes,
 )
 from thespian_cluster.messages import (
@@ -194,6 +195,10 @@ class RegistryDist(Actor):
                 self._early.append((message, sender))
         elif isinstance(message, Delta):
             self._on_delta(message)
+            if message.term < self._replica.seen and message.term.sequencer != self.me:
+                self.send(sender, NewerTerm(term=self._replica.seen))
+        elif isinstance(message, NewerTerm):
+            self._on_newer_term(message)
         elif isinstance(message, Decisions):
             if isinstance(message.delta, Delta):
                 self._on_delta(message.delta)  # first: the decisions wait for it
@@ -333,6 +338,16 @@ class RegistryDist(Actor):
         if current and not new_nodes:
             return
         self._start_takeover(newest.epoch)
+
+    def _on_newer_term(self, notice: NewerTerm) -> None:
+        """A replica ignores our deltas: it knows a newer term. Lead above it."""
+        term = notice.term
+        if not isinstance(term, Term) or self.leader != self.me.name:
+            return
+        current = self.takeover.term if self.takeover is not None else None
+        if self.sequencer is not None and term > self.sequencer.term and current is None:
+            logger.info("registry dist: a replica knows term {}; taking over above it", term.epoch)
+            self._start_takeover(max(term.epoch, self._replica.seen.epoch))
 
     def _start_takeover(self, seen_epoch: int) -> None:
         self.sequencer = None
@@ -579,7 +594,10 @@ class RegistryDist(Actor):
     def _install(self, snapshot: Snapshot) -> None:
         before = self._replica.term
         changes = self._replica.install(snapshot)
-        self._changed(changes)
+        if changes:
+            # A snapshot replaces the whole table: so does the mirror, in one commit,
+            # whatever it held (a stale record left by any earlier miss goes with it).
+            self._mirror.replace(self._replica.names(), self._all_members())
         if self._replica.term != before:
             self._gap_since = None
             self._send_writes(self._origin.unacknowledged(self._replica))
