@@ -83,8 +83,14 @@ def run(ctx: Context) -> list[Figure]:
             os.kill(pid, signal.SIGKILL)
             killed = time.perf_counter()
             old = current
+            # The restarted child may get the dead one's port back from the kernel (the
+            # same address): tell them apart by pid, not by address.
             current = wait_until(
-                lambda o=old: (a := whereis()) is not None and a != o and a,
+                lambda o=old, dead=pid: (
+                    (a := whereis()) is not None
+                    and (a != o or node.system.ask(a, ("pid",), 2) not in (None, dead))
+                    and a
+                ),
                 30,
                 "the name to move to the restarted child",
             )
