@@ -315,26 +315,11 @@ class GlobalMirror(TableWriter):
     transactions and the version file's lock orders their publications.
     """
 
-    def write_state(
-        self,
-        entries: Iterable[Entry],
-        dropped_names: Iterable[tuple[str, Name]],
-        members: Iterable[Member],
-        dropped_members: Iterable[tuple[str, Any]],
-    ) -> None:
-        """Put ``entries`` and ``members``, delete the others, in one commit."""
-
-        def change(txn: Any) -> None:
-            for kind, name in dropped_names:
-                txn.delete(_global_name_key(kind, name))
-            for entry in entries:
-                txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
-            for group, address in dropped_members:
-                txn.delete(_global_member_key(group, address))
-            for member in members:
-                txn.put(_global_member_key(member.group, member.address), _encode(member))
-
-        self._commit(change)
+    def write_changes(self, changes: Any) -> None:
+        """Apply a :class:`~thespian_cluster.core.replica.Changes` in one commit."""
+        self._commit(
+            lambda txn: self._put_changes(txn, changes),
+        )
 
     def replace(self, entries: Iterable[Entry], members: Iterable[Member]) -> None:
         """Make the mirror hold exactly ``entries`` and ``members``."""
@@ -358,6 +343,17 @@ class GlobalMirror(TableWriter):
             [e for e in entries if (e.node, e.incarnation) == (node, incarnation)],
             [m for m in members if (m.node, m.incarnation) == (node, incarnation)],
         )
+
+    @staticmethod
+    def _put_changes(txn: Any, changes: Any) -> None:
+        for entry in changes.unregistered:
+            txn.delete(_global_name_key(entry.kind, entry.name))
+        for entry in changes.registered:
+            txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
+        for group, address in changes.left:
+            txn.delete(_global_member_key(group, address))
+        for member in changes.joined:
+            txn.put(_global_member_key(member.group, member.address), _encode(member))
 
     def _commit(self, change: Callable[[Any], None]) -> None:
         with self._version_file.locked():

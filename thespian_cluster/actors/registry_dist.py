@@ -613,22 +613,8 @@ class RegistryDist(Actor):
             self.send(target, request)
 
     def _changed(self, changes: Changes) -> None:
-        """Mirror what changed into the node table, as the replica holds it *now*: one
-        delta may put and drop the same name, and only the end state counts."""
-        if not changes:
-            return
-        table = self._replica.table
-        names = {e.key for e in changes.registered} | {e.key for e in changes.unregistered}
-        held = {key: table.whereis(key[1], key[0]) for key in names}
-        links = {(m.group, address_key(m.address)): (m.group, m.address) for m in changes.joined}
-        links.update({(g, address_key(a)): (g, a) for g, a in changes.left})
-        member_now = {key: table.member(*link) for key, link in links.items()}
-        self._mirror.write_state(
-            [e for e in held.values() if e is not None],
-            [key for key, e in held.items() if e is None],
-            [m for m in member_now.values() if m is not None],
-            [links[key] for key, m in member_now.items() if m is None],
-        )
+        if changes:
+            self._mirror.write_changes(changes)
 
     # ---- timers ------------------------------------------------------------------------
 
