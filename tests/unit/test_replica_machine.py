@@ -8,7 +8,9 @@ actors, die, restart with a new incarnation, and hand the sequencer over (collec
 merge, snapshot) at any moment.
 
 Checked at every step: replicas at the same version hold the same table (and the
-sequencer's, when it is there too); no name is ever acknowledged to two live owners.
+sequencer's, when it is there too); every node's mirror (the node table's copy, kept by
+the actor's rule: :func:`mirror_update` after every apply and install) equals its
+replica; no name is ever acknowledged to two live owners.
 Checked at quiescence (every message delivered, every write answered): every replica
 equals the sequencer's table, and every acknowledged registration is there unless it was
 released, or its actor or node died, since.
@@ -16,7 +18,7 @@ released, or its actor or node died, since.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import settings
@@ -32,6 +34,7 @@ from thespian_cluster.core.replica import (
     Delta,
     JoinGroup,
     LeaveGroup,
+    MirrorUpdate,
     NodeId,
     Origin,
     PurgeAddress,
@@ -43,10 +46,11 @@ from thespian_cluster.core.replica import (
     Snapshot,
     SnapshotRequest,
     Write,
+    mirror_update,
     table_state,
 )
-from thespian_cluster.core.sequencer import Sequencer, Takeover
-from thespian_cluster.core.table import NameKey
+from thespian_cluster.core.sequencer import Sequencer, Takeover, must_take_over
+from thespian_cluster.core.table import Entry, Member, NameKey
 
 NODES = 4
 SLOTS = 2
@@ -65,12 +69,31 @@ def address(node: int, slot: int) -> FakeAddress:
 
 
 @dataclass
+class Mirror:
+    """The node table's global mirror, as a dict: GlobalMirror.write_update's rule."""
+
+    names: dict[NameKey, Entry] = field(default_factory=dict)
+    members: dict[tuple[str, AddressKey], Member] = field(default_factory=dict)
+
+    def write(self, update: MirrorUpdate) -> None:
+        for key in update.dropped_names:
+            self.names.pop(key, None)
+        for entry in update.entries:
+            self.names[entry.key] = entry
+        for group, where in update.dropped_members:
+            self.members.pop((group, address_key(where)), None)
+        for member in update.members:
+            self.members[(member.group, address_key(member.address))] = member
+
+
+@dataclass
 class SimNode:
     id: NodeId
     replica: Replica
     origin: Origin
     alive: bool = True
     sequencer: Sequencer | None = None
+    mirror: Mirror = field(default_factory=Mirror)
 
 
 class GlobalTableMachine(RuleBasedStateMachine):
@@ -165,6 +188,8 @@ class GlobalTableMachine(RuleBasedStateMachine):
                 self._send(message.node, snapshot)
 
     def _changed(self, sim: SimNode, changes: Changes) -> None:
+        if changes:
+            sim.mirror.write(mirror_update(sim.replica.table, changes))
         if changes.need_snapshot is not None:
             self._send(changes.need_snapshot.sequencer, changes.need_snapshot)
         self._acknowledge(sim)
@@ -253,7 +278,9 @@ class GlobalTableMachine(RuleBasedStateMachine):
             sequencer = self._sequencer()
             if sequencer is None:
                 self._takeover(min(i for i, sim in enumerate(self.nodes) if sim.alive))
-                sequencer = self._sequencer()
+            else:
+                self._lead_if_due(sequencer)
+            sequencer = self._sequencer()
             assert sequencer is not None and sequencer.sequencer is not None
             for sim in self.nodes:
                 if sim.alive:
@@ -351,6 +378,17 @@ class GlobalTableMachine(RuleBasedStateMachine):
             if delta is not None:
                 self._broadcast(delta)
 
+    @rule()
+    def leader_timer(self) -> None:
+        sim = self._sequencer()
+        if sim is not None:
+            self._lead_if_due(sim)
+
+    def _lead_if_due(self, sim: SimNode) -> None:
+        """The leader's timer (RegistryDist._lead_if_due): lead above a newer term."""
+        if must_take_over(sim.sequencer, sim.replica):
+            self._takeover(self.nodes.index(sim))
+
     @rule(node=nodes)
     def retry_timer(self, node: int) -> None:
         sim = self.nodes[node]
@@ -397,6 +435,14 @@ class GlobalTableMachine(RuleBasedStateMachine):
                 state = table_state(sim.replica.table)
                 version = (sim.replica.term, sim.replica.seq)
                 assert by_version.setdefault(version, state) == state, sim.id
+
+    @invariant()
+    def mirror_equals_replica(self) -> None:
+        for sim in self.nodes:
+            if sim.alive:
+                assert (sim.mirror.names, sim.mirror.members) == table_state(sim.replica.table), (
+                    sim.id
+                )
 
     def teardown(self) -> None:
         self._settle()

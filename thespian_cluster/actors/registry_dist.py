@@ -68,6 +68,7 @@ from thespian_cluster.core.replica import (
     SnapshotRequest,
     Term,
     Write,
+    mirror_update,
 )
 from thespian_cluster.core.sequencer import (
     MergeConflict,
@@ -75,6 +76,7 @@ from thespian_cluster.core.sequencer import (
     Sequencer,
     Takeover,
     default_resolver,
+    must_take_over,
 )
 from thespian_cluster.global_messages import (
     Decisions,
@@ -333,10 +335,9 @@ class RegistryDist(Actor):
             return
         if self.takeover is not None and not new_nodes:
             return
-        newest = max(self._replica.seen, self.takeover.term if self.takeover else core.NO_TERM)
-        current = self.sequencer is not None and self.sequencer.term >= newest
-        if current and not new_nodes:
+        if not must_take_over(self.sequencer, self._replica, nodes_arrived=new_nodes):
             return
+        newest = max(self._replica.seen, self.takeover.term if self.takeover else core.NO_TERM)
         self._start_takeover(newest.epoch)
 
     def _on_newer_term(self, notice: NewerTerm) -> None:
@@ -594,10 +595,9 @@ class RegistryDist(Actor):
     def _install(self, snapshot: Snapshot) -> None:
         before = self._replica.term
         changes = self._replica.install(snapshot)
-        if changes:
-            # A snapshot replaces the whole table: so does the mirror, in one commit,
-            # whatever it held (a stale record left by any earlier miss goes with it).
-            self._mirror.replace(self._replica.names(), self._all_members())
+        # The difference only: at 100,000 names a catch-up rewrites what changed, not
+        # the whole mirror (a restart rewrites it whole, in _configure).
+        self._changed(changes)
         if self._replica.term != before:
             self._gap_since = None
             self._send_writes(self._origin.unacknowledged(self._replica))
@@ -613,8 +613,10 @@ class RegistryDist(Actor):
             self.send(target, request)
 
     def _changed(self, changes: Changes) -> None:
+        """Bring the node table's mirror to the replica's end state of every key that
+        ``changes`` touched, so that it equals the replica after every apply."""
         if changes:
-            self._mirror.write_changes(changes)
+            self._mirror.write_update(mirror_update(self._replica.table, changes))
 
     # ---- timers ------------------------------------------------------------------------
 

@@ -336,6 +336,65 @@ class Changes:
         return bool(self.registered or self.unregistered or self.joined or self.left)
 
 
+@dataclass(frozen=True, slots=True)
+class MirrorUpdate:
+    """What a copy of the table kept elsewhere (the node table's mirror) must write so
+    that it equals the replica again: the replica's *end* state of every key an apply
+    or install touched.
+
+    No key is in both a put and a drop, so the writes commute: any order gives the
+    same copy. (Replaying :class:`Changes` in a fixed order does not: one apply may
+    put and drop a name, as a delta that fills a hole drains the buffered ones after
+    it, and "drop, then put" left a released name in the mirror for good.)
+    """
+
+    entries: tuple[Entry, ...] = ()
+    dropped_names: tuple[NameKey, ...] = ()
+    members: tuple[Member, ...] = ()
+    dropped_members: tuple[tuple[str, Any], ...] = ()  # (group, address)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.dropped_names or self.members or self.dropped_members)
+
+
+def mirror_update(table: NameTable, changes: Changes) -> MirrorUpdate:
+    """The :class:`MirrorUpdate` that brings a copy of ``table`` as it was before
+    ``changes`` to ``table`` as it is now.
+
+    Args:
+        table: the replica's table, *after* the apply or install that made ``changes``.
+        changes: what that apply or install reported.
+
+    Returns:
+        Every touched name and membership, put as ``table`` holds it or dropped.
+    """
+    touched_names = {e.key for e in changes.registered}
+    touched_names.update(e.key for e in changes.unregistered)
+    entries: list[Entry] = []
+    dropped_names: list[NameKey] = []
+    for kind, name in touched_names:
+        entry = table.whereis(name, kind)
+        if entry is None:
+            dropped_names.append((kind, name))
+        else:
+            entries.append(entry)
+    touched_members = {
+        (m.group, address_key(m.address)): (m.group, m.address) for m in changes.joined
+    }
+    touched_members.update(((g, address_key(a)), (g, a)) for g, a in changes.left)
+    members: list[Member] = []
+    dropped_members: list[tuple[str, Any]] = []
+    for group, address in touched_members.values():
+        member = table.member(group, address)
+        if member is None:
+            dropped_members.append((group, address))
+        else:
+            members.append(member)
+    return MirrorUpdate(
+        tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members)
+    )
+
+
 # ---- applying effects -----------------------------------------------------------------
 
 
