@@ -464,3 +464,19 @@ GlobalTableMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=50, deadline=None
 )
 test_global_table = GlobalTableMachine.TestCase
+
+
+def test_the_next_leader_leads_above_a_snapshot_still_on_its_way() -> None:
+    """Found by the machine: n3 takes over alone and its snapshot is on its way to a
+    restarted n0 when n3 dies; n0 takes over at epoch 1, then installs n3's epoch-2
+    snapshot and ignores its own deltas. Only leading again, above epoch 2
+    (``must_take_over``, RegistryDist's leader timer), lets the cluster settle."""
+    state = GlobalTableMachine()
+    for node in (0, 1, 2):
+        state.node_dies(node=node)
+    state.sequencer_changes(node=3)
+    state.node_restarts(node=0)
+    state.deliver(pick=0)  # n3 installs its own snapshot
+    state.deliver(pick=0)  # n3 answers n0's snapshot request: the snapshot is on its way
+    state.node_dies(node=3)
+    state.teardown()
