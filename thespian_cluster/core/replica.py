@@ -50,7 +50,8 @@ Read your writes and re-sending (:class:`Origin`)
     sees what the decision saw. A write whose decision belongs to a term the replica has
     since left was never applied here before the fence, so it is not in the new table
     either; the origin sends it again (:meth:`Origin.unacknowledged`). Writes are safe to
-    send twice: the sequencer remembers recent op ids, and every request is idempotent
+    send twice: the sequencer remembers recent op ids (unique per origin incarnation
+    even across restarts of the actor: they start at the clock), and every request is idempotent
     by meaning (claiming a name one owns is a meta update, releasing a free name says so).
 
 Writes are addressed to a term (the origin replica's). A sequencer ignores writes of
@@ -70,6 +71,7 @@ from __future__ import annotations
 
 import heapq
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,7 +180,8 @@ Request = Claim | Release | SetMeta | JoinGroup | LeaveGroup | PurgeAddress | Pu
 class Write:
     """One request from ``origin`` to the sequencer of ``term``.
 
-    ``op_id`` is unique per origin incarnation. ``term`` is the origin replica's term
+    ``op_id`` is unique per origin incarnation, across restarts of its actor too
+    (:class:`Origin` starts at the clock). ``term`` is the origin replica's term
     when sent: a sequencer decides only writes of its own term, so a copy still in
     flight from an older term (already answered there) cannot be applied a second time
     in a newer one, where the sequencer does not remember it.
@@ -659,9 +662,17 @@ class Origin:
     term) or on a retry timer it sends :meth:`unacknowledged` again.
     """
 
-    def __init__(self, node: NodeId) -> None:
+    def __init__(self, node: NodeId, first_op: int | None = None) -> None:
+        """Args:
+        node: this node's identity.
+        first_op: the first op id; by default the clock in nanoseconds, so that a
+            RegistryDist restarted within one node incarnation never reuses an op id
+            of its previous life. The sequencer remembers decisions by (origin,
+            op id): a reused id would get the old write's decision, and the new
+            write would be acknowledged without ever being applied.
+        """
         self.node = node
-        self._next_op = 1
+        self._next_op = time.time_ns() if first_op is None else first_op
         self._pending: dict[int, Request] = {}
         self._decisions: dict[int, Decision] = {}
         self._waiting: dict[Term, list[tuple[int, int]]] = {}  # term -> heap of (seq, op id)
