@@ -96,6 +96,8 @@ class Client(threading.Thread):
             self.last[name] = "unknown"  # a timeout or no answer: it may have happened
 
 
+# The run's own length plus its start (five nodes) and its checks at the end.
+@pytest.mark.timeout(CHAOS_SECONDS + 150)
 def test_chaos(netns_lab: NetnsLab, netns_cluster: LocalCluster) -> None:
     seed = int(os.environ.get("CHAOS_SEED", random.randrange(1 << 30)))
     print(f"CHAOS_SEED={seed}")

@@ -4,8 +4,8 @@ N simulated nodes, each with a Replica and an Origin, one of them with the Seque
 exchange messages through a bag: any message may be delivered in any order, twice, or
 never (a drop is repaired by the heartbeat → hole → snapshot path, and by origins
 sending unacknowledged writes again). Nodes race for a few names, release them, lose
-actors, die, restart with a new incarnation, and hand the sequencer over (collect,
-merge, snapshot) at any moment.
+actors, die, restart with a new incarnation (or restart only their RegistryDist, in the
+same incarnation), and hand the sequencer over (collect, merge, snapshot) at any moment.
 
 Checked at every step: replicas at the same version hold the same table (and the
 sequencer's, when it is there too); every node's mirror (the node table's copy, kept by
@@ -45,8 +45,10 @@ from thespian_cluster.core.replica import (
     SetMeta,
     Snapshot,
     SnapshotRequest,
+    Term,
     Write,
     mirror_update,
+    owned_by,
     table_state,
 )
 from thespian_cluster.core.sequencer import Sequencer, Takeover, must_take_over
@@ -364,6 +366,25 @@ class GlobalTableMachine(RuleBasedStateMachine):
             self._send(sequencer.id, request)
 
     @rule(node=nodes)
+    def registry_dist_restarts(self, node: int) -> None:
+        """The node's RegistryDist alone is killed and restarted (RegistryDist._configure):
+        the same node incarnation, a new origin (unanswered writes are lost with their
+        clients), a replica seeded with what the mirror says the node owns, and no
+        sequencer here until a takeover."""
+        sim = self.nodes[node]
+        if not sim.alive:
+            return
+        entries = tuple(e for e in sim.mirror.names.values() if owned_by(e, sim.id))
+        members = tuple(m for m in sim.mirror.members.values() if owned_by(m, sim.id))
+        sim.sequencer = None
+        sim.origin = Origin(sim.id)
+        sim.replica = Replica(sim.id, max_buffered_ops=20)
+        if entries or members:
+            sim.replica.install(Snapshot(Term(0, sim.id), 1, entries, members))
+        names, explicit = table_state(sim.replica.table)
+        sim.mirror = Mirror(names, explicit)
+
+    @rule(node=nodes)
     def sequencer_changes(self, node: int) -> None:
         if self.nodes[node].alive:
             self._takeover(node)
@@ -479,4 +500,18 @@ def test_the_next_leader_leads_above_a_snapshot_still_on_its_way() -> None:
     state.deliver(pick=0)  # n3 installs its own snapshot
     state.deliver(pick=0)  # n3 answers n0's snapshot request: the snapshot is on its way
     state.node_dies(node=3)
+    state.teardown()
+
+
+def test_a_restarted_registry_dist_takes_no_decision_of_its_previous_life() -> None:
+    """Found by the machine with op ids counted from 1 in every life: n1 sequences
+    term 2, then its RegistryDist restarts; its first write (n2's purge) had op id 1,
+    took the previous life's decision of term 2 for it, and was never sent again."""
+    state = GlobalTableMachine()
+    state.node_dies(node=0)
+    state.node_dies(node=3)
+    state.sequencer_changes(node=1)
+    state.deliver_all(pick=238)
+    state.registry_dist_restarts(node=1)
+    state.node_dies(node=2)
     state.teardown()
