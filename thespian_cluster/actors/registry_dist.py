@@ -615,8 +615,13 @@ class RegistryDist(Actor):
     def _changed(self, changes: Changes) -> None:
         """Bring the node table's mirror to the replica's end state of every key that
         ``changes`` touched, so that it equals the replica after every apply."""
-        if changes:
+        if not changes:
+            return
+        try:
             self._mirror.write_update(mirror_update(self._replica.table, changes))
+        except Exception:  # a failed commit left the mirror behind: make it whole again
+            logger.exception("registry dist could not update the mirror; rewriting it whole")
+            self._mirror.replace(self._replica.names(), self._all_members())
 
     # ---- timers ------------------------------------------------------------------------
 
