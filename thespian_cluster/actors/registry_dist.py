@@ -276,10 +276,19 @@ class RegistryDist(Actor):
     def _on_verdict(self, status: PartitionStatus) -> None:
         self._set_writable(status.writable, status.reason)
         if status.partition_detected and status.unreachable:
-            self.partition = (status.winner, frozenset(status.unreachable))
+            self._cut_off(status.winner, frozenset(status.unreachable))
 
     def _on_partition(self, event: PartitionDetected) -> None:
-        self.partition = (event.winner, frozenset(event.unreachable))
+        self._cut_off(event.winner, frozenset(event.unreachable))
+
+    def _cut_off(self, winner: bool, unreachable: frozenset[str]) -> None:
+        """Remember every node this side lost touch with in one partition, until a merge
+        has them all back: a partition that grows (n5 cut, then n4 too) or heals a node
+        at a time must still be merged by one rule, or the heal takes a node cut off
+        for the winner side and may hand it a contested name."""
+        if self.partition is not None and self.partition[0] == winner:
+            unreachable |= self.partition[1]
+        self.partition = (winner, unreachable)
 
     def _set_writable(self, writable: bool, reason: str) -> None:
         if writable != self.writable:
