@@ -14,7 +14,14 @@ and frees the names of actors that die. Death reaches it three ways:
    port refuses the connection.
 
 Requests with ``scope="global"`` answer ``RegistryError(not_distributed)`` unless
-the backend is distributed.
+the backend is distributed. A global claim (``Register``, ``RegisterMany``,
+``JoinGroup``) goes to the RegistryDist of the node that hosts its actor
+(:mod:`thespian_cluster.core.homes`): that node watches the actor, and its death purges
+the actor's names. When the actor's IP does not tell, the Registry probes the actor
+(``Thespian_StatusReq``) and the claim waits here, never blocking, until the answer
+or ``cluster_heartbeat_timeout``; an actor no node hosts gets
+``RegistryError(unknown_home)``. Local names are not homed: they belong to this
+node's namespace whoever hosts the actor.
 
 What a caller can rely on, whatever it sends:
 
