@@ -9,6 +9,7 @@ import pytest
 from thespian.actors import ActorExitRequest
 
 from tests.cluster.test_global_registry import three
+from tests.cluster.test_partitions_netns import start_nodes
 from tests.conftest import wait_for
 from tests.integration.actors import Worker
 from thespian_cluster import (
@@ -24,6 +25,7 @@ from thespian_cluster import (
 )
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster
+from thespian_cluster.netns import NetnsLab
 
 pytestmark = pytest.mark.cluster
 
@@ -117,3 +119,19 @@ def test_a_claim_for_an_actor_no_node_hosts_is_refused(cluster: LocalCluster) ->
     reply = c.ask(Register(name="ghost", address=dead, scope="global"))
     assert isinstance(reply, RegistryError) and reply.code == "unknown_home", reply
     assert a.ask(Whereis(name="ghost", scope="global")).address is None
+
+
+def test_a_claim_through_another_node_goes_when_its_host_is_cut_off(
+    netns_lab: NetnsLab, netns_cluster: LocalCluster
+) -> None:
+    # One IP per node, as on separate hosts: the home is known by the IP, no probe.
+    a, b, c = start_nodes(netns_cluster, netns_lab, ["a", "b", "c"])
+    netns_cluster.wait_formed(["a", "b", "c"])
+    on_b = b.client().createActor(Worker)
+    claim_through(c, on_b, "weather", "tools")
+    wait_for(lambda: homes_seen_by(a, "weather", "tools")[0][0] == on_b, 10, "the claim on a")
+
+    netns_lab.cut("b")  # b's host is gone: a probe of its actor's port gets no answer at all
+    gone = ((None, None), [])
+    for node in (a, c):  # b is purged once seen down: its actor's names with it
+        wait_for(lambda n=node: homes_seen_by(n, "weather", "tools") == gone, 15, node.name)
