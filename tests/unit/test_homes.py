@@ -108,6 +108,8 @@ def test_waiting_requests_resume_once_every_address_they_need_is_answered() -> N
     assert waiting.overdue(5.0) == [y]
     assert waiting.answered(y) == ["both"] and len(waiting) == 0
     assert waiting.answered(y) == []  # a late answer to a probe given up
+    waiting.add("left over", [x], deadline=9.0)
+    assert waiting.drain() == ["left over"] and not waiting.probing(x)
 
 
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 3)), max_size=30))

@@ -223,8 +223,10 @@ class Registry(Actor):
             self._on_view(message)
         elif isinstance(message, Reply) and getattr(message, "request_id", None) in self._parts:
             self._part_answered(message)
-        elif isinstance(message, ActorExitRequest | SupervisedBy):
-            pass  # an exit needs no cleanup: the table persists for a restarted Registry
+        elif isinstance(message, ActorExitRequest):
+            self._stop()  # the table persists for a restarted Registry: only clients to answer
+        elif isinstance(message, SupervisedBy):
+            pass
         else:
             checked = revalidate(message)  # never act on what arrived, only on this
             if isinstance(checked, Request):
@@ -453,6 +455,18 @@ class Registry(Actor):
             upcoming.append(waiting)
         if upcoming:
             self._arm(min(upcoming), now)
+
+    def _stop(self) -> None:
+        """Answer every client still waiting for a home or another node's reply."""
+        for request, client, _ in self._waiting.drain():
+            self.send(client, _error(request, ErrorCode.UNAVAILABLE, "the registry is stopping"))
+        for gather in self._gathers:
+            self.send(
+                gather.client,
+                _error(gather.request, ErrorCode.UNAVAILABLE, "the registry is stopping"),
+            )
+        self._gathers.clear()
+        self._parts.clear()
 
     def _on_view(self, view: ClusterView) -> None:
         if self.homes is not None:

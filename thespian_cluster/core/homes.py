@@ -303,6 +303,12 @@ class Waiting(Generic[T]):
         self._waiters = [w for w in self._waiters if w.needs]
         return [w.item for w in ready]
 
+    def drain(self) -> list[T]:
+        """Every waiting request, removed (the caller is stopping)."""
+        items = [w.item for w in self._waiters]
+        self._waiters, self._probing = [], {}
+        return items
+
     def next_deadline(self) -> float | None:
         """The earliest deadline of a waiting request, or None if none waits."""
         return min((w.deadline for w in self._waiters), default=None)
