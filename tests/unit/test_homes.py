@@ -82,10 +82,15 @@ def test_a_node_leaving_the_view_takes_its_remembered_homes() -> None:
     assert isinstance(homes.probed(actor, Addr("10.0.0.1", 1901), 0.1), Homeless)
 
 
-def test_this_node_is_known_before_any_view() -> None:
+def test_this_node_is_known_before_any_view_but_its_ip_proves_nothing_yet() -> None:
     homes = Homes("a", "10.0.0.1", 1900, 1.0)
     actor = Addr("10.0.0.1", 40000)
+    assert homes.place(actor, 0.0) == Probe(actor)  # another node may share the IP, unseen
+    homes.set_view([A], complete=False)  # not joined yet: still unseen
+    assert homes.place(actor, 0.0) == Probe(actor)
     assert homes.probed(actor, Addr("10.0.0.1", 1900), 0.0).here  # type: ignore[union-attr]
+    homes.set_view([A, B])
+    assert homes.place(Addr("10.0.0.2", 1), 0.0) == Home(B, here=False)
 
 
 def test_route_groups_items_by_node_and_probes_come_first() -> None:

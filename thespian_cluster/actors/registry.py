@@ -220,8 +220,9 @@ class Registry(Actor):
         elif isinstance(message, Thespian_ActorStatus):
             self._probed(message)
         elif isinstance(message, ClusterView):
-            self._on_view(message)
-        elif isinstance(message, Reply) and getattr(message, "request_id", None) in self._parts:
+            if sender == self._monitor:  # only this node's NodeMonitor says who is up
+                self._on_view(message)
+        elif isinstance(message, Reply) and _str_attr(message, "request_id") in self._parts:
             self._part_answered(message)
         elif isinstance(message, ActorExitRequest):
             self._stop()  # the table persists for a restarted Registry: only clients to answer
@@ -347,6 +348,7 @@ class Registry(Actor):
             self.send(client, _error(request, ErrorCode.UNAVAILABLE, "too many writes waiting"))
             return
         for address in probes:
+            logger.debug("registry asks {} which node hosts it", address)
             self.send(address, Thespian_StatusReq())
         self._arm(deadline, now)
 
@@ -471,7 +473,8 @@ class Registry(Actor):
     def _on_view(self, view: ClusterView) -> None:
         if self.homes is not None:
             self.homes.set_view(
-                Host(r.name, r.host, r.port, r.agents.get("registry_dist")) for r in view.records
+                (Host(r.name, r.host, r.port, r.agents.get("registry_dist")) for r in view.records),
+                complete=view.joined,
             )
 
     def _watch_view(self) -> None:
@@ -758,6 +761,11 @@ class Registry(Actor):
 
 def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
     return RegistryError(request_id=request.request_id, code=code, detail=detail)
+
+
+def _str_attr(message: Any, attribute: str) -> str | None:
+    value = getattr(message, attribute, None)
+    return value if isinstance(value, str) else None
 
 
 def _write_items(request: Request) -> list[Any]:

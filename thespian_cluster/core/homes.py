@@ -12,8 +12,11 @@ and syn hands a registration to the scope process of the pid's node.
 :class:`Homes` decides, for an actor address, which node hosts it:
 
 * **by its IP**, with no message, when exactly one node of the cluster listens on
-  that IP and every node's IP is known: the common deployment (one node per host)
-  never pays for homing;
+  that IP and every node's IP is known (the view is whole: this node has joined, and
+  no node listens on a host name or a wildcard): the common deployment (one node per
+  host) never pays for homing. An actor system outside the cluster on a node's own
+  IP would be taken for that node's; that node then watches it like its own (its
+  port probes free the name when it dies), so nothing outlives the actor;
 * otherwise **by asking the actor**: the caller sends it ``Thespian_StatusReq``, which
   every Thespian actor answers without user code, and hands the answer's admin
   address to :meth:`Homes.probed`, which maps it to the node whose admin that is;
@@ -115,13 +118,21 @@ class Homes:
         self._hosts: dict[str, Host] = {me: self.me}
         self._by_ip: dict[str, list[Host]] = {}
         self._blind = True  # some node's IP is unknown: no IP can rule it out
+        self._complete = False  # until a view names every live node, any may share an IP
         self._known: dict[AddressKey, tuple[float, Home | Homeless]] = {}
         self._index()
 
     # ---- the view ------------------------------------------------------------------------
 
-    def set_view(self, hosts: Iterable[Host]) -> None:
-        """The live nodes now (this one among them or not: it is always kept)."""
+    def set_view(self, hosts: Iterable[Host], complete: bool = True) -> None:
+        """The live nodes now (this one among them or not: it is always kept).
+
+        Args:
+            hosts: the live nodes.
+            complete: False while this node has not joined its cluster: other nodes
+                may then listen on this node's IP unseen, so no IP is taken as proof.
+        """
+        self._complete = complete
         fresh = {h.name: h for h in hosts}
         mine = fresh.get(self.me.name)
         self.me = Host(self.me.name, self.me.ip, self.me.port, mine.registry_dist if mine else None)
@@ -160,7 +171,7 @@ class Homes:
         known = self._known.get(address_key(address))
         if known is not None and now - known[0] <= self.remember:
             return known[1]
-        if not self._blind:
+        if self._complete and not self._blind:
             ip = _literal_ip(where[0])
             on_ip = self._by_ip.get(ip, []) if ip is not None else []
             if len(on_ip) == 1:
