@@ -376,7 +376,7 @@ class Registry(Actor):
         for node, (host, indices) in plan.parts.items():
             target = (
                 self._front_door.reader.agent("registry_dist")
-                if host is homes.me
+                if host.name == homes.me.name
                 else host.registry_dist
             )
             if target is None:
