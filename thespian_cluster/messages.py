@@ -395,6 +395,10 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"  # no decision in time: the request may or may not have happened
     NOT_OWNER = "not_owner"  # a global name held by an actor of another node
     MINORITY_PARTITION = "minority_partition"  # this side of a partition may not write
+    #: A global claim for an actor that no node of the cluster can be found to host
+    #: (it did not answer: dead? or its actor system is no node of this cluster).
+    #: Nothing was recorded: a name must live on the node that watches its actor.
+    UNKNOWN_HOME = "unknown_home"
 
 
 class RegistryError(Reply):

@@ -600,9 +600,15 @@ class Origin:
     term) or on a retry timer it sends :meth:`unacknowledged` again.
     """
 
-    def __init__(self, node: NodeId) -> None:
+    def __init__(self, node: NodeId, first_op: int = 1) -> None:
+        """Args:
+        node: this node's incarnation.
+        first_op: the op id of the first write. An actor restarted within one node
+            incarnation must not reuse its previous life's ids: the sequencer would
+            answer a new write with the remembered decision of an old one.
+        """
         self.node = node
-        self._next_op = 1
+        self._next_op = first_op
         self._pending: dict[int, Request] = {}
         self._decisions: dict[int, Decision] = {}
         self._waiting: dict[Term, list[tuple[int, int]]] = {}  # term -> heap of (seq, op id)
