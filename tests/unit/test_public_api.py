@@ -23,10 +23,19 @@ from thespian_cluster import messages
 REPO = Path(__file__).resolve().parents[2]
 
 
+def protocol_modules() -> list[str]:
+    """The package's modules named ``*messages``: the protocol lives in them."""
+    return sorted(
+        m.name
+        for m in pkgutil.walk_packages(thespian_cluster.__path__, "thespian_cluster.")
+        if m.name.endswith("messages")
+    )
+
+
 def protocol_classes() -> list[tuple[str, type]]:
     """(module, class) for every class a protocol module defines, private ones aside."""
     found = []
-    for module_name in messages.PROTOCOL_MODULES:
+    for module_name in protocol_modules():
         module = importlib.import_module(module_name)
         for name, value in vars(module).items():
             if inspect.isclass(value) and value.__module__ == module_name and name[0] != "_":
@@ -76,12 +85,7 @@ def test_every_internal_message_exists() -> None:
 
 
 def test_every_module_named_messages_is_a_protocol_module() -> None:
-    modules = {
-        m.name
-        for m in pkgutil.walk_packages(thespian_cluster.__path__, "thespian_cluster.")
-        if m.name.endswith("messages")
-    }
-    assert modules == set(messages.PROTOCOL_MODULES)
+    assert set(protocol_modules()) == set(messages.PROTOCOL_MODULES)
 
 
 @pytest.mark.parametrize("module", [thespian_cluster, messages], ids=lambda m: m.__name__)
