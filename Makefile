@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 LINT_PATHS := thespian_cluster tests examples $(wildcard bench)
 
-.PHONY: demo test lint unit integration bench bench-quick clean
+.PHONY: demo test lint unit integration wheel-check bench bench-quick clean
 
 $(STAMP): setup.cfg pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+# The package as users get it: a wheel of this checkout in a fresh venv, and the demo
+# from it (part of `make test`; tests/packaging/wheel.py says how it stays fast).
+wheel-check: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/packaging tests/cluster/test_demo.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
