@@ -10,9 +10,12 @@ time, so it is built to be fast:
   do (PEP 517's ``build_wheel``), in the test venv, which has the build requirements
   (setup.cfg's ``test`` extra lists them): this spares a fresh build environment and
   pip's start-up per run (0.7 s instead of 2 s with ``pip wheel --no-build-isolation``,
-  7 s with isolation);
+  7 s with isolation). The price: the setuptools of the test venv, not the newest one
+  an isolated build would fetch; ``python -m build`` (isolated, sdist then wheel) gave
+  the same files when this was written;
 - the fresh venv is made ``--without-pip`` and filled by the test venv's pip
-  (``pip --python``);
+  (``pip --python``), with ``--no-compile`` (a run compiles only what it imports);
+- the demo runs once per suite, from this venv (tests/cluster/test_demo.py);
 - the dependencies come offline (``--no-index``) from a wheelhouse kept in the test venv
   (``<venv>/wheelhouse``, gone with ``make clean``). The first run fills it from the
   package index, through pip's cache; so does any run whose wheel needs something the
