@@ -15,6 +15,9 @@ time, so it is built to be fast:
   the same files when this was written;
 - the fresh venv is made ``--without-pip`` and filled by the test venv's pip
   (``pip --python``), with ``--no-compile`` (a run compiles only what it imports);
+- one process imports every module of the installed package right after the install
+  (:data:`IMPORT_EVERYTHING`; tests/packaging/test_wheel.py checks what it saw), which
+  also compiles what the demo's nodes import, whichever test runs first;
 - the demo runs once per suite, from this venv (tests/cluster/test_demo.py);
 - the dependencies come offline (``--no-index``) from a wheelhouse kept in the test venv
   (``<venv>/wheelhouse``, gone with ``make clean``). The first run fills it from the
@@ -52,6 +55,32 @@ ARTEFACTS = frozenset(
 LEAKY_ENV = ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP", "VIRTUAL_ENV")
 
 
+#: Run by the fresh venv's python: import everything the package has and say, as JSON
+#: on the last line, what came from where.
+IMPORT_EVERYTHING = """
+import importlib, importlib.metadata, json, pkgutil
+import thespian_cluster, thespian_cluster.messages
+
+found = pkgutil.walk_packages(thespian_cluster.__path__, "thespian_cluster.")
+modules = sorted(m.name for m in found)
+for name in modules:
+    importlib.import_module(name)
+missing = [
+    f"{where.__name__}.{name}"
+    for where in (thespian_cluster, thespian_cluster.messages)
+    for name in where.__all__
+    if not hasattr(where, name)
+]
+print(json.dumps({
+    "file": thespian_cluster.__file__,
+    "modules": modules,
+    "missing": missing,
+    "version": thespian_cluster.__version__,
+    "metadata_version": importlib.metadata.version("thespian-cluster"),
+}))
+"""
+
+
 @dataclass(frozen=True)
 class InstalledWheel:
     """A fresh venv holding the wheel and its dependencies, and where to run it from."""
@@ -63,6 +92,8 @@ class InstalledWheel:
     env: dict[str, str]
     #: The package's files in the checkout the wheel was built from, as wheel paths.
     source_files: frozenset[str]
+    #: :data:`IMPORT_EVERYTHING`, run once right after the install.
+    imported: subprocess.CompletedProcess[str]
 
     def run(
         self, program: str, *args: str, timeout: float = 60
@@ -133,12 +164,22 @@ def installed_wheel(repo: Path = REPO) -> Iterator[InstalledWheel]:
         _install(work, env, venv / "bin" / "python", wheel)
         cwd = work / "run"
         cwd.mkdir()
+        run_env = {**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"}
+        imported = subprocess.run(
+            [str(venv / "bin" / "python"), "-c", IMPORT_EVERYTHING],
+            cwd=cwd,
+            env=run_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
         yield InstalledWheel(
             wheel=wheel,
             venv=venv,
             cwd=cwd,
-            env={**env, "PATH": f"{venv / 'bin'}{os.pathsep}{env.get('PATH', '')}"},
+            env=run_env,
             source_files=frozenset(f for f in files if f.startswith(f"{PACKAGE}/")),
+            imported=imported,
         )
 
 
