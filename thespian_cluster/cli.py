@@ -23,6 +23,7 @@ from typing import Annotated, Any, Literal
 import typer
 from thespian.actors import ActorExitRequest, ActorSystem, ActorSystemException
 
+from thespian_cluster import __version__
 from thespian_cluster.cluster_messages import GetNodeStatus, NodeStatusReply
 from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus
 from thespian_cluster.logs import configure_logging
@@ -64,6 +65,24 @@ TIMEOUT = 10.0
 def main() -> None:
     configure_logging("cli", "WARNING", None)  # start_node reconfigures for `start`
     app()
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"thespian-cluster {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    # Options of the command itself, before any subcommand; no docstring, so the help
+    # stays the app's.
+    pass
 
 
 @app.command()
