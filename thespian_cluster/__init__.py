@@ -61,7 +61,19 @@ from thespian_cluster.messages import (
     WhereisReply,
     WhichChildren,
 )
-from thespian_cluster.node import Node, NodeError, connect, registry_address, start_node
+from thespian_cluster.node import (
+    AskTimeout,
+    Node,
+    NodeEntry,
+    NodeError,
+    NodeNotReady,
+    ask,
+    connect,
+    node_entry,
+    registry_address,
+    start_node,
+    wait_ready,
+)
 from thespian_cluster.node_table import TableReader, lookup
 from thespian_cluster.settings import ClusterSettings, SettingsError
 from thespian_cluster.supervisors.supervisor import Supervisor
@@ -69,6 +81,7 @@ from thespian_cluster.supervisors.supervisor import Supervisor
 __all__ = [
     "ActorExiting",
     "AlreadyRegistered",
+    "AskTimeout",
     "BackendLoadError",
     "ChildCount",
     "ChildDeleted",
@@ -100,7 +113,9 @@ __all__ = [
     "MetaUpdated",
     "NameList",
     "Node",
+    "NodeEntry",
     "NodeError",
+    "NodeNotReady",
     "NormalExit",
     "Register",
     "RegisterAs",
@@ -131,8 +146,11 @@ __all__ = [
     "Whereis",
     "WhereisReply",
     "WhichChildren",
+    "ask",
     "connect",
     "lookup",
+    "node_entry",
     "registry_address",
     "start_node",
+    "wait_ready",
 ]

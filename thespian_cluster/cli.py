@@ -26,6 +26,7 @@ from typing import Annotated, Any, Literal
 import typer
 from thespian.actors import ActorSystem, ActorSystemException
 
+from thespian_cluster.backends.loading import BackendLoadError
 from thespian_cluster.cluster_messages import GetNodeStatus, NodeStatusReply
 from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus
 from thespian_cluster.logs import configure_logging
@@ -99,15 +100,28 @@ def start(
     Example: thespian-cluster start -c config/cluster-member.toml --join 10.0.0.1:1900
     """
     overrides = {"convention_leader": join, "cluster_enabled": True} if join else {}
+    stop = threading.Event()
+    starting = threading.Event()
+    starting.set()
+
+    def on_signal(*_: Any) -> None:
+        # The first Ctrl-C or SIGTERM during the start stops the node once it is up
+        # (an interrupt could land after start_node's last cleanup point and leave the
+        # node running without us); a second one abandons the start (start_node
+        # cleans up after itself).
+        if stop.is_set() and starting.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    # Both explicitly: a shell starts background jobs with SIGINT ignored.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
     # A node that cannot start is one line on stderr and exit code 2, never a traceback.
     with _one_line_errors():
         settings = ClusterSettings.load(config, **overrides)
         node = start_node(settings)
+    starting.clear()
     metrics = _serve_metrics(settings, node)
-    stop = threading.Event()
-    # Both explicitly: a shell starts background jobs with SIGINT ignored.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     typer.echo(
         f"node {settings.node_name} running on {settings.admin_address} "
         f"(pgid {node.pgid}); Ctrl-C stops it"
@@ -460,7 +474,7 @@ def _one_line_errors() -> Iterator[None]:
     """Errors the user can fix become one line on stderr and exit code 2, no traceback."""
     try:
         yield
-    except (NodeError, SettingsError) as exc:
+    except (NodeError, SettingsError, BackendLoadError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 

@@ -48,7 +48,7 @@ from thespian.system.messages.status import Thespian_StatusReq, Thespian_SystemS
 
 from thespian_cluster import node_table
 from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
-from thespian_cluster.backends.loading import BackendLoadError, backend_class
+from thespian_cluster.backends.loading import backend_class
 from thespian_cluster.cluster_messages import AwaitJoin, JoinOutcome
 from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
 from thespian_cluster.messages import ChildrenReply, Request, SupervisorError, WhichChildren
@@ -298,12 +298,11 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     """Start a node's actor system and supervision tree; return its handle.
 
     Raises:
-        NodeError: the node cannot start; the message (one line) says why.
+        BackendLoadError: ``registry_backend`` names nothing usable.
+        NodeError: the node cannot start for another reason; the message (one line)
+            says why.
     """
-    try:
-        backend_class(settings.registry_backend)  # a bad backend is a startup error, here
-    except BackendLoadError as exc:
-        raise NodeError(str(exc)) from None
+    backend_class(settings.registry_backend)  # a bad backend is a startup error, here
     # Every check that can fail for a reason outside the program runs here, before the
     # actor system forks, so the caller gets one NodeError and not a half-started node.
     _usable_dir(settings.node_dir, "data_dir", settings.data_dir)
