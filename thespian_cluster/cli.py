@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import sys
 import threading
@@ -276,7 +277,7 @@ def status(
     frame per refresh.
     """
     if wait is not None:
-        with _one_line_errors():
+        with _failures_explained(host, port):
             wait_ready(port, host, wait)
     with _session(host, port) as system:
         if watch and not as_json:
@@ -328,7 +329,8 @@ def _watch(system: ActorSystem, interval: float) -> None:
     except KeyboardInterrupt:
         pass
     except BrokenPipeError:  # `status --watch | head`: the reader has had enough
-        sys.stderr.close()  # and Python's own flush at exit must not complain either
+        # Python's own flush of stdout at exit must not complain about it either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def collect_status(system: ActorSystem) -> dict[str, Any]:

@@ -35,6 +35,7 @@ import os
 import signal
 import socket
 import tempfile
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -43,7 +44,7 @@ from typing import Any
 
 import lmdb
 from loguru import logger
-from thespian.actors import ActorAddress, ActorSystem
+from thespian.actors import ActorAddress, ActorSystem, ActorSystemException
 from thespian.system.messages.status import Thespian_StatusReq, Thespian_SystemStatus
 
 from thespian_cluster import node_table
@@ -223,6 +224,10 @@ def wait_ready(
                 if system is not None:
                     raise  # an actor system that is no thespian-cluster node
                 why = str(exc)  # nothing listening yet
+            except ActorSystemException:
+                # An admin that does not answer yet, or drops our packets for good
+                # (another cookie): Thespian cannot tell them apart, nor can we.
+                why = f"the admin on {host}:{port} does not answer (check the cluster cookie)"
             if time.monotonic() >= deadline:
                 raise NodeNotReady(f"not ready within {timeout:g} s: {why}")
             time.sleep(READY_POLL)  # the next look; the node gives no event to wait on
@@ -441,26 +446,37 @@ def connect(
         return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
 
 
+_client_building = threading.local()
+
+
 @contextlib.contextmanager
 def _no_admin_start(host: str, port: int) -> Iterator[None]:
-    """While a client ``ActorSystem`` is built: it must never start an admin.
+    """While this thread builds a client ``ActorSystem``, it must never start an admin.
 
     Thespian's constructor starts a new admin on the port when it finds none there
-    (or none answering yet); a node that stopped between our check and the
-    constructor, or an admin still starting, would get a second, empty actor
-    system of the client's making. Not thread-safe (it patches a class).
+    (or none answering yet): a node that stopped between our check and the
+    constructor would get a second, empty actor system of the client's making. So
+    Thespian's ``_startAdmin`` is wrapped, once: in a thread that is building a
+    client it refuses, anywhere else (``start_node``) it starts the admin as before.
     """
     from thespian.system.multiprocCommon import multiprocessCommon
 
-    def refuse(*_: Any) -> None:
-        raise NodeError(f"no node is listening on {host}:{port}")
+    original = multiprocessCommon.__dict__["_startAdmin"]
+    if not getattr(original, "_thespian_cluster_guard", False):
 
-    saved = multiprocessCommon.__dict__["_startAdmin"]
-    multiprocessCommon._startAdmin = refuse
+        def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            refusal = getattr(_client_building, "refusal", None)
+            if refusal is not None:
+                raise NodeError(refusal)
+            return original(self, *args, **kwargs)
+
+        guarded._thespian_cluster_guard = True  # type: ignore[attr-defined]
+        multiprocessCommon._startAdmin = guarded
+    _client_building.refusal = f"no node is listening on {host}:{port}"
     try:
         yield
     finally:
-        multiprocessCommon._startAdmin = saved
+        _client_building.refusal = None
 
 
 @contextlib.contextmanager
@@ -570,10 +586,10 @@ def _await_join(system: ActorSystem, root: ActorAddress, settings: ClusterSettin
 
 def cluster_agent(system: ActorSystem, root: ActorAddress, child_id: str) -> ActorAddress:
     """The address of one of the node's cluster actors (``node_monitor``, ...)."""
-    tree = system.ask(root, WhichChildren(), DEFAULT_TIMEOUT)
+    tree = ask(system, root, WhichChildren(), DEFAULT_TIMEOUT)
     if not isinstance(tree, ChildrenReply) or CLUSTER_CHILD not in {c.id for c in tree.children}:
         raise NodeError("this node runs no cluster supervisor (cluster_enabled = false?)")
-    cluster = system.ask(tree.by_id(CLUSTER_CHILD).address, WhichChildren(), DEFAULT_TIMEOUT)
+    cluster = ask(system, tree.by_id(CLUSTER_CHILD).address, WhichChildren(), DEFAULT_TIMEOUT)
     if not isinstance(cluster, ChildrenReply):
         raise NodeError("the node's cluster supervisor did not answer")
     address = cluster.by_id(child_id).address

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -210,3 +212,26 @@ def test_ask_raises_on_silence(tmp_path: Path) -> None:
         assert pid > 0
     finally:
         node.stop()
+
+
+def test_connect_never_starts_an_actor_system(tmp_path: Path) -> None:
+    """A node that goes away between connect's check and Thespian's constructor: the
+    constructor would start a new, empty admin on the port (the old connect did)."""
+    port = free_port()
+    listener = socket.create_server(("127.0.0.1", port))
+
+    def accept_once_then_close() -> None:
+        listener.accept()[0].close()  # connect's "is anyone there?" probe
+        listener.close()
+
+    closer = threading.Thread(target=accept_once_then_close)
+    closer.start()
+    try:
+        with pytest.raises(NodeError, match="no node is listening"):
+            connect(port)
+    finally:
+        closer.join(10)
+        admin = pid_listening_on(port)
+        if admin is not None:  # the old connect's doing: do not leave it running
+            os.killpg(os.getpgid(admin), signal.SIGKILL)
+    assert admin is None, "connect started an actor system"
