@@ -190,7 +190,7 @@ def whereis(
                     f"meta={reply.meta} ({where} scope)"
                 )
                 return
-    typer.echo(f"{kind} {name!r} is not registered (looked in the {_joined(scopes)} scope)")
+    typer.echo(f"{kind} {name!r} is not registered (looked in {_scopes_named(scopes)})")
     raise typer.Exit(1)
 
 
@@ -213,7 +213,7 @@ def names(
                     + (f" scope={where}" if len(scopes) > 1 else "")
                 )
             total += len(reply.names)
-    typer.echo(f"{total} name(s) ({_joined(scopes)} scope)")
+    typer.echo(f"{total} name(s) ({_scopes_named(scopes)})")
 
 
 @app.command()
@@ -233,7 +233,7 @@ def groups(
                     typer.echo(listed if len(scopes) == 1 else f"{listed:<30} {where}")
                     found += 1
             if not found:
-                typer.echo(f"no groups (looked in the {_joined(scopes)} scope)")
+                typer.echo(f"no groups (looked in {_scopes_named(scopes)})")
             return
         count = 0
         for where in scopes:
@@ -244,7 +244,7 @@ def groups(
                     + (f" scope={where}" if len(scopes) > 1 else "")
                 )
                 count += 1
-    typer.echo(f"{count} member(s) in {group} ({_joined(scopes)} scope)")
+    typer.echo(f"{count} member(s) in {group} ({_scopes_named(scopes)})")
 
 
 @app.command()
@@ -534,8 +534,9 @@ def _scopes(value: str | None, entry: NodeEntry) -> list[Scope]:
     return ["local" if value == "local" else "global"]
 
 
-def _joined(scopes: list[Scope]) -> str:
-    return " and ".join(scopes)
+def _scopes_named(scopes: list[Scope]) -> str:
+    """``the local scope``, ``the local and global scopes``."""
+    return f"the {' and '.join(scopes)} scope" + ("s" if len(scopes) > 1 else "")
 
 
 def _ask(system: ActorSystem, entry: NodeEntry, request: Request, expect: type) -> Any:

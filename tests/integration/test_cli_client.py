@@ -121,7 +121,7 @@ def test_lookups_without_a_scope_find_global_names(cluster_node: ClusterNode) ->
     assert local.returncode == 1 and "looked in the local scope" in local.stdout
     missing = run(cluster_node, "whereis", "nobody")
     assert missing.returncode == 1
-    assert "looked in the local and global scope" in missing.stdout
+    assert "looked in the local and global scopes" in missing.stdout
 
 
 def test_groups_says_when_there_are_none(tmp_path: Path) -> None:
