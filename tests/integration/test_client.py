@@ -113,6 +113,8 @@ def test_start_node_survives_a_client_polling_it(tmp_path: Path) -> None:
             node = start_node(settings, log_to_stderr=False)
             try:
                 assert isinstance(node.ask(Whereis(name="x")), WhereisReply)
+                # Thespian's admin launcher (pid = the node's pgid) is reaped, no zombie
+                assert not Path(f"/proc/{node.pgid}").exists()
             finally:
                 node.stop()
             assert poller.poll() is None, poller.communicate()[1]
