@@ -19,12 +19,25 @@ from thespian_cluster.backends import (
 from thespian_cluster.core.supervision import ChildSpec, RegisterAs
 from thespian_cluster.core.table import Conflict, Entry, Member, Removal
 from thespian_cluster.messages import *  # noqa: F403  (the protocol: its __all__)
-from thespian_cluster.node import Node, NodeError, connect, registry_address, start_node
+from thespian_cluster.node import (
+    AskTimeout,
+    Node,
+    NodeEntry,
+    NodeError,
+    NodeNotReady,
+    ask,
+    connect,
+    node_entry,
+    registry_address,
+    start_node,
+    wait_ready,
+)
 from thespian_cluster.node_table import TableReader, lookup
 from thespian_cluster.settings import ClusterSettings, SettingsError
 from thespian_cluster.supervisors.supervisor import Supervisor
 
 __all__ = [
+    "AskTimeout",
     "BackendLoadError",
     "ChildSpec",
     "ClusterSettings",
@@ -34,7 +47,9 @@ __all__ = [
     "LocalBackend",
     "Member",
     "Node",
+    "NodeEntry",
     "NodeError",
+    "NodeNotReady",
     "RegisterAs",
     "RegistryBehavior",
     "RegistryExitHook",
@@ -42,10 +57,13 @@ __all__ = [
     "SettingsError",
     "Supervisor",
     "TableReader",
+    "ask",
     "connect",
     "lookup",
+    "node_entry",
     "registry_address",
     "start_node",
+    "wait_ready",
 ]
 __all__ += _messages.__all__  # every public request, reply and event
 

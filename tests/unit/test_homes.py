@@ -64,7 +64,10 @@ def test_a_node_whose_ip_is_unknown_rules_out_placing_by_ip() -> None:
 def test_an_admin_of_no_node_or_silence_makes_the_actor_homeless() -> None:
     homes = homes_of_a(B_SHARED)
     stranger, mute = Addr("10.0.0.1", 40000), Addr("10.0.0.1", 40001)
-    assert isinstance(homes.probed(stranger, Addr("10.0.0.1", 5555), 0.0), Homeless)
+    assert homes.probed(stranger, Addr("10.0.0.1", 5555), 0.0) is None  # waits for a view
+    assert homes.set_view([A, B_SHARED]) == []  # still no node at 5555
+    homeless = homes.silent(stranger, 0.1, "no answer to a status probe in time")
+    assert "10.0.0.1:5555, no node of this cluster" in homeless.detail
     assert isinstance(homes.place(stranger, 0.1), Homeless)
     assert isinstance(homes.silent(mute, 0.0, "dead"), Homeless)
     homes.forget(mute)  # a death seen: nothing kept about it
@@ -79,7 +82,18 @@ def test_a_node_leaving_the_view_takes_its_remembered_homes() -> None:
     homes.probed(actor, Addr("10.0.0.1", 1901), 0.0)
     homes.set_view([A, c_shared])
     assert homes.place(actor, 0.1) == Probe(actor)
-    assert isinstance(homes.probed(actor, Addr("10.0.0.1", 1901), 0.1), Homeless)
+    assert homes.probed(actor, Addr("10.0.0.1", 1901), 0.1) is None  # b is not in the view
+
+
+def test_an_admin_the_view_shows_later_is_placed_by_that_view() -> None:
+    """A node that has just joined: its actor answers a probe before this node's view
+    shows the node; the next view settles the home."""
+    homes = homes_of_a()
+    actor = Addr("10.0.0.1", 40000)
+    assert homes.probed(actor, Addr("10.0.0.1", 1901), 0.0) is None
+    assert homes.set_view([A, B_SHARED], now=0.2) == [actor]
+    assert homes.place(actor, 0.3) == Home(B_SHARED, here=False)
+    assert homes.set_view([A, B_SHARED]) == []  # settled once
 
 
 def test_this_node_is_known_before_any_view_but_its_ip_proves_nothing_yet() -> None:

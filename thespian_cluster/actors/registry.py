@@ -356,8 +356,9 @@ class Registry(Actor):
         address = getattr(status, "actorAddress", None)
         if self.homes is None or address is None or not self._waiting.probing(address):
             return
-        self.homes.probed(address, getattr(status, "adminAddress", None), time.monotonic())
-        self._resume(address)
+        placed = self.homes.probed(address, getattr(status, "adminAddress", None), time.monotonic())
+        if placed is not None:  # None: its node is not in the view yet; wait for one
+            self._resume(address)
 
     def _resume(self, address: Any) -> None:
         for request, client, deadline in self._waiting.answered(address):
@@ -472,10 +473,13 @@ class Registry(Actor):
 
     def _on_view(self, view: ClusterView) -> None:
         if self.homes is not None:
-            self.homes.set_view(
+            settled = self.homes.set_view(
                 (Host(r.name, r.host, r.port, r.agents.get("registry_dist")) for r in view.records),
                 complete=view.joined,
+                now=time.monotonic(),
             )
+            for address in settled:
+                self._resume(address)
 
     def _watch_view(self) -> None:
         """Subscribe to this node's NodeMonitor (again, when it restarted elsewhere)."""

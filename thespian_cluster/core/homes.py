@@ -120,17 +120,24 @@ class Homes:
         self._blind = True  # some node's IP is unknown: no IP can rule it out
         self._complete = False  # until a view names every live node, any may share an IP
         self._known: dict[AddressKey, tuple[float, Home | Homeless]] = {}
+        #: actors whose probe named an admin the view does not show (yet): (address,
+        #: admin, admin's (ip, port)); placed by the next view that shows it.
+        self._unseen: dict[AddressKey, tuple[Any, Any, tuple[str, int]]] = {}
         self._index()
 
     # ---- the view ------------------------------------------------------------------------
 
-    def set_view(self, hosts: Iterable[Host], complete: bool = True) -> None:
+    def set_view(self, hosts: Iterable[Host], complete: bool = True, now: float = 0.0) -> list[Any]:
         """The live nodes now (this one among them or not: it is always kept).
 
         Args:
             hosts: the live nodes.
             complete: False while this node has not joined its cluster: other nodes
                 may then listen on this node's IP unseen, so no IP is taken as proof.
+            now: the time (for remembering the homes this view settles).
+
+        Returns:
+            The addresses waiting for a view (see :meth:`probed`) that this one places.
         """
         self._complete = complete
         fresh = {h.name: h for h in hosts}
@@ -145,6 +152,14 @@ class Homes:
             if not isinstance(placed, Home) or self._hosts.get(placed.host.name) == placed.host
         }
         self._index()
+        settled = []
+        for key, (address, _, where) in list(self._unseen.items()):
+            host = self._host_at(*where)
+            if host is not None:
+                del self._unseen[key]
+                self._remember(address, self._home(host), now)
+                settled.append(address)
+        return settled
 
     def host(self, name: str) -> Host | None:
         """The live node called ``name``, or None."""
@@ -178,30 +193,43 @@ class Homes:
                 return self._home(on_ip[0])
         return Probe(address)
 
-    def probed(self, address: Any, admin: Any, now: float) -> Home | Homeless:
-        """The actor at ``address`` answered a probe naming ``admin`` as its admin."""
+    def probed(self, address: Any, admin: Any, now: float) -> Home | Homeless | None:
+        """The actor at ``address`` answered a probe naming ``admin`` as its admin.
+
+        Returns:
+            Its home; Homeless when ``admin`` is no TCP address; None when ``admin`` is
+            no node of the view *yet*: a node that has just joined reaches this node's
+            view a moment after its actors can be named, so the request waits for the
+            next view (:meth:`set_view` places it) or its deadline (:meth:`silent`).
+        """
         where = sockname(admin)
         placed: Home | Homeless
-        host = None if where is None else self._host_at(*where)
-        if host is not None:
-            placed = self._home(host)
+        if where is None:
+            placed = Homeless(f"actor {address!r} named {admin!r} as its admin: no node's")
         else:
-            placed = Homeless(
-                f"actor {address!r} belongs to the actor system at {admin!r}, which is no "
-                f"node of this cluster"
-            )
+            host = self._host_at(*where)
+            if host is None:
+                self._unseen[address_key(address)] = (address, admin, where)
+                return None
+            placed = self._home(host)
         self._remember(address, placed, now)
         return placed
 
     def silent(self, address: Any, now: float, why: str) -> Homeless:
-        """The actor at ``address`` gave no answer to its probe (``why``: dead, timed out)."""
-        placed = Homeless(f"actor {address!r} did not say which node hosts it ({why})")
+        """No home for the actor at ``address`` by its deadline: it gave no answer to its
+        probe (``why``: dead, timed out), or named an admin no view has shown."""
+        unseen = self._unseen.pop(address_key(address), None)
+        if unseen is not None:
+            ip, port = unseen[2]
+            why = f"it belongs to the actor system at {ip}:{port}, no node of this cluster"
+        placed = Homeless(f"actor {address!r} has no node of this cluster as its home ({why})")
         self._remember(address, placed, now)
         return placed
 
     def forget(self, address: Any) -> None:
         """``address`` is dead: whatever is remembered of it no longer holds."""
         self._known.pop(address_key(address), None)
+        self._unseen.pop(address_key(address), None)
 
     def _host_at(self, ip: str, port: int) -> Host | None:
         literal = _literal_ip(ip)
