@@ -535,6 +535,14 @@ class ShutdownSupervisor(Request):
 
 
 class ChildInfo(Message):
+    """One child in a :class:`ChildrenReply`.
+
+    ``running`` is true from the moment the child's process exists; ``up`` only once
+    its start has finished (a worker answered its first probe, a supervisor's own
+    children are up, a ``register_as`` name is acknowledged). A child that is running
+    but not up may still fail its start — wait for ``up`` before relying on it.
+    """
+
     id: str
     address: Any | None
     restart: RestartType
@@ -542,6 +550,7 @@ class ChildInfo(Message):
     uptime: float | None
     running: bool
     type: Literal["worker", "supervisor"]
+    up: bool = False
 
 
 class ChildStarted(Reply):
