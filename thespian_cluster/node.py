@@ -339,6 +339,7 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     bind_node_to(settings.host)
     limit_idle_sockets()
     widen_transmit_limits()
+    _wait_for_the_admin_patiently()
     install_from_settings(settings)
     if not wire_security_status()["enabled"] and (
         settings.cluster_enabled or not _is_loopback(settings.host)
@@ -544,6 +545,24 @@ def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> A
     if entry.registry is None:
         raise NodeNotReady(f"node {entry.node} has no registry running right now")
     return entry.registry
+
+
+#: Seconds ``start_node`` waits for its new admin's first sign of life. Thespian's own
+#: 5 s was missed on a loaded 2-core machine (the admin is a fork that binds, builds
+#: its transport and only then says it is there). The admin always sends that sign,
+#: also when it cannot bind, so the wait ends at the event; the bound only matters
+#: for an admin that dies first.
+ADMIN_START_WAIT = 30.0
+
+
+def _wait_for_the_admin_patiently() -> None:
+    """Let Thespian wait :data:`ADMIN_START_WAIT` for a starting admin (module global,
+    read at each start)."""
+    from datetime import timedelta
+
+    from thespian.system import multiprocCommon
+
+    multiprocCommon.MAX_ADMIN_STARTUP_DELAY = timedelta(seconds=ADMIN_START_WAIT)
 
 
 def _kill_admin_on(port: int) -> None:
