@@ -3,17 +3,28 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo` needs only the package: the test tools (mypy, ruff, hypothesis, ...) would
+# double its first run. Installing them also counts as the package's install.
+DEMO_STAMP := $(VENV)/.installed-package
 LINT_PATHS := thespian_cluster tests examples $(wildcard bench)
 
-.PHONY: demo test lint unit integration bench bench-quick clean
+.PHONY: demo test lint unit integration wheel-check bench bench-quick clean
 
-$(STAMP): setup.cfg pyproject.toml
+define install
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]'
-	touch $(STAMP)
+	$(BIN)/python -m pip install --quiet -e '$(1)'
+endef
 
-demo: $(STAMP)
+$(STAMP): setup.cfg pyproject.toml
+	$(call install,.[test])
+	touch $(STAMP) $(DEMO_STAMP)
+
+$(DEMO_STAMP): setup.cfg pyproject.toml
+	$(call install,.)
+	touch $(DEMO_STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/thespian-cluster demo
 
 lint: $(STAMP)
@@ -29,6 +40,11 @@ unit: $(STAMP)
 
 integration: $(STAMP)
 	$(BIN)/python -m pytest -q tests/integration
+
+# The package as users get it: a wheel of this checkout in a fresh venv, and the demo
+# from it (part of `make test`; tests/packaging/wheel.py says how it stays fast).
+wheel-check: $(STAMP)
+	$(BIN)/python -m pytest -p no:cacheprovider -q tests/packaging tests/cluster/test_demo.py
 
 bench: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'

@@ -85,15 +85,21 @@ def run(ctx: Context) -> list[Figure]:
             old = current
             # The restarted child may get the dead one's port back from the kernel (the
             # same address): tell them apart by pid, not by address.
-            current = wait_until(
-                lambda o=old, dead=pid: (
-                    (a := whereis()) is not None
-                    and (a != o or node.system.ask(a, ("pid",), 2) not in (None, dead))
-                    and a
-                ),
-                30,
-                "the name to move to the restarted child",
-            )
+            seen: list[Any] = []  # what the last poll saw, for the error if none passes
+
+            def moved(o: Any = old, dead: int = pid, seen: list[Any] = seen) -> Any:
+                a = whereis()
+                answer = None if a is None or a != o else node.system.ask(a, ("pid",), 2)
+                seen[:] = [a, a == o, answer]
+                return a is not None and (a != o or answer not in (None, dead)) and a
+
+            try:
+                current = wait_until(moved, 30, "the name to move to the restarted child")
+            except RuntimeError as exc:
+                raise RuntimeError(
+                    f"{exc} (killed pid {pid}; last seen: name at {seen[0]}, same address "
+                    f"{seen[1]}, its pid answer {seen[2]!r})"
+                ) from None
             gap.samples.append((time.perf_counter() - killed) * 1000)
             ctx.step(f"restart {k + 1}/{mode.restarts}")
             time.sleep(0.05)  # let the supervisor finish its bookkeeping

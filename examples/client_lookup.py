@@ -28,7 +28,7 @@ importable()
 
 from thespian.actors import Actor  # noqa: E402
 
-from thespian_cluster import Register, Registered, connect, lookup  # noqa: E402
+from thespian_cluster import Register, Registered, ask, connect, lookup  # noqa: E402
 from thespian_cluster.local_cluster import LocalCluster  # noqa: E402
 from thespian_cluster.node import disconnect  # noqa: E402
 
@@ -50,7 +50,7 @@ def client(port: int, node_dir: Path, name: str, scope: str = "global") -> int:
     print(f"lookup({name!r}) -> {entry.address} on node {entry.node}")
     system = connect(port)
     try:
-        answer = system.ask(entry.address, ("echo", "hello"), 10)
+        answer = ask(system, entry.address, ("echo", "hello"), 10)
     finally:
         disconnect(system)
     print(f"{name} answered {answer!r}")

@@ -30,6 +30,7 @@ from thespian_cluster import (  # noqa: E402
     Register,
     Registered,
     Whereis,
+    ask,
     lookup,
 )
 from thespian_cluster.demo import wait_global_settled  # noqa: E402
@@ -86,7 +87,7 @@ def main() -> int:
         weather = c.ask(Whereis(name="weather", scope="global"))
         entry = lookup("weather", scope="global", node_dir=c.node_dir)
         assert entry is not None and entry.address == weather.address
-        answer = c.client().ask(weather.address, ("call", "forecast"), 10)
+        answer = ask(c.client(), weather.address, ("call", "forecast"), 10)
         print(f"c calls weather (on {weather.node}) -> {answer}")
         assert answer == ("result", "forecast", "sunny")
     return 0

@@ -33,6 +33,7 @@ from thespian_cluster import (  # noqa: E402
     StartSupervisor,
     SupervisedBy,
     Supervisor,
+    ask,
 )
 from thespian_cluster.actors.exit_hook import node_registry  # noqa: E402
 from thespian_cluster.demo import wait_global_settled  # noqa: E402
@@ -79,7 +80,7 @@ def main() -> int:
         wait_global_settled(cluster.nodes.values())  # the joins' takeovers are done
         for node in (a, b):
             pool = node.client().createActor(Pool)
-            node.client().ask(pool, StartSupervisor(), 10)
+            ask(node.client(), pool, StartSupervisor(), 10)
         wait_for(lambda: len(members(a)) == 2 * PER_NODE, 10, "six workers in the group")
         print(
             f"group {GROUP!r}: {len(members(a))} workers on nodes "
@@ -90,14 +91,14 @@ def main() -> int:
         results = []
         targets = cycle(members(a))
         for n in range(12):
-            results.append(client.ask(next(targets).address, ("square", n), 10))
+            results.append(ask(client, next(targets).address, ("square", n), 10))
         assert [r[0] for r in results] == [n * n for n in range(12)]
         spread = {node: sum(1 for r in results if r[1] == node) for node in ("a", "b")}
         print(f"12 jobs done; by node: {spread}")
         assert spread == {"a": 6, "b": 6}
 
         victim = members(b)[0].address
-        pid = client.ask(victim, ("square", 0), 10)[2]
+        pid = ask(client, victim, ("square", 0), 10)[2]
         os.kill(pid, signal.SIGKILL)
         print(f"SIGKILL worker pid {pid} on b")
         wait_for(

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from tests.packaging import wheel
 from thespian_cluster import ClusterSettings, Node, local_cluster, start_node
 
 
@@ -109,3 +110,14 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
             with contextlib.suppress(OSError):
                 os.kill(pid, signal.SIGKILL)
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+# ---- the package as users install it ------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def installed_wheel() -> Iterator[wheel.InstalledWheel]:
+    """This checkout built as a wheel and installed, not editable, into a fresh venv
+    (tests/packaging/wheel.py); built once per session, removed at its end."""
+    with wheel.installed_wheel() as installed:
+        yield installed

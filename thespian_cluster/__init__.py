@@ -1,8 +1,14 @@
 """thespian-cluster: Erlang/OTP's cluster toolkit for the Thespian actor framework.
 
 Everything public is importable from here; the submodules are the implementation.
+Every request, reply and event of the protocol is here too (and in
+:mod:`thespian_cluster.messages`). ``__version__`` is the installed distribution's
+version, whose one source is ``setup.cfg``.
 """
 
+from importlib import metadata as _metadata
+
+from thespian_cluster import messages as _messages
 from thespian_cluster.actors.exit_hook import RegistryExitHook
 from thespian_cluster.backends import (
     BackendLoadError,
@@ -12,127 +18,56 @@ from thespian_cluster.backends import (
 )
 from thespian_cluster.core.supervision import ChildSpec, RegisterAs
 from thespian_cluster.core.table import Conflict, Entry, Member, Removal
-from thespian_cluster.messages import (
-    ActorExiting,
-    AlreadyRegistered,
-    ChildCount,
-    ChildDeleted,
-    ChildInfo,
-    ChildrenReply,
-    ChildStarted,
-    ChildTerminated,
-    ConfigureSupervisor,
-    CountChildren,
-    DeleteChild,
-    ErrorCode,
-    GroupList,
-    GroupMember,
-    GroupMembers,
-    GroupMembersReply,
-    JoinedGroup,
-    JoinGroup,
-    LeaveGroup,
-    LeftGroup,
-    ListGroups,
-    ListNames,
-    MetaUpdated,
-    NameList,
-    NormalExit,
-    Register,
-    Registered,
-    RegisteredMany,
-    RegisterMany,
-    RegistrationInfo,
-    RegistryError,
-    RestartChild,
-    ShutdownSupervisor,
-    StartChild,
-    StartSupervisor,
-    SupervisedBy,
-    SupervisorError,
-    SupervisorStopped,
-    TerminateChild,
-    Unregister,
-    Unregistered,
-    UnregisteredMany,
-    UnregisterMany,
-    UpdateMeta,
-    Whereis,
-    WhereisReply,
-    WhichChildren,
+from thespian_cluster.messages import *  # noqa: F403  (the protocol: its __all__)
+from thespian_cluster.node import (
+    AskTimeout,
+    Node,
+    NodeEntry,
+    NodeError,
+    NodeNotReady,
+    ask,
+    connect,
+    node_entry,
+    registry_address,
+    start_node,
+    wait_ready,
 )
-from thespian_cluster.node import Node, NodeError, connect, registry_address, start_node
 from thespian_cluster.node_table import TableReader, lookup
 from thespian_cluster.settings import ClusterSettings, SettingsError
 from thespian_cluster.supervisors.supervisor import Supervisor
 
 __all__ = [
-    "ActorExiting",
-    "AlreadyRegistered",
+    "AskTimeout",
     "BackendLoadError",
-    "ChildCount",
-    "ChildDeleted",
-    "ChildInfo",
     "ChildSpec",
-    "ChildStarted",
-    "ChildTerminated",
-    "ChildrenReply",
     "ClusterSettings",
-    "ConfigureSupervisor",
     "Conflict",
-    "CountChildren",
-    "DeleteChild",
     "Entry",
-    "ErrorCode",
     "GlobalGroupsBackend",
-    "GroupList",
-    "GroupMember",
-    "GroupMembers",
-    "GroupMembersReply",
-    "JoinGroup",
-    "JoinedGroup",
-    "LeaveGroup",
-    "LeftGroup",
-    "ListGroups",
-    "ListNames",
     "LocalBackend",
     "Member",
-    "MetaUpdated",
-    "NameList",
     "Node",
+    "NodeEntry",
     "NodeError",
-    "NormalExit",
-    "Register",
+    "NodeNotReady",
     "RegisterAs",
-    "RegisterMany",
-    "Registered",
-    "RegisteredMany",
-    "RegistrationInfo",
     "RegistryBehavior",
-    "RegistryError",
     "RegistryExitHook",
     "Removal",
-    "RestartChild",
     "SettingsError",
-    "ShutdownSupervisor",
-    "StartChild",
-    "StartSupervisor",
-    "SupervisedBy",
     "Supervisor",
-    "SupervisorError",
-    "SupervisorStopped",
     "TableReader",
-    "TerminateChild",
-    "Unregister",
-    "UnregisterMany",
-    "Unregistered",
-    "UnregisteredMany",
-    "UpdateMeta",
-    "Whereis",
-    "WhereisReply",
-    "WhichChildren",
+    "ask",
     "connect",
     "lookup",
+    "node_entry",
     "registry_address",
     "start_node",
+    "wait_ready",
 ]
+__all__ += _messages.__all__  # every public request, reply and event
+
+try:
+    __version__ = _metadata.version("thespian-cluster")
+except _metadata.PackageNotFoundError:  # imported from a source tree that was never installed
+    __version__ = "0+unknown"

@@ -7,48 +7,59 @@
     thespian-cluster names --port 1900
     thespian-cluster groups --port 1900            # or: groups tool_servers
     thespian-cluster status --port 1900 --watch    # nodes, health, partition, tree; live
+    thespian-cluster status --port 1900 --wait 30  # wait until the node is ready, then show it
     thespian-cluster demo                          # what `make demo` runs (--keep: stay up)
 """
 
 from __future__ import annotations
 
 import json
+import os
 import signal
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import typer
-from thespian.actors import ActorExitRequest, ActorSystem, ActorSystemException
+from thespian.actors import ActorSystem, ActorSystemException
 
+from thespian_cluster import __version__
+from thespian_cluster.backends.loading import BackendLoadError
 from thespian_cluster.cluster_messages import GetNodeStatus, NodeStatusReply
 from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus
 from thespian_cluster.logs import configure_logging
 from thespian_cluster.messages import (
     ChildrenReply,
+    GroupList,
     GroupMembers,
+    GroupMembersReply,
     ListGroups,
     ListNames,
     NameList,
+    RegistryError,
     Request,
     Whereis,
+    WhereisReply,
     WhichChildren,
 )
 from thespian_cluster.metrics import MetricsServer
 from thespian_cluster.node import (
     Node,
+    NodeEntry,
     NodeError,
+    ask,
     connect,
     disconnect,
-    registry_address,
-    root_address,
+    node_entry,
     start_node,
+    wait_ready,
 )
 from thespian_cluster.partition_view import partition_status
 from thespian_cluster.settings import ClusterSettings, SettingsError
-from thespian_cluster.supervisors.node import GetNodeInfo, NodeInfo
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, help=__doc__.split("\n\n")[0])
 
@@ -56,14 +67,42 @@ Port = Annotated[int, typer.Option("--port", "-p", help="the node's admin port")
 Host = Annotated[str, typer.Option("--host", help="the node's host")]
 Kind = Annotated[str, typer.Option("--kind", "-k", help="server, transport or your own kind")]
 ScopeOption = Annotated[
-    str, typer.Option("--scope", "-s", help="local (this node's names) or global (the cluster's)")
+    str | None,
+    typer.Option(
+        "--scope",
+        "-s",
+        help="local (this node's names) or global (the cluster's); "
+        "default: local, then global on a cluster node",
+    ),
 ]
+Scope = Literal["local", "global"]
 TIMEOUT = 10.0
+#: Width of output that is not a terminal (a file, a pipe): rich's default there is
+#: 80 columns, which cut the status tables (the address column went first).
+PIPE_WIDTH = 400
 
 
 def main() -> None:
     configure_logging("cli", "WARNING", None)  # start_node reconfigures for `start`
     app()
+
+
+def _print_version(wanted: bool) -> None:
+    if wanted:
+        typer.echo(f"thespian-cluster {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="print the version"),
+    ] = False,
+) -> None:
+    # Options of the command itself, before any subcommand; no docstring, so the help
+    # stays the app's.
+    pass
 
 
 @app.command()
@@ -81,27 +120,56 @@ def start(
     Example: thespian-cluster start -c config/cluster-member.toml --join 10.0.0.1:1900
     """
     overrides = {"convention_leader": join, "cluster_enabled": True} if join else {}
+    stop = threading.Event()
+    starting = threading.Event()
+    starting.set()
+
+    def on_signal(*_: Any) -> None:
+        # The first Ctrl-C or SIGTERM during the start stops the node once it is up
+        # (an interrupt could land after start_node's last cleanup point and leave the
+        # node running without us); a second one abandons the start (start_node
+        # cleans up after itself).
+        if stop.is_set() and starting.is_set():
+            raise KeyboardInterrupt
+        stop.set()
+
+    # Both explicitly: a shell starts background jobs with SIGINT ignored.
+    for signum in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(signum, on_signal)
     # A node that cannot start is one line on stderr and exit code 2, never a traceback.
     with _one_line_errors():
         settings = ClusterSettings.load(config, **overrides)
         node = start_node(settings)
+    starting.clear()
     metrics = _serve_metrics(settings, node)
-    stop = threading.Event()
-    # Both explicitly: a shell starts background jobs with SIGINT ignored.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, lambda *_: stop.set())
     typer.echo(
         f"node {settings.node_name} running on {settings.admin_address} "
         f"(pgid {node.pgid}); Ctrl-C stops it"
     )
+    # The node is its admin: when the admin dies (a crash, a kill of the node's
+    # process group) this process exits too, so a process manager sees the node go.
+    period = min(0.5, settings.cluster_heartbeat_timeout / 4)
+    lost = False
     try:
-        while not stop.wait(0.5):  # a timed wait lets the signal handlers run
-            pass
+        while not stop.wait(period):  # a timed wait lets the signal handlers run
+            if not node.admin_alive():
+                lost = True
+                break
     finally:
         if metrics is not None:
             metrics.stop()
-        node.stop()
-        typer.echo(f"node {settings.node_name} stopped")
+        if lost:
+            node.discard()
+        else:
+            node.stop()
+    if lost:
+        typer.echo(
+            f"error: node {settings.node_name} is gone: its admin process "
+            f"(pid {node.admin_pid}, process group {node.pgid}) exited",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"node {settings.node_name} stopped")
 
 
 def _serve_metrics(settings: ClusterSettings, node: Node) -> MetricsServer | None:
@@ -122,48 +190,80 @@ def _serve_metrics(settings: ClusterSettings, node: Node) -> MetricsServer | Non
 def whereis(
     name: str,
     kind: Kind = "server",
-    scope: ScopeOption = "local",
+    scope: ScopeOption = None,
     port: Port = 1900,
     host: Host = "127.0.0.1",
 ) -> None:
-    """Who owns NAME.  Example: thespian-cluster whereis weather --scope global -p 1900"""
-    reply = _ask_registry(host, port, Whereis(name=name, kind=kind, scope=_scope(scope)))
-    if reply.address is None:
-        typer.echo(f"{kind} {name!r} is not registered")
-        raise typer.Exit(1)
-    typer.echo(f"{kind} {name!r} -> {reply.address} on node {reply.node} meta={reply.meta}")
+    """Who owns NAME.  Example: thespian-cluster whereis weather --scope global -p 1900
+
+    Without --scope a cluster node looks in its local names first, then in the
+    cluster's global names, and says which scope answered.
+    """
+    with _registry_session(host, port) as (system, entry):
+        scopes = _scopes(scope, entry)
+        for where in scopes:
+            reply = _ask(system, entry, Whereis(name=name, kind=kind, scope=where), WhereisReply)
+            if reply.address is not None:
+                typer.echo(
+                    f"{kind} {name!r} -> {reply.address} on node {reply.node} "
+                    f"meta={reply.meta} ({where} scope)"
+                )
+                return
+    typer.echo(f"{kind} {name!r} is not registered (looked in {_scopes_named(scopes)})")
+    raise typer.Exit(1)
 
 
 @app.command()
 def names(
     kind: Annotated[str | None, typer.Option("--kind", "-k")] = None,
-    scope: ScopeOption = "local",
+    scope: ScopeOption = None,
     port: Port = 1900,
     host: Host = "127.0.0.1",
 ) -> None:
     """Every registered name.  Example: thespian-cluster names --scope global -p 1900"""
-    reply = _ask_registry(host, port, ListNames(kind=kind, scope=_scope(scope)))
-    for info in sorted(reply.names, key=lambda i: (i.kind, str(i.name))):
-        typer.echo(f"{info.kind:<10} {info.name!s:<30} {info.address} node={info.node}")
-    typer.echo(f"{len(reply.names)} name(s)")
+    total = 0
+    with _registry_session(host, port) as (system, entry):
+        scopes = _scopes(scope, entry)
+        for where in scopes:
+            reply = _ask(system, entry, ListNames(kind=kind, scope=where), NameList)
+            for info in sorted(reply.names, key=lambda i: (i.kind, str(i.name))):
+                typer.echo(
+                    f"{info.kind:<10} {info.name!s:<30} {info.address} node={info.node}"
+                    + (f" scope={where}" if len(scopes) > 1 else "")
+                )
+            total += len(reply.names)
+    typer.echo(f"{total} name(s) ({_scopes_named(scopes)})")
 
 
 @app.command()
 def groups(
     group: Annotated[str | None, typer.Argument(help="show this group's members")] = None,
-    scope: ScopeOption = "local",
+    scope: ScopeOption = None,
     port: Port = 1900,
     host: Host = "127.0.0.1",
 ) -> None:
     """Every group, or the members of GROUP.  Example: thespian-cluster groups tool_servers"""
-    if group is None:
-        for name in _ask_registry(host, port, ListGroups(scope=_scope(scope))).groups:
-            typer.echo(name)
-        return
-    reply = _ask_registry(host, port, GroupMembers(group=group, scope=_scope(scope)))
-    for member in reply.members:
-        typer.echo(f"{member.address} node={member.node} meta={member.meta}")
-    typer.echo(f"{len(reply.members)} member(s) in {group}")
+    with _registry_session(host, port) as (system, entry):
+        scopes = _scopes(scope, entry)
+        if group is None:
+            found = 0
+            for where in scopes:
+                for listed in _ask(system, entry, ListGroups(scope=where), GroupList).groups:
+                    typer.echo(listed if len(scopes) == 1 else f"{listed:<30} {where}")
+                    found += 1
+            if not found:
+                typer.echo(f"no groups (looked in {_scopes_named(scopes)})")
+            return
+        count = 0
+        for where in scopes:
+            request = GroupMembers(group=group, scope=where)
+            for member in _ask(system, entry, request, GroupMembersReply).members:
+                typer.echo(
+                    f"{member.address} node={member.node} meta={member.meta}"
+                    + (f" scope={where}" if len(scopes) > 1 else "")
+                )
+                count += 1
+    typer.echo(f"{count} member(s) in {group} ({_scopes_named(scopes)})")
 
 
 @app.command()
@@ -177,11 +277,27 @@ def status(
     interval: Annotated[
         float, typer.Option("--interval", "-n", help="seconds between refreshes with --watch")
     ] = 1.0,
+    wait: Annotated[
+        float | None,
+        typer.Option(
+            "--wait",
+            help="wait up to SECONDS for the node to be ready (safe while it starts); "
+            "exit 2 if it is not",
+            metavar="SECONDS",
+        ),
+    ] = None,
 ) -> None:
     """The node, the cluster's nodes and their health, the global registry, the tree.
 
     Example: thespian-cluster status -p 1900 --watch   (or --json for scripts)
+
+    With --wait it first waits for the node to be ready: a readiness probe that
+    never disturbs a starting node. Piped or redirected, --watch writes one full
+    frame per refresh.
     """
+    if wait is not None:
+        with _failures_explained(host, port):
+            wait_ready(port, host, wait)
     with _session(host, port) as system:
         if watch and not as_json:
             _watch(system, interval)
@@ -193,52 +309,75 @@ def status(
         render_status(report)
 
 
-def _watch(system: ActorSystem, interval: float) -> None:
-    """``status --watch``: the same view, redrawn in place every ``interval`` seconds."""
-    import time
+def _console() -> Any:
+    """A rich console for stdout: the terminal's width, or :data:`PIPE_WIDTH` when
+    the output goes to a file or a pipe."""
+    from rich.console import Console
 
+    console = Console()
+    return console if console.is_terminal else Console(width=PIPE_WIDTH)
+
+
+def _watch(system: ActorSystem, interval: float) -> None:
+    """``status --watch``: the same view every ``interval`` seconds, until Ctrl-C.
+
+    On a terminal it is redrawn in place; into a file or a pipe each refresh is
+    written as a new frame (a timestamp line, then the view), flushed at once.
+    """
     from rich.console import Group
     from rich.live import Live
     from rich.text import Text
+
+    console = _console()
 
     def frame() -> Group:
         stamp = Text(f"{time.strftime('%H:%M:%S')}  every {interval:g} s; Ctrl-C stops", "dim")
         return Group(stamp, *status_renderables(collect_status(system)))
 
-    with Live(frame(), auto_refresh=False, screen=False) as live:
-        try:
+    try:
+        if not console.is_terminal:
             while True:
+                console.print(frame())
+                console.print()
+                console.file.flush()
                 time.sleep(interval)  # the refresh period is the point of this pause
+        with Live(frame(), console=console, auto_refresh=False, screen=False) as live:
+            while True:
+                time.sleep(interval)
                 live.update(frame(), refresh=True)
-        except KeyboardInterrupt:
-            pass
+    except KeyboardInterrupt:
+        pass
+    except BrokenPipeError:  # `status --watch | head`: the reader has had enough
+        # Python's own flush of stdout at exit must not complain about it either.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def collect_status(system: ActorSystem) -> dict[str, Any]:
     """Everything ``status`` shows, as plain data (what ``--json`` prints)."""
-    root = root_address(system)
-    info = system.ask(root, GetNodeInfo(), TIMEOUT)
-    if not isinstance(info, NodeInfo) or not info.node:
-        system.tell(root, ActorExitRequest())  # the stray root our lookup just created
-        typer.echo("error: this actor system runs no thespian-cluster node", err=True)
-        raise typer.Exit(2)
-    report: dict[str, Any] = {"node": info.node, "pgid": info.pgid, "root": str(root)}
-    registry = info.registry
-    report["tree"] = _tree(system, root)
+    entry = node_entry(system)
+    report: dict[str, Any] = {
+        "node": entry.node,
+        "pgid": entry.pgid,
+        "root": str(entry.root),
+        "backend": entry.backend,
+        "cluster": entry.cluster,
+    }
+    report["tree"] = _tree(system, entry.root)
+    registry = entry.registry
     if registry is None:
         return report
-    health = system.ask(registry, GetNodeStatus(), TIMEOUT)
+    health = ask(system, registry, GetNodeStatus(), TIMEOUT)
     if isinstance(health, NodeStatusReply):
         report["leader"] = health.leader
         report["nodes"] = [n.model_dump() for n in health.nodes]
-    glob = system.ask(registry, GetGlobalStatus(), TIMEOUT)
+    glob = ask(system, registry, GetGlobalStatus(), TIMEOUT)
     if isinstance(glob, GlobalStatus):
         report["global"] = glob.model_dump(exclude={"request_id"})
     if "nodes" in report:
         partition = partition_status(system)
         if partition is not None:
             report["partition"] = partition.model_dump(exclude={"request_id"})
-    local = system.ask(registry, ListNames(), TIMEOUT)
+    local = ask(system, registry, ListNames(), TIMEOUT)
     if isinstance(local, NameList):
         report["local_names"] = len(local.names)
     return report
@@ -246,9 +385,7 @@ def collect_status(system: ActorSystem) -> dict[str, Any]:
 
 def render_status(report: dict[str, Any]) -> None:
     """``status`` for a person: a few tables, readable at a glance."""
-    from rich.console import Console
-
-    console = Console()
+    console = _console()
     for part in status_renderables(report):
         console.print(part)
 
@@ -262,6 +399,7 @@ def status_renderables(report: dict[str, Any]) -> list[Any]:
     parts: list[Any] = [
         Text.from_markup(
             f"[bold]node {report['node']}[/bold]  process group {report['pgid']}  "
+            f"backend {report.get('backend') or '-'}  "
             f"local names {report.get('local_names', '-')}"
         )
     ]
@@ -307,7 +445,7 @@ def status_renderables(report: dict[str, Any]) -> list[Any]:
 
 
 def _tree(system: ActorSystem, supervisor: Any) -> list[dict[str, Any]]:
-    reply = system.ask(supervisor, WhichChildren(), TIMEOUT)
+    reply = ask(system, supervisor, WhichChildren(), TIMEOUT)
     if not isinstance(reply, ChildrenReply):
         return []
     children = []
@@ -357,7 +495,7 @@ def _one_line_errors() -> Iterator[None]:
     """Errors the user can fix become one line on stderr and exit code 2, no traceback."""
     try:
         yield
-    except (NodeError, SettingsError) as exc:
+    except (NodeError, SettingsError, BackendLoadError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
 
@@ -387,19 +525,47 @@ def _session(host: str, port: int) -> Iterator[ActorSystem]:
             disconnect(system)
 
 
-def _scope(value: str) -> Literal["local", "global"]:
+@contextmanager
+def _registry_session(host: str, port: int) -> Iterator[tuple[ActorSystem, NodeEntry]]:
+    """A client handle and the node's published entry (one that has a Registry)."""
+    with _session(host, port) as system:
+        entry = node_entry(system)
+        if entry.registry is None:
+            raise NodeError(f"node {entry.node} has no registry running right now")
+        yield system, entry
+
+
+def _scopes(value: str | None, entry: NodeEntry) -> list[Scope]:
+    """The scopes a lookup searches, in order.
+
+    ``--scope`` names one. Without it: local first, then, on a cluster node, global.
+    Erlang keeps the two apart (``whereis/1`` for a node's names,
+    ``global:whereis_name/1`` for the cluster's) and syn asks for a scope in every
+    call; a person at a prompt asking "where is weather" means either, so the CLI
+    looks in both, the node's own first (what an unqualified name means in
+    Erlang), and every line it prints names the scope that answered.
+    """
+    if value is None:
+        return ["local", "global"] if entry.cluster else ["local"]
     if value not in ("local", "global"):
         typer.echo(f"error: --scope must be local or global, not {value!r}", err=True)
         raise typer.Exit(2)
-    return "local" if value == "local" else "global"
+    return ["local" if value == "local" else "global"]
 
 
-def _ask_registry(host: str, port: int, request: Request) -> Any:
-    with _session(host, port) as system:
-        reply = system.ask(registry_address(system), request, TIMEOUT)
-    if reply is None:
-        typer.echo("error: the registry did not answer", err=True)
-        raise typer.Exit(2)
+def _scopes_named(scopes: list[Scope]) -> str:
+    """``the local scope``, ``the local and global scopes``."""
+    return f"the {' and '.join(scopes)} scope" + ("s" if len(scopes) > 1 else "")
+
+
+def _ask(system: ActorSystem, entry: NodeEntry, request: Request, expect: type) -> Any:
+    """The Registry's reply of type ``expect``; a ``RegistryError`` is one line, exit 2."""
+    assert entry.registry is not None
+    reply = ask(system, entry.registry, request, TIMEOUT)
+    if isinstance(reply, RegistryError):
+        raise NodeError(f"the registry refused {type(request).__name__}: {reply.detail}")
+    if not isinstance(reply, expect):
+        raise NodeError(f"the registry answered {type(request).__name__} with {reply!r}")
     return reply
 
 

@@ -51,6 +51,7 @@ from thespian_cluster.messages import (
     Whereis,
     WhichChildren,
 )
+from thespian_cluster.node import ask
 from thespian_cluster.node_table import lookup
 from thespian_cluster.partition_view import partition_status
 from thespian_cluster.supervisors.supervisor import Supervisor
@@ -290,7 +291,7 @@ def _supervised_worker(nodes: dict[str, ClusterNode], t: Timeline) -> None:
     beta, alpha = nodes["beta"], nodes["alpha"]
     client = beta.client()
     supervisor = client.createActor(DemoWorkers)
-    started = client.ask(supervisor, StartSupervisor(), WAIT)
+    started = ask(client, supervisor, StartSupervisor(), WAIT)
     if not isinstance(started, ChildrenReply):
         raise StepFailed("the supervisor to start its worker", f"it answered {started!r}")
     worker = started.by_id("worker").address
@@ -298,14 +299,14 @@ def _supervised_worker(nodes: dict[str, ClusterNode], t: Timeline) -> None:
         lambda: alpha.ask(Whereis(name="worker", scope="global")).address == worker,
         "alpha to find 'worker' at the supervised child",
     )
-    pid = client.ask(worker, "pid", WAIT)
+    pid = ask(client, worker, "pid", WAIT)
     t.say(f"   alpha finds 'worker' -> pid {pid} on beta")
     os.kill(pid, signal.SIGKILL)
     t.say(f"   SIGKILL worker (pid {pid})")
 
     def follows() -> Any:
         now = alpha.ask(Whereis(name="worker", scope="global")).address
-        children = client.ask(supervisor, WhichChildren(), WAIT)
+        children = ask(client, supervisor, WhichChildren(), WAIT)
         if not isinstance(children, ChildrenReply):
             return None
         current = children.by_id("worker")
@@ -313,7 +314,7 @@ def _supervised_worker(nodes: dict[str, ClusterNode], t: Timeline) -> None:
         return (now, current.restart_count) if fresh else None
 
     (now, restarts), took = t.expect(follows, "'worker' on alpha to name the restarted worker")
-    new_pid = client.ask(now, "pid", WAIT)
+    new_pid = ask(client, now, "pid", WAIT)
     t.say(
         f"   restarted (restarts={restarts}); alpha finds 'worker' -> pid {new_pid}, "
         f"{took * 1000:.0f} ms after the kill"

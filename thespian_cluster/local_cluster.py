@@ -51,6 +51,8 @@ from thespian_cluster.cluster_messages import (
 )
 from thespian_cluster.global_messages import NameConflict
 from thespian_cluster.node import (
+    AskTimeout,
+    ask,
     cluster_agent,
     connect,
     disconnect,
@@ -137,30 +139,25 @@ class ClusterNode:
 
     def ask(self, request: Any, timeout: float = 10.0) -> Any:
         """Ask the node's Registry (the front door for every request) and return the
-        reply to *this* request: Thespian's ``ask()`` returns whatever arrives first,
-        and a late answer to an earlier request that timed out is skipped by its
-        ``request_id``."""
-        system = self.client()
-        deadline = time.monotonic() + timeout
-        reply = system.ask(self.registry(), request, timeout)
-        wanted = getattr(request, "request_id", None)
-        while (
-            reply is not None
-            and wanted is not None
-            and (getattr(reply, "request_id", wanted) != wanted)
-        ):
-            remaining = deadline - time.monotonic()
-            reply = system.listen(remaining) if remaining > 0 else None
-        if reply is None:
-            self._registry = None  # perhaps restarted: look it up again next time
-        return reply
+        reply to *this* request (:func:`~thespian_cluster.node.ask`).
+
+        Raises:
+            AskTimeout: no reply within ``timeout`` (the Registry is looked up again
+                next time: it may have been restarted).
+        """
+        try:
+            return ask(self.client(), self.registry(), request, timeout)
+        except AskTimeout:
+            self._registry = None
+            raise
 
     def monitor(self) -> Any:
         system = self.client()
         return cluster_agent(system, root_address(system), "node_monitor")
 
     def ask_monitor(self, request: Any, timeout: float = 10.0) -> Any:
-        return self.client().ask(self.monitor(), request, timeout)
+        """Ask the node's NodeMonitor; :class:`AskTimeout` if it does not answer."""
+        return ask(self.client(), self.monitor(), request, timeout)
 
     def cluster_nodes(self) -> ClusterNodesReply:
         reply = self.ask_monitor(ClusterNodes())

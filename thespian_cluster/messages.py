@@ -14,14 +14,30 @@ it: Thespian's ``ask()`` does not match replies to requests, so you can.
 
 Errors come back as :class:`RegistryError` replies with a stable ``code``
 (see :class:`ErrorCode`), never as exceptions across actors.
+
+**One public surface.** This module also re-exports the public messages of the other
+protocol modules, :mod:`thespian_cluster.cluster_messages` (node membership, health,
+partitions) and :mod:`thespian_cluster.global_messages` (the global registry's status and
+``NameConflict``), so every request, reply and event a user sends or receives imports
+from here and from ``thespian_cluster``::
+
+    from thespian_cluster import GetNodeStatus, NodeDown, NodeUp, SubscribeNodeEvents
+
+The rule: a class of a protocol module is *public* when a user's code sends it, receives
+it as a reply or receives it as an event; it is then listed in ``__all__`` here and in
+``thespian_cluster``. A class that only a node's own actors exchange (the NodeMonitor
+handshake, the global registry's replication traffic) is *internal*: it is named in
+:data:`INTERNAL_MESSAGES`, is exported nowhere, and may change in any release.
+``tests/unit/test_public_api.py`` fails for a class that is in neither list.
 """
 
 from __future__ import annotations
 
+import importlib
 import pickle
 import uuid
 from enum import StrEnum
-from typing import Annotated, Any, Literal
+from typing import TYPE_CHECKING, Annotated, Any, Final, Literal
 
 from pydantic import (
     AfterValidator,
@@ -49,6 +65,33 @@ from thespian_cluster.core.limits import (  # the one source of truth for limits
 )
 from thespian_cluster.core.supervision import ChildSpec, RestartType, Strategy
 from thespian_cluster.core.table import Entry, Member
+
+if TYPE_CHECKING:  # at run time by __getattr__ below: they import this module
+    from thespian_cluster.cluster_messages import (
+        ClusterNodes,
+        ClusterNodesReply,
+        ForceNodeCheck,
+        ForceResolution,
+        GetNodeHealth,
+        GetNodeStatus,
+        GetPartitionStatus,
+        NodeDown,
+        NodeHealthInfo,
+        NodeHealthReply,
+        NodeStatusReply,
+        NodeUp,
+        PartitionDetected,
+        PartitionHealed,
+        PartitionStatus,
+        Subscribed,
+        SubscribeNodeEvents,
+        SubscribePartitionEvents,
+        Unsubscribed,
+        UnsubscribeNodeEvents,
+        UnsubscribePartitionEvents,
+        WritableChanged,
+    )
+    from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus, NameConflict
 
 #: Validation context of a receiver (``model_validate(..., context=RECEIVED)``): turns on
 #: the checks only a receiver needs, such as "this address is a real TCP actor address"
@@ -395,6 +438,10 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"  # no decision in time: the request may or may not have happened
     NOT_OWNER = "not_owner"  # a global name held by an actor of another node
     MINORITY_PARTITION = "minority_partition"  # this side of a partition may not write
+    #: A global claim for an actor that no node of the cluster can be found to host
+    #: (it did not answer: dead? or its actor system is no node of this cluster).
+    #: Nothing was recorded: a name must live on the node that watches its actor.
+    UNKNOWN_HOME = "unknown_home"
 
 
 class RegistryError(Reply):
@@ -488,6 +535,14 @@ class ShutdownSupervisor(Request):
 
 
 class ChildInfo(Message):
+    """One child in a :class:`ChildrenReply`.
+
+    ``running`` is true from the moment the child's process exists; ``up`` only once
+    its start has finished (a worker answered its first probe, a supervisor's own
+    children are up, a ``register_as`` name is acknowledged). A child that is running
+    but not up may still fail its start — wait for ``up`` before relying on it.
+    """
+
     id: str
     address: Any | None
     restart: RestartType
@@ -495,6 +550,7 @@ class ChildInfo(Message):
     uptime: float | None
     running: bool
     type: Literal["worker", "supervisor"]
+    up: bool = False
 
 
 class ChildStarted(Reply):
@@ -540,3 +596,130 @@ class SupervisorError(Reply):
 
     code: SupervisorErrorCode
     detail: str
+
+
+# ---- one public surface -------------------------------------------------------------
+
+#: The modules that define the protocol. Every class defined in one of them is public
+#: (in ``__all__``) or internal (in :data:`INTERNAL_MESSAGES`); see the module docstring.
+PROTOCOL_MODULES: Final = (
+    "thespian_cluster.messages",
+    "thespian_cluster.cluster_messages",
+    "thespian_cluster.global_messages",
+)
+
+#: Classes of the protocol modules that only a node's own actors exchange: exported
+#: nowhere, free to change in any release.
+INTERNAL_MESSAGES: Final = frozenset(
+    {
+        # cluster_messages: the NodeMonitor handshake and the node's own subscriptions
+        "AwaitJoin",
+        "ClusterView",
+        "Goodbye",
+        "Hello",
+        "JoinOutcome",
+        "JoinRefused",
+        "SubscribeClusterView",
+        # global_messages: the Registry's hand-off and the replication traffic
+        "Decisions",
+        "Forwarded",
+        "NewerTerm",
+        "Writes",
+    }
+)
+
+__all__ = [
+    "ActorExiting",
+    "AlreadyRegistered",
+    "ChildCount",
+    "ChildDeleted",
+    "ChildInfo",
+    "ChildStarted",
+    "ChildTerminated",
+    "ChildrenReply",
+    "ClusterNodes",
+    "ClusterNodesReply",
+    "ConfigureSupervisor",
+    "CountChildren",
+    "DeleteChild",
+    "ErrorCode",
+    "ForceNodeCheck",
+    "ForceResolution",
+    "GetGlobalStatus",
+    "GetNodeHealth",
+    "GetNodeStatus",
+    "GetPartitionStatus",
+    "GlobalStatus",
+    "GroupList",
+    "GroupMember",
+    "GroupMembers",
+    "GroupMembersReply",
+    "JoinGroup",
+    "JoinedGroup",
+    "LeaveGroup",
+    "LeftGroup",
+    "ListGroups",
+    "ListNames",
+    "Message",
+    "MetaUpdated",
+    "NameConflict",
+    "NameList",
+    "NodeDown",
+    "NodeHealthInfo",
+    "NodeHealthReply",
+    "NodeStatusReply",
+    "NodeUp",
+    "NormalExit",
+    "PartitionDetected",
+    "PartitionHealed",
+    "PartitionStatus",
+    "Register",
+    "RegisterMany",
+    "Registered",
+    "RegisteredMany",
+    "RegistrationInfo",
+    "RegistryError",
+    "Reply",
+    "Request",
+    "RestartChild",
+    "ShutdownSupervisor",
+    "StartChild",
+    "StartSupervisor",
+    "SubscribeNodeEvents",
+    "SubscribePartitionEvents",
+    "Subscribed",
+    "SupervisedBy",
+    "SupervisorError",
+    "SupervisorErrorCode",
+    "SupervisorStopped",
+    "TerminateChild",
+    "Unregister",
+    "UnregisterMany",
+    "Unregistered",
+    "UnregisteredMany",
+    "UnsubscribeNodeEvents",
+    "UnsubscribePartitionEvents",
+    "Unsubscribed",
+    "UpdateMeta",
+    "Whereis",
+    "WhereisReply",
+    "WhichChildren",
+    "WritableChanged",
+]
+
+if not TYPE_CHECKING:  # mypy reads the imports at the top; this would hide typos from it
+
+    def __getattr__(name: str) -> Any:
+        """The public messages of the other protocol modules, imported on first use.
+
+        They import this module (for ``Message``, ``Request``, ...), so importing them
+        at its top would be a cycle that breaks whichever is imported first; PEP 562
+        makes ``from thespian_cluster.messages import NodeUp`` work in any order.
+        """
+        if name in __all__:
+            for module_name in PROTOCOL_MODULES[1:]:
+                found = vars(importlib.import_module(module_name)).get(name)
+                if found is not None:
+                    globals()[name] = found  # from now on a plain attribute
+                    return found
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

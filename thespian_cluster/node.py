@@ -14,7 +14,17 @@ A node is a Thespian ``multiprocTCPBase`` actor system (an admin process and one
 process per actor, all in the admin's process group) running the supervision tree
 of :mod:`thespian_cluster.supervisors.node`. :func:`start_node` returns a
 :class:`Node` handle; :func:`connect` and :func:`registry_address` talk to a node
-that another process started.
+that another process started, and :func:`wait_ready` waits for one to come up.
+
+Finding a node creates and stops nothing: the root publishes its own and its
+Registry's address as an admin capability once the node is ready, and a client
+reads it from the admin's status answer (:func:`node_entry`). So a client may poll
+a node from the first millisecond of its start, and a lookup against an actor
+system that runs no thespian-cluster node says so and leaves nothing behind.
+
+Every client ask goes through :func:`ask`: it returns the reply to *its own*
+request (a late answer to an earlier, timed-out request is skipped by its
+``request_id``) and raises :class:`AskTimeout` when none comes in time.
 """
 
 from __future__ import annotations
@@ -25,6 +35,8 @@ import os
 import signal
 import socket
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,7 +44,8 @@ from typing import Any
 
 import lmdb
 from loguru import logger
-from thespian.actors import ActorAddress, ActorExitRequest, ActorSystem
+from thespian.actors import ActorAddress, ActorSystem, ActorSystemException
+from thespian.system.messages.status import Thespian_StatusReq, Thespian_SystemStatus
 
 from thespian_cluster import node_table
 from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
@@ -45,13 +58,15 @@ from thespian_cluster.security import install_from_settings, wire_security_statu
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.node import (
     CLUSTER_CHILD,
+    DIRECTORY_CAPABILITY,
+    NODE_CAPABILITY,
     ROOT_GLOBAL_NAME,
     GetNodeInfo,
     NodeInfo,
     NodeSupervisor,
     StartNode,
 )
-from thespian_cluster.supervisors.os_process import pid_listening_on
+from thespian_cluster.supervisors.os_process import is_dead, pid_listening_on
 from thespian_cluster.transport import (
     BASE_ADDRESS_ENV,
     BIND_HOST_ENV,
@@ -64,6 +79,7 @@ from thespian_cluster.transport import (
 SYSTEM_BASE = "multiprocTCPBase"
 DEFAULT_TIMEOUT = 10.0
 JOIN_WAIT = 2.0  # seconds start_node waits to hear whether the cluster accepts the node
+READY_POLL = 0.02  # seconds between wait_ready's looks (each is one round trip to the admin)
 
 
 class NodeError(RuntimeError):
@@ -72,6 +88,152 @@ class NodeError(RuntimeError):
     Its message is one line for a person: what is wrong and what to do about it
     (the CLI prints it as is).
     """
+
+
+class AskTimeout(NodeError):
+    """No reply to a request came within its timeout."""
+
+
+class NodeNotReady(NodeError):
+    """The node runs but is not ready yet (starting), or not ready any more."""
+
+
+def ask(
+    system: ActorSystem,
+    address: ActorAddress,
+    request: Any,
+    timeout: float = DEFAULT_TIMEOUT,
+    expect: type | tuple[type, ...] | None = None,
+) -> Any:
+    """Send ``request`` to ``address`` and return the reply to it.
+
+    Thespian's ``ask()`` returns whatever message arrives first; a late answer to an
+    earlier request that timed out would pass for this one's. So a reply that
+    carries another ``request_id`` than ``request``'s (or, with ``expect``, is not
+    of that type) is skipped, and the wait goes on until ``timeout``.
+
+    Args:
+        system: the client handle (:func:`connect`) or the node's own system.
+        address: the actor to ask.
+        request: any message; one with a ``request_id`` is matched by it.
+        timeout: seconds to wait in all.
+        expect: for a request without ``request_id``: the reply's type(s).
+
+    Returns:
+        The reply (an error reply such as ``RegistryError`` is a reply too).
+
+    Raises:
+        AskTimeout: no matching reply within ``timeout``.
+    """
+    deadline = time.monotonic() + timeout
+    wanted = getattr(request, "request_id", None)
+    reply = system.ask(address, request, timeout)
+    while reply is not None and not _answers(reply, wanted, expect):
+        remaining = deadline - time.monotonic()
+        reply = system.listen(remaining) if remaining > 0 else None
+    if reply is None:
+        raise AskTimeout(
+            f"no answer to {type(request).__name__} from {address} within {timeout:g} s"
+        )
+    return reply
+
+
+def _answers(reply: Any, wanted: str | None, expect: type | tuple[type, ...] | None) -> bool:
+    if expect is not None and not isinstance(reply, expect):
+        return False
+    got = getattr(reply, "request_id", None)
+    return wanted is None or got is None or got == wanted
+
+
+@dataclass(frozen=True)
+class NodeEntry:
+    """What a ready node publishes about itself (see :func:`node_entry`)."""
+
+    node: str
+    root: ActorAddress
+    registry: ActorAddress | None
+    pgid: int
+    admin_pid: int
+    backend: str
+    cluster: bool
+
+
+def node_entry(system: ActorSystem, timeout: float = DEFAULT_TIMEOUT) -> NodeEntry:
+    """Where the node ``system`` talks to keeps its root and Registry; creates nothing.
+
+    One round trip to the node's admin (``Thespian_StatusReq``, which every
+    Thespian admin answers), reading the capabilities the node publishes.
+
+    Raises:
+        NodeError: the actor system there runs no thespian-cluster node.
+        NodeNotReady: it runs one that is still starting.
+        AskTimeout: the admin did not answer.
+    """
+    admin = system._systemBase.adminAddr
+    status = ask(system, admin, Thespian_StatusReq(), timeout, expect=Thespian_SystemStatus)
+    capabilities = status.capabilities or {}
+    name = capabilities.get(NODE_CAPABILITY)
+    if not name:
+        raise NodeError(f"the actor system at {admin} runs no thespian-cluster node")
+    directory = capabilities.get(DIRECTORY_CAPABILITY)
+    if not isinstance(directory, dict):
+        raise NodeNotReady(f"node {name} at {admin} is starting, not ready yet")
+    return NodeEntry(**directory)
+
+
+def wait_ready(
+    port: int,
+    host: str = "127.0.0.1",
+    timeout: float = 30.0,
+    settings: ClusterSettings | None = None,
+) -> NodeEntry:
+    """Wait until the node on ``host:port`` is ready: its tree is up, its Registry answers.
+
+    Safe from the first millisecond of a start (nothing listening yet, an admin
+    without its node yet): it only connects and reads what the node publishes, and
+    never creates or stops an actor. Ready means the node's own tree; a cluster
+    node may still be joining its cluster (ask ``ClusterNodes`` for that).
+
+    Args:
+        port: the node's admin port.
+        host: the address the node listens on.
+        timeout: seconds to wait in all.
+        settings: for the cluster cookie (else the environment's).
+
+    Returns:
+        The node's :class:`NodeEntry`.
+
+    Raises:
+        NodeError: an actor system that runs no thespian-cluster node holds the port
+            (it will never become ready), or the node was not ready within
+            ``timeout`` (a :class:`NodeNotReady`).
+    """
+    deadline = time.monotonic() + timeout
+    why = f"nothing listens on {host}:{port}"
+    system: ActorSystem | None = None
+    try:
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                if system is None:
+                    system = connect(port, host, settings)
+                return node_entry(system, max(remaining, READY_POLL))
+            except (NodeNotReady, AskTimeout) as exc:
+                why = str(exc)
+            except NodeError as exc:
+                if system is not None:
+                    raise  # an actor system that is no thespian-cluster node
+                why = str(exc)  # nothing listening yet
+            except ActorSystemException:
+                # An admin that does not answer yet, or drops our packets for good
+                # (another cookie): Thespian cannot tell them apart, nor can we.
+                why = f"the admin on {host}:{port} does not answer (check the cluster cookie)"
+            if time.monotonic() >= deadline:
+                raise NodeNotReady(f"not ready within {timeout:g} s: {why}")
+            time.sleep(READY_POLL)  # the next look; the node gives no event to wait on
+    finally:
+        if system is not None:
+            disconnect(system)
 
 
 @dataclass
@@ -83,23 +245,35 @@ class Node:
     root: ActorAddress
     pgid: int
     _registry: Any = field(default=None, repr=False)
+    admin_pid: int = 0
 
     @property
     def registry(self) -> ActorAddress:
         """The node's Registry actor (looked up again if it was restarted)."""
         if self._registry is None:
-            self._registry = registry_address(self.system, self.root)
+            self._registry = registry_address(self.system)
         return self._registry
 
     def ask(self, request: Request, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        """Send ``request`` to the Registry and wait for its reply (None on timeout)."""
-        reply = self.system.ask(self.registry, request, timeout)
-        if reply is None:
-            self._registry = None  # perhaps restarted: find it again next time
-        return reply
+        """Send ``request`` to the node's Registry and return the reply to it.
+
+        Raises:
+            AskTimeout: no reply within ``timeout`` (the Registry is looked up
+                again next time: it may have been restarted).
+        """
+        try:
+            return ask(self.system, self.registry, request, timeout)
+        except AskTimeout:
+            self._registry = None
+            raise
 
     def ask_root(self, request: Request, timeout: float = DEFAULT_TIMEOUT) -> Any:
-        return self.system.ask(self.root, request, timeout)
+        """Send ``request`` to the node's root supervisor; :class:`AskTimeout` if silent."""
+        return ask(self.system, self.root, request, timeout)
+
+    def admin_alive(self) -> bool:
+        """False once the node's admin process has exited (the node is gone with it)."""
+        return not self.admin_pid or not is_dead(self.admin_pid)
 
     def stop(self) -> None:
         """Shut the node down: every actor process and the admin exit."""
@@ -114,9 +288,25 @@ class Node:
         """SIGKILL the whole node (admin and actors) as a crash would."""
         os.killpg(self.pgid, signal.SIGKILL)
 
+    def discard(self) -> None:
+        """After the admin died: kill what is left of the node and close our handle.
+
+        (:meth:`stop` would ask the dead admin to shut down and wait for it.) Actors
+        that outlived their admin are orphans nobody can reach: they die with the group.
+        """
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(self.pgid, signal.SIGKILL)
+        disconnect(self.system)
+
 
 def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
-    """Start a node's actor system and supervision tree; return its handle."""
+    """Start a node's actor system and supervision tree; return its handle.
+
+    Raises:
+        BackendLoadError: ``registry_backend`` names nothing usable.
+        NodeError: the node cannot start for another reason; the message (one line)
+            says why.
+    """
     backend_class(settings.registry_backend)  # a bad backend is a startup error, here
     # Every check that can fail for a reason outside the program runs here, before the
     # actor system forks, so the caller gets one NodeError and not a half-started node.
@@ -149,6 +339,7 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     bind_node_to(settings.host)
     limit_idle_sockets()
     widen_transmit_limits()
+    _wait_for_the_admin_patiently()
     install_from_settings(settings)
     if not wire_security_status()["enabled"] and (
         settings.cluster_enabled or not _is_loopback(settings.host)
@@ -183,6 +374,8 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
         # child) must not leave the actors created so far running without their admin.
         info = system.ask(root, GetNodeInfo(), DEFAULT_TIMEOUT)
         pgid = info.pgid if isinstance(info, NodeInfo) else None
+        if pgid is not None:
+            _reap_daemon_parent(pgid)
         started = system.ask(root, StartNode(settings=settings), DEFAULT_TIMEOUT)
         if isinstance(started, SupervisorError):
             raise NodeError(f"node {settings.node_name} could not start: {started.detail}")
@@ -200,10 +393,27 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(pgid, signal.SIGKILL)
         raise
+    security = wire_security_status()
     logger.info(
-        "node {} up on {} (pgid {})", settings.node_name, settings.admin_address, started.pgid
+        "node {} up on {} (pgid {}); registry backend {}; wire security {}",
+        settings.node_name,
+        settings.admin_address,
+        started.pgid,
+        settings.registry_backend,
+        f"on ({security['mac']})" if security["enabled"] else "off",
     )
-    return Node(settings, system, root, started.pgid, started.registry)
+    return Node(settings, system, root, started.pgid, started.registry, started.admin_pid)
+
+
+def _reap_daemon_parent(pgid: int) -> None:
+    """Reap the admin's launcher, which would stay a zombie child of this process.
+
+    Thespian starts the admin as a ``multiprocessing.Process`` that calls ``setsid``
+    (so its pid is the node's process group id), forks the real admin and exits; it
+    is detached from ``multiprocessing``, so nobody ever waits for it.
+    """
+    with contextlib.suppress(ChildProcessError):  # not our child (another starter)
+        os.waitpid(pgid, 0)  # it exits right after its fork, before the admin answers
 
 
 def connect(
@@ -229,11 +439,45 @@ def connect(
     if not port_in_use(host, port):
         raise NodeError(f"no node is listening on {host}:{port}")
     limit_idle_sockets()
-    if advertise_as is not None:
-        with _remote_admin(host, port, advertise_as):
-            return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
-    advertise(host)  # Thespian finds "the local admin" at the advertised address
-    return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+    with _no_admin_start(host, port):
+        if advertise_as is not None:
+            with _remote_admin(host, port, advertise_as):
+                return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+        advertise(host)  # Thespian finds "the local admin" at the advertised address
+        return ActorSystem(SYSTEM_BASE, {"Admin Port": port}, transientUnique=True)
+
+
+_client_building = threading.local()
+
+
+@contextlib.contextmanager
+def _no_admin_start(host: str, port: int) -> Iterator[None]:
+    """While this thread builds a client ``ActorSystem``, it must never start an admin.
+
+    Thespian's constructor starts a new admin on the port when it finds none there
+    (or none answering yet): a node that stopped between our check and the
+    constructor would get a second, empty actor system of the client's making. So
+    Thespian's ``_startAdmin`` is wrapped, once: in a thread that is building a
+    client it refuses, anywhere else (``start_node``) it starts the admin as before.
+    """
+    from thespian.system.multiprocCommon import multiprocessCommon
+
+    original = multiprocessCommon.__dict__["_startAdmin"]
+    if not getattr(original, "_thespian_cluster_guard", False):
+
+        def guarded(self: Any, *args: Any, **kwargs: Any) -> Any:
+            refusal = getattr(_client_building, "refusal", None)
+            if refusal is not None:
+                raise NodeError(refusal)
+            return original(self, *args, **kwargs)
+
+        guarded._thespian_cluster_guard = True  # type: ignore[attr-defined]
+        multiprocessCommon._startAdmin = guarded
+    _client_building.refusal = f"no node is listening on {host}:{port}"
+    try:
+        yield
+    finally:
+        _client_building.refusal = None
 
 
 @contextlib.contextmanager
@@ -280,21 +524,45 @@ def disconnect(system: ActorSystem) -> None:
 
 
 def root_address(system: ActorSystem) -> ActorAddress:
-    return system.createActor(NodeSupervisor, globalName=ROOT_GLOBAL_NAME)
+    """The root supervisor of the node ``system`` talks to (see :func:`node_entry`).
+
+    Raises:
+        NodeError: no ready thespian-cluster node there.
+    """
+    return node_entry(system).root
 
 
 def registry_address(system: ActorSystem, root: ActorAddress | None = None) -> ActorAddress:
-    """The Registry of the node ``system`` talks to (one round trip to the root)."""
-    root = root or root_address(system)
-    info = system.ask(root, GetNodeInfo(), DEFAULT_TIMEOUT)
-    if not isinstance(info, NodeInfo):
-        raise NodeError("the node's root supervisor did not answer")
-    if not info.node:
-        system.tell(root, ActorExitRequest())  # the stray root our lookup just created
-        raise NodeError("this actor system runs no thespian-cluster node")
-    if info.registry is None:
-        raise NodeError(f"node {info.node} has no registry running right now")
-    return info.registry
+    """The Registry of the node ``system`` talks to (see :func:`node_entry`).
+
+    ``root`` is accepted for compatibility and not needed.
+
+    Raises:
+        NodeError: no ready thespian-cluster node there, or its Registry is
+            restarting right now.
+    """
+    entry = node_entry(system)
+    if entry.registry is None:
+        raise NodeNotReady(f"node {entry.node} has no registry running right now")
+    return entry.registry
+
+
+#: Seconds ``start_node`` waits for its new admin's first sign of life. Thespian's own
+#: 5 s was missed on a loaded 2-core machine (the admin is a fork that binds, builds
+#: its transport and only then says it is there). The admin always sends that sign,
+#: also when it cannot bind, so the wait ends at the event; the bound only matters
+#: for an admin that dies first.
+ADMIN_START_WAIT = 30.0
+
+
+def _wait_for_the_admin_patiently() -> None:
+    """Let Thespian wait :data:`ADMIN_START_WAIT` for a starting admin (module global,
+    read at each start)."""
+    from datetime import timedelta
+
+    from thespian.system import multiprocCommon
+
+    multiprocCommon.MAX_ADMIN_STARTUP_DELAY = timedelta(seconds=ADMIN_START_WAIT)
 
 
 def _kill_admin_on(port: int) -> None:
@@ -337,10 +605,10 @@ def _await_join(system: ActorSystem, root: ActorAddress, settings: ClusterSettin
 
 def cluster_agent(system: ActorSystem, root: ActorAddress, child_id: str) -> ActorAddress:
     """The address of one of the node's cluster actors (``node_monitor``, ...)."""
-    tree = system.ask(root, WhichChildren(), DEFAULT_TIMEOUT)
+    tree = ask(system, root, WhichChildren(), DEFAULT_TIMEOUT)
     if not isinstance(tree, ChildrenReply) or CLUSTER_CHILD not in {c.id for c in tree.children}:
         raise NodeError("this node runs no cluster supervisor (cluster_enabled = false?)")
-    cluster = system.ask(tree.by_id(CLUSTER_CHILD).address, WhichChildren(), DEFAULT_TIMEOUT)
+    cluster = ask(system, tree.by_id(CLUSTER_CHILD).address, WhichChildren(), DEFAULT_TIMEOUT)
     if not isinstance(cluster, ChildrenReply):
         raise NodeError("the node's cluster supervisor did not answer")
     address = cluster.by_id(child_id).address
@@ -410,7 +678,7 @@ def udp_port_in_use(host: str, port: int) -> bool:
 def _capabilities(settings: ClusterSettings) -> dict[str, Any]:
     capabilities: dict[str, Any] = {
         "Admin Port": settings.admin_port,
-        "thespian_cluster.node": settings.node_name,
+        NODE_CAPABILITY: settings.node_name,
     }
     # A cluster node joins once its NodeMonitor has published the node's record
     # (actors/node_monitor.py); a plain node joins the convention at once.

@@ -509,13 +509,13 @@ def install_wire_security(
             # they only note the peer, so behaviour is stock Thespian's.
             tcp.serializer = pickle
             _installed = None
-            logger.debug("wire security off: Thespian's plain pickle (no cluster cookie)")
             return
         serializer = WireSerializer(cookie, message_modules)
         _patch_transport(tcp)
         tcp.serializer = serializer
         _installed = serializer
-    logger.debug("wire security on: {!r}", serializer)
+    # Silent here: this runs in every client too, which must not write to stderr;
+    # a node logs its state once it is up (start_node, wire_security_status()).
 
 
 def resolve_cookie(configured: str | SecretStr | None) -> str | None:

@@ -46,7 +46,8 @@ MEANINGS: dict[str, str] = {
     "cluster_enabled": "start the ClusterSupervisor (RegistryDist, NodeMonitor, "
     "SplitBrainDetector)",
     "cluster_nodes": "the expected members, for split-brain decisions",
-    "cluster_cookie": "shared secret of the cluster (docs/security.md); at least 16 bytes",
+    "cluster_cookie": "shared secret of the cluster; at least 16 bytes; when unset, "
+    "`THESPIAN_CLUSTER_COOKIE` is read instead (docs/security.md: which wins)",
     "allow_short_cookie": "accept a shorter cookie, for local development only",
     "message_modules": "your modules whose classes may travel in messages (docs/security.md)",
     "cluster_heartbeat_interval": "seconds between heartbeat pings to each peer (UDP)",

@@ -29,6 +29,7 @@ import pytest
 from tests.integration.actors import Worker
 from thespian_cluster import (
     AlreadyRegistered,
+    AskTimeout,
     ListNames,
     Register,
     Registered,
@@ -69,19 +70,26 @@ class Client(threading.Thread):
         except Exception as exc:  # reported by the test
             self.errors.append(repr(exc))
 
+    def ask(self, request: Any) -> Any:
+        """The node's reply, or None when it gave none in time (a node cut off or hung)."""
+        try:
+            return self.node.ask(request, 8)
+        except AskTimeout:
+            return None
+
     def step(self) -> None:
         if self.chance.random() < 0.2:
             name = self.chance.choice(SHARED)
-            reply = self.node.ask(Register(name=name, address=self.owner, scope="global"), 8)
+            reply = self.ask(Register(name=name, address=self.owner, scope="global"))
             if isinstance(reply, Registered):
-                self.node.ask(Unregister(name=name, scope="global"), 8)
+                self.ask(Unregister(name=name, scope="global"))
             return
         name = self.chance.choice(self.mine)
         if self.last.get(name) == "held":
-            reply = self.node.ask(Unregister(name=name, scope="global"), 8)
+            reply = self.ask(Unregister(name=name, scope="global"))
             self.record(name, reply, Unregistered, "free")
         else:
-            reply = self.node.ask(Register(name=name, address=self.owner, scope="global"), 8)
+            reply = self.ask(Register(name=name, address=self.owner, scope="global"))
             self.record(name, reply, Registered, "held")
 
     def record(self, name: str, reply: Any, success: type, state: str) -> None:

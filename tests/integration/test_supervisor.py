@@ -327,3 +327,25 @@ def test_requests_wait_until_a_supervisor_has_started(node: Node) -> None:
     started = tree.ask(StartSupervisor())
     assert isinstance(started, ChildrenReply) and started.children == []
     assert tree.children().children == []
+
+
+def test_a_child_is_up_only_once_its_start_has_finished(node: Node) -> None:
+    """``running`` from the process's creation, ``up`` once the start is over: a
+    supervisor child is up when its own children are."""
+    slow = ChildSpec(
+        id="inner",
+        actor_class=Supervisor,
+        init_message=ConfigureSupervisor(children=workers("w1", "w2", "w3")),
+    )
+    outer = make_tree(node, "one_for_one", [slow])
+    seen = []
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        info = outer.children().by_id("inner")
+        seen.append((info.running, info.up))
+        if info.up:
+            break
+    assert seen[-1] == (True, True)
+    assert all(running for running, up in seen if up)  # never up without running
+    inner = Tree(node, outer.children().by_id("inner").address)
+    assert all(c.up for c in inner.children().children)

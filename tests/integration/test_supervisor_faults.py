@@ -108,7 +108,9 @@ def test_a_child_that_never_starts_escalates_and_the_parent_retries(node: Node) 
         "the outer supervisor to retry inner",
     )
     switch.write_text("0")  # the cause goes away: the outer's next retry succeeds
-    wait_for(lambda: outer.children().by_id("inner").running, 10, "inner running again")
+    # Up, not merely running: an attempt already under way when the switch flipped has
+    # read "always" and still fails (its address would then answer nothing).
+    wait_for(lambda: outer.children().by_id("inner").up, 10, "inner up again")
     new_inner = Tree(node, outer.children().by_id("inner").address)
     wait_for(lambda: new_inner.children().by_id("flaky").running, 10, "a fresh flaky child")
     assert new_inner.children().by_id("flaky").restart_count == 0

@@ -14,7 +14,14 @@ and frees the names of actors that die. Death reaches it three ways:
    port refuses the connection.
 
 Requests with ``scope="global"`` answer ``RegistryError(not_distributed)`` unless
-the backend is distributed.
+the backend is distributed. A global claim (``Register``, ``RegisterMany``,
+``JoinGroup``) goes to the RegistryDist of the node that hosts its actor
+(:mod:`thespian_cluster.core.homes`): that node watches the actor, and its death purges
+the actor's names. When the actor's IP does not tell, the Registry probes the actor
+(``Thespian_StatusReq``) and the claim waits here, never blocking, until the answer
+or ``cluster_heartbeat_timeout``; an actor no node hosts gets
+``RegistryError(unknown_home)``. Local names are not homed: they belong to this
+node's namespace whoever hosts the actor.
 
 What a caller can rely on, whatever it sends:
 
@@ -42,8 +49,10 @@ What a caller can rely on, whatever it sends:
 from __future__ import annotations
 
 import reprlib
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 from loguru import logger
@@ -55,12 +64,25 @@ from thespian.actors import (
     DeadEnvelope,
     WakeupMessage,
 )
+from thespian.system.messages.status import Thespian_ActorStatus, Thespian_StatusReq
 
 from thespian_cluster.actors.front_door import FrontDoor
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
+from thespian_cluster.cluster_messages import ClusterView, SubscribeClusterView
 from thespian_cluster.core.addresses import address_key
+from thespian_cluster.core.homes import (
+    Home,
+    Homes,
+    Host,
+    Placement,
+    Route,
+    Waiting,
+    route,
+    sockname,
+)
 from thespian_cluster.core.table import Conflict, Entry, Member, Name, Removal
+from thespian_cluster.global_messages import Forwarded
 from thespian_cluster.messages import (
     ActorExiting,
     AlreadyRegistered,
@@ -93,6 +115,7 @@ from thespian_cluster.messages import (
     UpdateMeta,
     Whereis,
     WhereisReply,
+    new_request_id,
 )
 from thespian_cluster.node_table import TableWriter
 from thespian_cluster.settings import ClusterSettings
@@ -104,6 +127,30 @@ _MAX_EARLY = 10_000  # requests kept before configuration; a flood must not grow
 _MAX_LOGGED_BAD = 10_000  # bad records remembered for log-once
 _short = reprlib.Repr()
 _short.maxstring = _short.maxother = 80
+
+
+_HOMES_TIMER = "thespian_cluster.registry.homes"  # the wakeup payload of homing deadlines
+#: Seconds a RegistryDist may take to answer a forwarded write: it answers within its
+#: own deadline (5 s), so past this (plus a heartbeat timeout for its node to be seen
+#: down) the node is gone and the client gets ``RegistryError(timeout)``.
+_WRITE_DEADLINE = 5.0
+#: Global claims, written by the actor's node. Releases, meta updates and leaves are
+#: not routed: only the owner's node may release or update (``not_owner`` elsewhere),
+#: and any node may leave.
+_HOMED = (Register, JoinGroup, RegisterMany)
+
+
+@dataclass
+class _Gather:
+    """A client's global write carried out by other nodes' RegistryDists (or split
+    between nodes): their replies come here and make the client's one reply."""
+
+    client: Any
+    request: Request
+    items: list[Any]
+    results: list[Reply | None]
+    deadline: float
+    parts: dict[str, str] = field(default_factory=dict)  # sub request id -> node
 
 
 class ConfigureRegistry(BaseModel):
@@ -125,6 +172,13 @@ class Registry(Actor):
         self._early: list[tuple[Any, ActorAddress]] = []  # requests before configuration
         self._probe_cursor = 0  # round robin over the watched actors
         self._logged_bad: set[str] = set()  # records already logged as unreadable
+        # Homing of global writes (core.homes); None without a cluster.
+        self.homes: Homes | None = None
+        self._waiting: Waiting[tuple[Request, Any, float]] = Waiting()
+        self._parts: dict[str, tuple[_Gather, list[int]]] = {}  # sub request id -> its gather
+        self._gathers: list[_Gather] = []
+        self._monitor: Any = None  # the NodeMonitor this Registry gets ClusterViews from
+        self._timer_at: float | None = None
         self._handlers: dict[type, Callable[[Any], Reply]] = {
             Register: self._register,
             Unregister: self._unregister,
@@ -157,16 +211,28 @@ class Registry(Actor):
             if len(self._early) < _MAX_EARLY:
                 self._early.append((message, sender))
         elif isinstance(message, WakeupMessage):
-            self._probe_batch()
+            if message.payload == _HOMES_TIMER:
+                self._homes_timer()
+            else:
+                self._probe_batch()
         elif isinstance(message, DeadEnvelope):
             self._forget(message.deadAddress, "dead letter")
-        elif isinstance(message, ActorExitRequest | SupervisedBy):
-            pass  # an exit needs no cleanup: the table persists for a restarted Registry
+        elif isinstance(message, Thespian_ActorStatus):
+            self._probed(message)
+        elif isinstance(message, ClusterView):
+            if sender == self._monitor:  # only this node's NodeMonitor says who is up
+                self._on_view(message)
+        elif isinstance(message, Reply) and _str_attr(message, "request_id") in self._parts:
+            self._part_answered(message)
+        elif isinstance(message, ActorExitRequest):
+            self._stop()  # the table persists for a restarted Registry: only clients to answer
+        elif isinstance(message, SupervisedBy):
+            pass
         else:
             checked = revalidate(message)  # never act on what arrived, only on this
             if isinstance(checked, Request):
                 if self._front_door.handles(checked):
-                    self.send(*self._front_door.take(checked, sender))
+                    self._elsewhere(checked, sender)
                 else:
                     self.send(sender, self._answer(checked))
             elif isinstance(checked, ActorExiting):
@@ -201,6 +267,16 @@ class Registry(Actor):
                 settings.registry_backend,
             )
         self.front_door = FrontDoor(settings.node_dir, settings.node_name, distributed)
+        if distributed:
+            # A probe's answer is kept for one liveness round: long enough for a batch
+            # and a retry, short enough that a reused port is not taken for its old owner.
+            self.homes = Homes(
+                settings.node_name,
+                settings.host,
+                settings.admin_port,
+                remember=settings.liveness_probe_interval,
+            )
+            self._watch_view()
         self.handleDeadLetters()
         self.wakeupAfter(settings.liveness_probe_interval)
         early, self._early = self._early, []
@@ -223,6 +299,199 @@ class Registry(Actor):
         except Exception as exc:  # a backend bug must not crash the node's registry
             logger.exception("registry backend failed on {}", type(request).__name__)
             return _error(request, ErrorCode.BACKEND_FAILURE, f"{type(exc).__name__}: {exc}")
+
+    # ---- global writes: done by the node that hosts the actor (core.homes) ------------
+
+    def _elsewhere(self, request: Request, client: Any, deadline: float | None = None) -> None:
+        """A request for another actor or the global table. A global write goes to the
+        RegistryDist of the node that hosts its actor; when that is unknown, the actor is
+        probed first (the request waits here, nothing blocks) or the write is refused."""
+        homes = self.homes
+        if homes is None or not isinstance(request, _HOMED):
+            self.send(*self._front_door.take(request, client))
+            return
+        now = time.monotonic()
+        items = _write_items(request)
+        plan = route(self._places(items, now))
+        if plan.only_here(homes.me.name):
+            self.send(*self._front_door.take(request, client))
+        elif plan.probes:
+            self._park(request, client, plan, now, deadline)
+        else:
+            self._spread(request, client, items, plan, now)
+
+    def _places(self, items: list[Any], now: float) -> list[Placement]:
+        homes = self.homes
+        assert homes is not None
+        here = Home(homes.me, here=True)
+        by_address: dict[Any, Placement] = {}  # a batch's items often share an actor
+        places: list[Placement] = []
+        for item in items:
+            # A batch's items are not validated yet: what cannot be placed goes to this
+            # node's RegistryDist, which validates each and answers invalid_request.
+            placed: Placement = here
+            if isinstance(item, Register | JoinGroup) and sockname(item.address) is not None:
+                key = address_key(item.address)
+                placed = by_address.get(key) or homes.place(item.address, now)
+                by_address[key] = placed
+            places.append(placed)
+        return places
+
+    def _park(
+        self, request: Request, client: Any, plan: Route, now: float, deadline: float | None
+    ) -> None:
+        settings = self._settings
+        if deadline is None:
+            deadline = now + settings.cluster_heartbeat_timeout
+        probes = self._waiting.add((request, client, deadline), plan.probes, deadline)
+        if probes is None:
+            self.send(client, _error(request, ErrorCode.UNAVAILABLE, "too many writes waiting"))
+            return
+        for address in probes:
+            logger.debug("registry asks {} which node hosts it", address)
+            self.send(address, Thespian_StatusReq())
+        self._arm(deadline, now)
+
+    def _probed(self, status: Thespian_ActorStatus) -> None:
+        address = getattr(status, "actorAddress", None)
+        if self.homes is None or address is None or not self._waiting.probing(address):
+            return
+        placed = self.homes.probed(address, getattr(status, "adminAddress", None), time.monotonic())
+        if placed is not None:  # None: its node is not in the view yet; wait for one
+            self._resume(address)
+
+    def _resume(self, address: Any) -> None:
+        for request, client, deadline in self._waiting.answered(address):
+            self._elsewhere(request, client, deadline)
+
+    def _spread(
+        self, request: Request, client: Any, items: list[Any], plan: Route, now: float
+    ) -> None:
+        """Send each node its part of ``request``; answer the client when all have."""
+        homes = self.homes
+        assert homes is not None
+        deadline = now + _WRITE_DEADLINE + self._settings.cluster_heartbeat_timeout
+        gather = _Gather(client, request, items, [None] * len(items), deadline)
+        for index, why in plan.refused:
+            gather.results[index] = _item_error(gather, index, ErrorCode.UNKNOWN_HOME, why)
+        for node, (host, indices) in plan.parts.items():
+            target = (
+                self._front_door.reader.agent("registry_dist")
+                if host.name == homes.me.name
+                else host.registry_dist
+            )
+            if target is None:
+                for index in indices:
+                    gather.results[index] = _item_error(
+                        gather, index, ErrorCode.UNAVAILABLE, f"node {node}'s registry is not up"
+                    )
+                continue
+            sub_id = new_request_id()  # the client's id may already be as long as allowed
+            gather.parts[sub_id] = node
+            self._parts[sub_id] = (gather, indices)
+            self.send(
+                target, Forwarded(request=_part(request, indices, sub_id), reply_to=self.myAddress)
+            )
+        if gather.parts:
+            self._gathers.append(gather)
+            self._arm(deadline, now)
+        else:
+            self._finish(gather)
+
+    def _part_answered(self, reply: Reply) -> None:
+        gather, indices = self._parts.pop(reply.request_id)
+        gather.parts.pop(reply.request_id, None)
+        results = getattr(reply, "results", None)
+        if (
+            isinstance(gather.request, RegisterMany)
+            and isinstance(results, list)
+            and len(results) == len(indices)
+        ):
+            for index, result in zip(indices, results, strict=True):
+                gather.results[index] = result
+        else:
+            for index in indices:  # one write, or a whole part refused (RegistryError)
+                gather.results[index] = reply.model_copy(
+                    update={"request_id": _item_id(gather, index)}
+                )
+        if not gather.parts:
+            self._gathers.remove(gather)
+            self._finish(gather)
+
+    def _finish(self, gather: _Gather) -> None:
+        request = gather.request
+        results = gather.results
+        if isinstance(request, RegisterMany):
+            self.send(gather.client, RegisteredMany(request_id=request.request_id, results=results))
+        else:
+            assert results[0] is not None
+            self.send(gather.client, results[0])
+
+    def _arm(self, at: float, now: float) -> None:
+        if self._timer_at is None or at < self._timer_at:
+            self._timer_at = at
+            self.wakeupAfter(max(0.0, at - now), payload=_HOMES_TIMER)
+
+    def _homes_timer(self) -> None:
+        """Deadlines: a probe not answered makes its actor homeless; a node that did not
+        answer its part makes those items time out."""
+        self._timer_at = None
+        now = time.monotonic()
+        homes = self.homes
+        if homes is None:
+            return
+        for address in self._waiting.overdue(now):
+            homes.silent(address, now, "no answer to a status probe in time")
+            self._resume(address)
+        for gather in [g for g in self._gathers if now >= g.deadline]:
+            self._gathers.remove(gather)
+            for sub_id, node in gather.parts.items():
+                _, indices = self._parts.pop(sub_id)
+                for index in indices:
+                    gather.results[index] = _item_error(
+                        gather, index, ErrorCode.TIMEOUT, f"node {node} did not answer in time"
+                    )
+            self._finish(gather)
+        upcoming = [g.deadline for g in self._gathers]
+        waiting = self._waiting.next_deadline()
+        if waiting is not None:
+            upcoming.append(waiting)
+        if upcoming:
+            self._arm(min(upcoming), now)
+
+    def _stop(self) -> None:
+        """Answer every client still waiting for a home or another node's reply."""
+        for request, client, _ in self._waiting.drain():
+            self.send(client, _error(request, ErrorCode.UNAVAILABLE, "the registry is stopping"))
+        for gather in self._gathers:
+            self.send(
+                gather.client,
+                _error(gather.request, ErrorCode.UNAVAILABLE, "the registry is stopping"),
+            )
+        self._gathers.clear()
+        self._parts.clear()
+
+    def _on_view(self, view: ClusterView) -> None:
+        if self.homes is not None:
+            settled = self.homes.set_view(
+                (Host(r.name, r.host, r.port, r.agents.get("registry_dist")) for r in view.records),
+                complete=view.joined,
+                now=time.monotonic(),
+            )
+            for address in settled:
+                self._resume(address)
+
+    def _watch_view(self) -> None:
+        """Subscribe to this node's NodeMonitor (again, when it restarted elsewhere)."""
+        monitor = self._front_door.reader.agent("node_monitor")
+        if monitor is not None and monitor != self._monitor:
+            self._monitor = monitor
+            self.send(monitor, SubscribeClusterView(subscriber=self.myAddress))
+
+    @property
+    def _settings(self) -> ClusterSettings:
+        assert self.settings is not None
+        return self.settings
 
     @property
     def _backend(self) -> RegistryBehavior:
@@ -451,6 +720,11 @@ class Registry(Actor):
     # ---- death -----------------------------------------------------------------------
 
     def _forget(self, address: Any, how: str) -> None:
+        if self.homes is not None:
+            self.homes.forget(address)
+            if self._waiting.probing(address):  # a probe's dead letter: it will never answer
+                self.homes.silent(address, time.monotonic(), f"dead: {how}")
+                self._resume(address)
         if self.front_door is not None and self.front_door.cluster_enabled:
             dist = self.front_door.reader.agent("registry_dist")
             if dist is not None:  # it frees the actor's global names, if it has any
@@ -480,6 +754,8 @@ class Registry(Actor):
                 self._probe_cursor = start + len(chosen)
                 for address in refused(chosen):
                     self._forget(address, "liveness probe")
+            if self.homes is not None:
+                self._watch_view()
         except Exception:  # logged, not hidden; the next round must still come
             logger.exception("registry liveness probe round failed")
         finally:
@@ -489,6 +765,38 @@ class Registry(Actor):
 
 def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
     return RegistryError(request_id=request.request_id, code=code, detail=detail)
+
+
+def _str_attr(message: Any, attribute: str) -> str | None:
+    value = getattr(message, attribute, None)
+    return value if isinstance(value, str) else None
+
+
+def _write_items(request: Request) -> list[Any]:
+    """The writes a global request stands for (a batch's items as they came)."""
+    if isinstance(request, RegisterMany):
+        return list(request.registrations)
+    return [request]
+
+
+def _part(request: Request, indices: list[int], sub_id: str) -> Request:
+    """The part of ``request`` made of its items at ``indices``, under ``sub_id``."""
+    if isinstance(request, RegisterMany):
+        items = [request.registrations[i] for i in indices]
+        return request.model_copy(update={"request_id": sub_id, "registrations": items})
+    return request.model_copy(update={"request_id": sub_id})
+
+
+def _item_id(gather: _Gather, index: int) -> str:
+    """The request id the client matches result ``index`` by."""
+    if isinstance(gather.request, RegisterMany):
+        item_id = getattr(gather.items[index], "request_id", "")
+        return item_id if isinstance(item_id, str) else ""
+    return gather.request.request_id
+
+
+def _item_error(gather: _Gather, index: int, code: ErrorCode, detail: str) -> RegistryError:
+    return RegistryError(request_id=_item_id(gather, index), code=code, detail=detail)
 
 
 def _not_registered(request: Request, name: Any, kind: str) -> RegistryError:

@@ -33,6 +33,7 @@ cost no extra message.
 from __future__ import annotations
 
 import os
+import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable
@@ -243,7 +244,9 @@ class RegistryDist(Actor):
         identity = read_identity(settings.node_dir)
         self.me = NodeId(settings.node_name, identity.incarnation)
         self.replica = Replica(self.me)
-        self.origin = Origin(self.me)
+        # A random start: op ids of this actor's earlier lives (same node incarnation)
+        # are still in the sequencer's memory of recent decisions.
+        self.origin = Origin(self.me, first_op=secrets.randbits(62))
         self.mirror = GlobalMirror(settings.node_dir)
         entries, members = self.mirror.owned_by(self.me.name, self.me.incarnation)
         if entries or members:

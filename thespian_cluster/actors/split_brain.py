@@ -373,6 +373,10 @@ class SplitBrainDetector(ConfiguredFirst, Actor):
             self._settings.node_name,
             why,
         )
+        # A lookup by global name creates a root where none runs; here one always does
+        # (it is this actor's ancestor). The root cannot publish itself in the node
+        # table instead: an LMDB environment it opened would be inherited by every
+        # child it forks, which py-lmdb refuses.
         root = self.createActor(ROOT_CLASS, globalName=ROOT_GLOBAL_NAME)
         self.send(root, TerminateChild(child_id=CLUSTER_CHILD))
 

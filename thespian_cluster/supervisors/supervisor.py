@@ -333,7 +333,7 @@ class Supervisor(Actor):
         now = time.time()
         return ChildrenReply(
             request_id=request_id,
-            children=[_info(state, now) for state in self.core.children],
+            children=[_info(state, now, self._starting) for state in self.core.children],
         )
 
     def _count_children(self, request_id: str) -> ChildCount:
@@ -636,7 +636,8 @@ def _is_supervisor(spec: ChildSpec) -> bool:
     return isinstance(cls, type) and issubclass(cls, Supervisor)
 
 
-def _info(state: ChildState, now: float) -> ChildInfo:
+def _info(state: ChildState, now: float, starting: _Start | None) -> ChildInfo:
+    in_start = starting is not None and starting.child_id == state.spec.id
     return ChildInfo(
         id=state.spec.id,
         address=state.address,
@@ -645,6 +646,7 @@ def _info(state: ChildState, now: float) -> ChildInfo:
         uptime=None if state.started_at is None else now - state.started_at,
         running=state.running,
         type="supervisor" if _is_supervisor(state.spec) else "worker",
+        up=state.running and not in_start,
     )
 
 
