@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import Counter
 from collections.abc import Callable
 from typing import Any
 
@@ -29,7 +30,9 @@ from thespian_cluster import (
     ListNames,
     Register,
     Registered,
+    RegisteredMany,
     RegisterMany,
+    RegistryError,
     Whereis,
     WhereisReply,
     lookup,
@@ -104,7 +107,7 @@ def _bulk(
                 Register(name=name, address=owners[node.name], scope="global")
                 for name in mine[first : first + BATCH]
             ]
-            node.ask(RegisterMany(registrations=batch, scope="global"), 120)
+            _registered_all(node, node.ask(RegisterMany(registrations=batch, scope="global"), 120))
 
     _in_threads(load, nodes)
     every = [name for n in nodes for name in names[n.name]]
@@ -322,7 +325,7 @@ def _big(ctx: Context, cluster: LocalCluster, total: int) -> list[Figure]:
             Register(name=f"big-{i}", address=owner, scope="global")
             for i in range(first, min(total, first + BATCH))
         ]
-        b.ask(RegisterMany(registrations=batch, scope="global"), 120)
+        _registered_all(b, b.ask(RegisterMany(registrations=batch, scope="global"), 120))
     last = f"big-{total - 1}"
     wait_for(lambda: lookup(last, scope="global", node_dir=b.node_dir), 60, "all on b")
     heap = memory_of(dist_pid)["anonymous"] - before
@@ -398,6 +401,20 @@ def _pid_of(node: ClusterNode, child: str) -> int:
 
 def _table_bytes(node: ClusterNode) -> int:
     return table_bytes(node.node_dir)
+
+
+def _registered_all(node: ClusterNode, reply: Any) -> None:
+    """Fail with what came back unless every item of a RegisterMany was registered: a
+    refused or timed-out item is never in any replica, and waiting for it to appear
+    would only time out without saying why."""
+    results = reply.results if isinstance(reply, RegisteredMany) else [reply]
+    outcomes = Counter(
+        type(r).__name__ + (f"({r.code}: {r.detail})" if isinstance(r, RegistryError) else "")
+        for r in results
+        if not isinstance(r, Registered)
+    )
+    if outcomes:
+        raise RuntimeError(f"RegisterMany on {node.name}: {dict(outcomes)}")
 
 
 def _in_threads(work: Callable[[ClusterNode], None], nodes: list[ClusterNode]) -> None:

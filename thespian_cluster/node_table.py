@@ -54,6 +54,7 @@ from thespian_cluster.core.limits import (
     member_key,
     name_key,
 )
+from thespian_cluster.core.replica import MirrorUpdate
 from thespian_cluster.core.table import Entry, Member, Name, Removal
 
 MAP_SIZE = 1 << 32  # sparse: only what is written takes disk
@@ -315,11 +316,27 @@ class GlobalMirror(TableWriter):
     transactions and the version file's lock orders their publications.
     """
 
-    def write_changes(self, changes: Any) -> None:
-        """Apply a :class:`~thespian_cluster.core.replica.Changes` in one commit."""
-        self._commit(
-            lambda txn: self._put_changes(txn, changes),
-        )
+    def write_update(self, update: MirrorUpdate) -> None:
+        """Bring the mirror to the replica's state after one apply or install, in one
+        commit (see :class:`~thespian_cluster.core.replica.MirrorUpdate`).
+
+        Args:
+            update: from :func:`~thespian_cluster.core.replica.mirror_update`.
+        """
+        if not update:
+            return
+
+        def change(txn: Any) -> None:
+            for kind, name in update.dropped_names:
+                txn.delete(_global_name_key(kind, name))
+            for entry in update.entries:
+                txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
+            for group, address in update.dropped_members:
+                txn.delete(_global_member_key(group, address))
+            for member in update.members:
+                txn.put(_global_member_key(member.group, member.address), _encode(member))
+
+        self._commit(change)
 
     def replace(self, entries: Iterable[Entry], members: Iterable[Member]) -> None:
         """Make the mirror hold exactly ``entries`` and ``members``."""
@@ -343,17 +360,6 @@ class GlobalMirror(TableWriter):
             [e for e in entries if (e.node, e.incarnation) == (node, incarnation)],
             [m for m in members if (m.node, m.incarnation) == (node, incarnation)],
         )
-
-    @staticmethod
-    def _put_changes(txn: Any, changes: Any) -> None:
-        for entry in changes.unregistered:
-            txn.delete(_global_name_key(entry.kind, entry.name))
-        for entry in changes.registered:
-            txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
-        for group, address in changes.left:
-            txn.delete(_global_member_key(group, address))
-        for member in changes.joined:
-            txn.put(_global_member_key(member.group, member.address), _encode(member))
 
     def _commit(self, change: Callable[[Any], None]) -> None:
         with self._version_file.locked():

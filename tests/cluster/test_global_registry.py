@@ -232,6 +232,10 @@ def test_a_killed_registry_dist_restarts_and_loses_nothing(cluster: LocalCluster
             lambda n=name, f=fresh, v=victim: _registered(v, n, f), 10, "claims accepted again"
         )
         assert reply.node == victim.name
+        # Acknowledged means applied: on every node (a restarted RegistryDist that
+        # counted its op ids from 1 again got the decisions of its first life's writes).
+        for node in (a, b, c):
+            wait_for(lambda n=node, x=name, f=fresh: where(n, x) == f, 10, f"{name} on {node.name}")
         taken = c.ask(Register(name="b0", address=fresh, scope="global"))
         assert isinstance(taken, AlreadyRegistered) and taken.owner == actors[0]
 

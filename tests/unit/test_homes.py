@@ -146,9 +146,10 @@ def test_every_parked_request_resumes_exactly_once(needs: list[tuple[int, int]])
 def test_a_restarted_origin_is_not_answered_with_its_previous_lifes_decisions() -> None:
     sequencer, _ = started(NodeId("a", "1"))
     me = NodeId("a", "1")
-    assert sequencer.decide(Origin(me).write(claim("x", 1), sequencer.term)).outcome == OK
+    first = Origin(me, first_op=1).write(claim("x", 1), sequencer.term)
+    assert sequencer.decide(first).outcome == OK
     # Same node incarnation, restarted actor: ids from 1 again get the old decision.
-    stale = sequencer.decide(Origin(me).write(claim("y", 2), sequencer.term))
+    stale = sequencer.decide(Origin(me, first_op=1).write(claim("y", 2), sequencer.term))
     assert stale.seq == 1  # nothing applied: "y" acknowledged and lost
     fresh = sequencer.decide(Origin(me, first_op=2**40).write(claim("y", 2), sequencer.term))
     assert fresh.outcome == OK and fresh.seq == 2

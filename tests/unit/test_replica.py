@@ -318,3 +318,20 @@ def test_empty_heartbeat_at_the_tip_is_not_a_gap() -> None:
     sequencer, (ra,) = started(A)
     assert not ra.apply(sequencer.heartbeat()) and not ra.lagging()
     assert ra.apply(Delta(sequencer.term, 1, ())).need_snapshot is None
+
+
+def test_a_restarted_origin_never_reuses_an_op_id_of_its_previous_life() -> None:
+    """A RegistryDist restarted within one node incarnation (a SIGKILL of the actor,
+    not of the node) writes as the same NodeId. Op ids counted from 1 again were taken
+    by the sequencer for copies of the old writes: the new claim got the old claim's
+    decision and was acknowledged without ever being applied."""
+    sequencer, _ = started(A)
+    before = Origin(A)
+    first = before.write(claim("before", 1), sequencer.term)
+    assert sequencer.decide(first).outcome == OK
+    after = Origin(A)  # the restarted actor: same node, same incarnation
+    second = after.write(claim("after", 2), sequencer.term)
+    assert second.op_id != first.op_id
+    decision = sequencer.decide(second)
+    assert decision is not None and decision.outcome == OK
+    assert sequencer.table.whereis("after", "server") is not None

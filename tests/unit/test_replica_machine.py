@@ -4,11 +4,13 @@ N simulated nodes, each with a Replica and an Origin, one of them with the Seque
 exchange messages through a bag: any message may be delivered in any order, twice, or
 never (a drop is repaired by the heartbeat → hole → snapshot path, and by origins
 sending unacknowledged writes again). Nodes race for a few names, release them, lose
-actors, die, restart with a new incarnation, and hand the sequencer over (collect,
-merge, snapshot) at any moment.
+actors, die, restart with a new incarnation (or restart only their RegistryDist, in the
+same incarnation), and hand the sequencer over (collect, merge, snapshot) at any moment.
 
 Checked at every step: replicas at the same version hold the same table (and the
-sequencer's, when it is there too); no name is ever acknowledged to two live owners.
+sequencer's, when it is there too); every node's mirror (the node table's copy, kept by
+the actor's rule: :func:`mirror_update` after every apply and install) equals its
+replica; no name is ever acknowledged to two live owners.
 Checked at quiescence (every message delivered, every write answered): every replica
 equals the sequencer's table, and every acknowledged registration is there unless it was
 released, or its actor or node died, since.
@@ -16,7 +18,7 @@ released, or its actor or node died, since.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from hypothesis import settings
@@ -32,6 +34,7 @@ from thespian_cluster.core.replica import (
     Delta,
     JoinGroup,
     LeaveGroup,
+    MirrorUpdate,
     NodeId,
     Origin,
     PurgeAddress,
@@ -42,11 +45,14 @@ from thespian_cluster.core.replica import (
     SetMeta,
     Snapshot,
     SnapshotRequest,
+    Term,
     Write,
+    mirror_update,
+    owned_by,
     table_state,
 )
-from thespian_cluster.core.sequencer import Sequencer, Takeover
-from thespian_cluster.core.table import NameKey
+from thespian_cluster.core.sequencer import Sequencer, Takeover, must_take_over
+from thespian_cluster.core.table import Entry, Member, NameKey
 
 NODES = 4
 SLOTS = 2
@@ -65,12 +71,31 @@ def address(node: int, slot: int) -> FakeAddress:
 
 
 @dataclass
+class Mirror:
+    """The node table's global mirror, as a dict: GlobalMirror.write_update's rule."""
+
+    names: dict[NameKey, Entry] = field(default_factory=dict)
+    members: dict[tuple[str, AddressKey], Member] = field(default_factory=dict)
+
+    def write(self, update: MirrorUpdate) -> None:
+        for key in update.dropped_names:
+            self.names.pop(key, None)
+        for entry in update.entries:
+            self.names[entry.key] = entry
+        for group, where in update.dropped_members:
+            self.members.pop((group, address_key(where)), None)
+        for member in update.members:
+            self.members[(member.group, address_key(member.address))] = member
+
+
+@dataclass
 class SimNode:
     id: NodeId
     replica: Replica
     origin: Origin
     alive: bool = True
     sequencer: Sequencer | None = None
+    mirror: Mirror = field(default_factory=Mirror)
 
 
 class GlobalTableMachine(RuleBasedStateMachine):
@@ -165,6 +190,8 @@ class GlobalTableMachine(RuleBasedStateMachine):
                 self._send(message.node, snapshot)
 
     def _changed(self, sim: SimNode, changes: Changes) -> None:
+        if changes:
+            sim.mirror.write(mirror_update(sim.replica.table, changes))
         if changes.need_snapshot is not None:
             self._send(changes.need_snapshot.sequencer, changes.need_snapshot)
         self._acknowledge(sim)
@@ -253,7 +280,9 @@ class GlobalTableMachine(RuleBasedStateMachine):
             sequencer = self._sequencer()
             if sequencer is None:
                 self._takeover(min(i for i, sim in enumerate(self.nodes) if sim.alive))
-                sequencer = self._sequencer()
+            else:
+                self._lead_if_due(sequencer)
+            sequencer = self._sequencer()
             assert sequencer is not None and sequencer.sequencer is not None
             for sim in self.nodes:
                 if sim.alive:
@@ -337,6 +366,25 @@ class GlobalTableMachine(RuleBasedStateMachine):
             self._send(sequencer.id, request)
 
     @rule(node=nodes)
+    def registry_dist_restarts(self, node: int) -> None:
+        """The node's RegistryDist alone is killed and restarted (RegistryDist._configure):
+        the same node incarnation, a new origin (unanswered writes are lost with their
+        clients), a replica seeded with what the mirror says the node owns, and no
+        sequencer here until a takeover."""
+        sim = self.nodes[node]
+        if not sim.alive:
+            return
+        entries = tuple(e for e in sim.mirror.names.values() if owned_by(e, sim.id))
+        members = tuple(m for m in sim.mirror.members.values() if owned_by(m, sim.id))
+        sim.sequencer = None
+        sim.origin = Origin(sim.id)
+        sim.replica = Replica(sim.id, max_buffered_ops=20)
+        if entries or members:
+            sim.replica.install(Snapshot(Term(0, sim.id), 1, entries, members))
+        names, explicit = table_state(sim.replica.table)
+        sim.mirror = Mirror(names, explicit)
+
+    @rule(node=nodes)
     def sequencer_changes(self, node: int) -> None:
         if self.nodes[node].alive:
             self._takeover(node)
@@ -350,6 +398,17 @@ class GlobalTableMachine(RuleBasedStateMachine):
             delta = sim.sequencer.heartbeat() if heartbeat else sim.sequencer.flush()
             if delta is not None:
                 self._broadcast(delta)
+
+    @rule()
+    def leader_timer(self) -> None:
+        sim = self._sequencer()
+        if sim is not None:
+            self._lead_if_due(sim)
+
+    def _lead_if_due(self, sim: SimNode) -> None:
+        """The leader's timer (RegistryDist._lead_if_due): lead above a newer term."""
+        if must_take_over(sim.sequencer, sim.replica):
+            self._takeover(self.nodes.index(sim))
 
     @rule(node=nodes)
     def retry_timer(self, node: int) -> None:
@@ -398,6 +457,14 @@ class GlobalTableMachine(RuleBasedStateMachine):
                 version = (sim.replica.term, sim.replica.seq)
                 assert by_version.setdefault(version, state) == state, sim.id
 
+    @invariant()
+    def mirror_equals_replica(self) -> None:
+        for sim in self.nodes:
+            if sim.alive:
+                assert (sim.mirror.names, sim.mirror.members) == table_state(sim.replica.table), (
+                    sim.id
+                )
+
     def teardown(self) -> None:
         self._settle()
         sequencer = self._sequencer()
@@ -418,3 +485,33 @@ GlobalTableMachine.TestCase.settings = settings(
     max_examples=150, stateful_step_count=50, deadline=None
 )
 test_global_table = GlobalTableMachine.TestCase
+
+
+def test_the_next_leader_leads_above_a_snapshot_still_on_its_way() -> None:
+    """Found by the machine: n3 takes over alone and its snapshot is on its way to a
+    restarted n0 when n3 dies; n0 takes over at epoch 1, then installs n3's epoch-2
+    snapshot and ignores its own deltas. Only leading again, above epoch 2
+    (``must_take_over``, RegistryDist's leader timer), lets the cluster settle."""
+    state = GlobalTableMachine()
+    for node in (0, 1, 2):
+        state.node_dies(node=node)
+    state.sequencer_changes(node=3)
+    state.node_restarts(node=0)
+    state.deliver(pick=0)  # n3 installs its own snapshot
+    state.deliver(pick=0)  # n3 answers n0's snapshot request: the snapshot is on its way
+    state.node_dies(node=3)
+    state.teardown()
+
+
+def test_a_restarted_registry_dist_takes_no_decision_of_its_previous_life() -> None:
+    """Found by the machine with op ids counted from 1 in every life: n1 sequences
+    term 2, then its RegistryDist restarts; its first write (n2's purge) had op id 1,
+    took the previous life's decision of term 2 for it, and was never sent again."""
+    state = GlobalTableMachine()
+    state.node_dies(node=0)
+    state.node_dies(node=3)
+    state.sequencer_changes(node=1)
+    state.deliver_all(pick=238)
+    state.registry_dist_restarts(node=1)
+    state.node_dies(node=2)
+    state.teardown()

@@ -69,6 +69,7 @@ from thespian_cluster.core.replica import (
     SnapshotRequest,
     Term,
     Write,
+    mirror_update,
 )
 from thespian_cluster.core.sequencer import (
     MergeConflict,
@@ -76,6 +77,7 @@ from thespian_cluster.core.sequencer import (
     Sequencer,
     Takeover,
     default_resolver,
+    must_take_over,
 )
 from thespian_cluster.global_messages import (
     Decisions,
@@ -277,10 +279,19 @@ class RegistryDist(Actor):
     def _on_verdict(self, status: PartitionStatus) -> None:
         self._set_writable(status.writable, status.reason)
         if status.partition_detected and status.unreachable:
-            self.partition = (status.winner, frozenset(status.unreachable))
+            self._cut_off(status.winner, frozenset(status.unreachable))
 
     def _on_partition(self, event: PartitionDetected) -> None:
-        self.partition = (event.winner, frozenset(event.unreachable))
+        self._cut_off(event.winner, frozenset(event.unreachable))
+
+    def _cut_off(self, winner: bool, unreachable: frozenset[str]) -> None:
+        """Remember every node this side lost touch with in one partition, until a merge
+        has them all back: a partition that grows (n5 cut, then n4 too) or heals a node
+        at a time must still be merged by one rule, or the heal takes a node cut off
+        for the winner side and may hand it a contested name."""
+        if self.partition is not None and self.partition[0] == winner:
+            unreachable |= self.partition[1]
+        self.partition = (winner, unreachable)
 
     def _set_writable(self, writable: bool, reason: str) -> None:
         if writable != self.writable:
@@ -336,10 +347,9 @@ class RegistryDist(Actor):
             return
         if self.takeover is not None and not new_nodes:
             return
-        newest = max(self._replica.seen, self.takeover.term if self.takeover else core.NO_TERM)
-        current = self.sequencer is not None and self.sequencer.term >= newest
-        if current and not new_nodes:
+        if not must_take_over(self.sequencer, self._replica, nodes_arrived=new_nodes):
             return
+        newest = max(self._replica.seen, self.takeover.term if self.takeover else core.NO_TERM)
         self._start_takeover(newest.epoch)
 
     def _on_newer_term(self, notice: NewerTerm) -> None:
@@ -597,10 +607,9 @@ class RegistryDist(Actor):
     def _install(self, snapshot: Snapshot) -> None:
         before = self._replica.term
         changes = self._replica.install(snapshot)
-        if changes:
-            # A snapshot replaces the whole table: so does the mirror, in one commit,
-            # whatever it held (a stale record left by any earlier miss goes with it).
-            self._mirror.replace(self._replica.names(), self._all_members())
+        # The difference only: at 100,000 names a catch-up rewrites what changed, not
+        # the whole mirror (a restart rewrites it whole, in _configure).
+        self._changed(changes)
         if self._replica.term != before:
             self._gap_since = None
             self._send_writes(self._origin.unacknowledged(self._replica))
@@ -616,8 +625,15 @@ class RegistryDist(Actor):
             self.send(target, request)
 
     def _changed(self, changes: Changes) -> None:
-        if changes:
-            self._mirror.write_changes(changes)
+        """Bring the node table's mirror to the replica's end state of every key that
+        ``changes`` touched, so that it equals the replica after every apply."""
+        if not changes:
+            return
+        try:
+            self._mirror.write_update(mirror_update(self._replica.table, changes))
+        except Exception:  # a failed commit left the mirror behind: make it whole again
+            logger.exception("registry dist could not update the mirror; rewriting it whole")
+            self._mirror.replace(self._replica.names(), self._all_members())
 
     # ---- timers ------------------------------------------------------------------------
 

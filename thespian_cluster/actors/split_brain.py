@@ -274,7 +274,12 @@ class SplitBrainDetector(ConfiguredFirst, Actor):
             self._log(verdict, plan, before)
         events: list[Any] = []
         node = self._settings.node_name
-        if after.partition_detected and not before.partition_detected:
+        # A partition that changes (another node cut off) is told again: RegistryDist
+        # merges the heal by who was on which side.
+        if after.partition_detected and (
+            not before.partition_detected
+            or (after.winner, set(after.unreachable)) != (before.winner, set(before.unreachable))
+        ):
             events.append(
                 PartitionDetected(
                     node=node,

@@ -50,7 +50,8 @@ Read your writes and re-sending (:class:`Origin`)
     sees what the decision saw. A write whose decision belongs to a term the replica has
     since left was never applied here before the fence, so it is not in the new table
     either; the origin sends it again (:meth:`Origin.unacknowledged`). Writes are safe to
-    send twice: the sequencer remembers recent op ids, and every request is idempotent
+    send twice: the sequencer remembers recent op ids (unique per origin incarnation
+    even across restarts of the actor: they start at the clock), and every request is idempotent
     by meaning (claiming a name one owns is a meta update, releasing a free name says so).
 
 Writes are addressed to a term (the origin replica's). A sequencer ignores writes of
@@ -70,6 +71,7 @@ from __future__ import annotations
 
 import heapq
 import sys
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -178,7 +180,8 @@ Request = Claim | Release | SetMeta | JoinGroup | LeaveGroup | PurgeAddress | Pu
 class Write:
     """One request from ``origin`` to the sequencer of ``term``.
 
-    ``op_id`` is unique per origin incarnation. ``term`` is the origin replica's term
+    ``op_id`` is unique per origin incarnation, across restarts of its actor too
+    (:class:`Origin` starts at the clock). ``term`` is the origin replica's term
     when sent: a sequencer decides only writes of its own term, so a copy still in
     flight from an older term (already answered there) cannot be applied a second time
     in a newer one, where the sequencer does not remember it.
@@ -334,6 +337,65 @@ class Changes:
 
     def __bool__(self) -> bool:
         return bool(self.registered or self.unregistered or self.joined or self.left)
+
+
+@dataclass(frozen=True, slots=True)
+class MirrorUpdate:
+    """What a copy of the table kept elsewhere (the node table's mirror) must write so
+    that it equals the replica again: the replica's *end* state of every key an apply
+    or install touched.
+
+    No key is in both a put and a drop, so the writes commute: any order gives the
+    same copy. (Replaying :class:`Changes` in a fixed order does not: one apply may
+    put and drop a name, as a delta that fills a hole drains the buffered ones after
+    it, and "drop, then put" left a released name in the mirror for good.)
+    """
+
+    entries: tuple[Entry, ...] = ()
+    dropped_names: tuple[NameKey, ...] = ()
+    members: tuple[Member, ...] = ()
+    dropped_members: tuple[tuple[str, Any], ...] = ()  # (group, address)
+
+    def __bool__(self) -> bool:
+        return bool(self.entries or self.dropped_names or self.members or self.dropped_members)
+
+
+def mirror_update(table: NameTable, changes: Changes) -> MirrorUpdate:
+    """The :class:`MirrorUpdate` that brings a copy of ``table`` as it was before
+    ``changes`` to ``table`` as it is now.
+
+    Args:
+        table: the replica's table, *after* the apply or install that made ``changes``.
+        changes: what that apply or install reported.
+
+    Returns:
+        Every touched name and membership, put as ``table`` holds it or dropped.
+    """
+    touched_names = {e.key for e in changes.registered}
+    touched_names.update(e.key for e in changes.unregistered)
+    entries: list[Entry] = []
+    dropped_names: list[NameKey] = []
+    for kind, name in touched_names:
+        entry = table.whereis(name, kind)
+        if entry is None:
+            dropped_names.append((kind, name))
+        else:
+            entries.append(entry)
+    touched_members = {
+        (m.group, address_key(m.address)): (m.group, m.address) for m in changes.joined
+    }
+    touched_members.update(((g, address_key(a)), (g, a)) for g, a in changes.left)
+    members: list[Member] = []
+    dropped_members: list[tuple[str, Any]] = []
+    for group, address in touched_members.values():
+        member = table.member(group, address)
+        if member is None:
+            dropped_members.append((group, address))
+        else:
+            members.append(member)
+    return MirrorUpdate(
+        tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members)
+    )
 
 
 # ---- applying effects -----------------------------------------------------------------
@@ -600,15 +662,17 @@ class Origin:
     term) or on a retry timer it sends :meth:`unacknowledged` again.
     """
 
-    def __init__(self, node: NodeId, first_op: int = 1) -> None:
+    def __init__(self, node: NodeId, first_op: int | None = None) -> None:
         """Args:
-        node: this node's incarnation.
-        first_op: the op id of the first write. An actor restarted within one node
-            incarnation must not reuse its previous life's ids: the sequencer would
-            answer a new write with the remembered decision of an old one.
+        node: this node's identity.
+        first_op: the first op id; by default the clock in nanoseconds, so that a
+            RegistryDist restarted within one node incarnation never reuses an op id
+            of its previous life. The sequencer remembers decisions by (origin,
+            op id): a reused id would get the old write's decision, and the new
+            write would be acknowledged without ever being applied.
         """
         self.node = node
-        self._next_op = first_op
+        self._next_op = time.time_ns() if first_op is None else first_op
         self._pending: dict[int, Request] = {}
         self._decisions: dict[int, Decision] = {}
         self._waiting: dict[Term, list[tuple[int, int]]] = {}  # term -> heap of (seq, op id)

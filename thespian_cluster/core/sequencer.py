@@ -75,6 +75,7 @@ from thespian_cluster.core.replica import (
     PutMember,
     PutName,
     Release,
+    Replica,
     SetMeta,
     Snapshot,
     SnapshotRequest,
@@ -341,3 +342,27 @@ class Takeover:
             remember=remember,
         )
         return sequencer, sequencer.snapshot(), merged.conflicts
+
+
+def must_take_over(
+    sequencer: Sequencer | None, replica: Replica, *, nodes_arrived: bool = False
+) -> bool:
+    """Should the leader (this node) start a takeover now?
+
+    Yes when it sequences nothing; when nodes arrived (a takeover merges what they own:
+    a node that was cut off, the other side of a partition); and when its own replica
+    knows a newer term than the one it sequences. The last one happens: a would-be
+    sequencer's snapshot can still be on its way to this node while this node collects
+    (the other one died meanwhile, so nobody refuses the collection); this node then
+    installs that newer, dead term after its own, ignores its own deltas as older, and
+    no write is ever acknowledged again until it leads above that term.
+
+    Args:
+        sequencer: the sequencer this node runs, if any.
+        replica: this node's replica.
+        nodes_arrived: nodes joined the view since the last decision.
+
+    Returns:
+        True: start a takeover above ``replica.seen``.
+    """
+    return nodes_arrived or sequencer is None or sequencer.term < replica.seen

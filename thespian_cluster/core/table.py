@@ -210,6 +210,10 @@ class NameTable:
         self.version += 1
         return True
 
+    def member(self, group: str, address: Any) -> Member | None:
+        """``address``'s explicit membership of ``group``, or None."""
+        return self._groups.get(group, {}).get(address_key(address))
+
     def members(self, group: str, node: str | None = None) -> list[Member]:
         """Explicit members then derived ones, one row per address, in join order."""
         found: dict[AddressKey, Member] = dict(self._groups.get(group, {}))
