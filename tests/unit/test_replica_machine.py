@@ -53,6 +53,7 @@ from thespian_cluster.core.replica import (
 )
 from thespian_cluster.core.sequencer import Sequencer, Takeover, must_take_over
 from thespian_cluster.core.table import Entry, Member, NameKey
+from thespian_cluster.global_messages import NewerTerm
 
 NODES = 4
 SLOTS = 2
@@ -179,6 +180,13 @@ class GlobalTableMachine(RuleBasedStateMachine):
             self._acknowledge(sim)
         elif isinstance(message, Delta):
             self._changed(sim, sim.replica.apply(message))
+            if message.term < sim.replica.seen and message.term.sequencer != sim.id:
+                # RegistryDist's answer to a delta older than what its replica has seen.
+                self._send(message.term.sequencer, NewerTerm(term=sim.replica.seen))
+        elif isinstance(message, NewerTerm):
+            # RegistryDist._on_newer_term: the sequencer leads above the newer term.
+            if sim.sequencer is not None and message.term > sim.sequencer.term:
+                self._takeover(self.nodes.index(sim), above=message.term.epoch)
         elif isinstance(message, Snapshot):
             before = sim.replica.term
             self._changed(sim, sim.replica.install(message))
@@ -249,10 +257,10 @@ class GlobalTableMachine(RuleBasedStateMachine):
             if name_key == key or owner_akey == akey or owner == node:
                 del self.acked[name_key]
 
-    def _takeover(self, index: int) -> None:
+    def _takeover(self, index: int, above: int = 0) -> None:
         new = self.nodes[index]
         live = [sim for sim in self.nodes if sim.alive]
-        seen = new.replica.seen.epoch
+        seen = max(new.replica.seen.epoch, above)
         while True:
             takeover = Takeover(new.id, [sim.id for sim in live], seen)
             for sim in live:
@@ -514,4 +522,22 @@ def test_a_restarted_registry_dist_takes_no_decision_of_its_previous_life() -> N
     state.deliver_all(pick=238)
     state.registry_dist_restarts(node=1)
     state.node_dies(node=2)
+    state.teardown()
+
+
+def test_a_leader_whose_registry_dist_restarted_leads_above_its_previous_life() -> None:
+    """Found by the machine: n0 sequences epoch 2 and its snapshot is still on its way
+    to n3 when n0's RegistryDist restarts (same node incarnation, a replica that has
+    forgotten epoch 2). n0 takes over again at epoch 1; n3 then installs the old
+    epoch-2 snapshot and ignores every epoch-1 delta. Only n3's NewerTerm (as
+    RegistryDist sends it) makes n0 lead above epoch 2."""
+    state = GlobalTableMachine()
+    state.node_dies(node=2)
+    state.deliver(pick=0)
+    state.deliver(pick=0)
+    state.sequencer_changes(node=0)
+    state.deliver(pick=0)
+    state.node_dies(node=1)
+    state.registry_dist_restarts(node=0)
+    state.registry_dist_restarts(node=3)
     state.teardown()
