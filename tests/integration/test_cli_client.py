@@ -28,6 +28,7 @@ from tests.integration._cli import CLI, client_env, node_config, run_cli, start_
 from tests.integration.actors import Worker
 from thespian_cluster import JoinGroup, Register, Registered
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster
+from thespian_cluster.supervisors.os_process import process_stats
 
 HEARTBEAT_TIMEOUT = 2.5  # the node's cluster_heartbeat_timeout in these tests
 #: Long enough that the status table is wider than 80 columns.
@@ -35,16 +36,9 @@ SOLO = "solo-node-with-a-name-long-enough-to-widen-status"
 
 
 def _zombie_children(pid: int) -> list[int]:
-    zombies = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{entry}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] == "Z" and int(fields[1]) == pid:
-            zombies.append(int(entry))
-    return zombies
+    return [
+        child for child, fields in process_stats() if fields[0] == "Z" and int(fields[1]) == pid
+    ]
 
 
 def test_start_exits_when_its_node_is_killed(tmp_path: Path) -> None:

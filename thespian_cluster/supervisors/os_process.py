@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -31,23 +32,29 @@ def kill(pid: int) -> bool:
     return True
 
 
+def process_stats() -> Iterator[tuple[int, list[str]]]:
+    """Every process's pid and its ``/proc/<pid>/stat`` fields after ``comm)``: state,
+    ppid, pgrp, ... (Linux). A process that exits while being read is skipped."""
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open(f"/proc/{entry}/stat") as stat:
+                fields = stat.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        yield int(entry), fields
+
+
 def live_processes_in_group(pgid: int) -> list[int]:
     """Pids in process group ``pgid`` that are not zombies (Linux ``/proc``).
 
     ``killpg(pgid, 0)`` is no test of a stopped node: a daemonized admin's zombie
     still answers it until PID 1 reaps it, which some containers never do.
     """
-    alive = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            with open(f"/proc/{pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        # after "comm)": state, ppid, pgrp, ...
-        if int(fields[2]) == pgid and fields[0] not in ("Z", "X"):
-            alive.append(int(pid))
-    return alive
+    return [
+        pid
+        for pid, fields in process_stats()
+        if int(fields[2]) == pgid and fields[0] not in ("Z", "X")
+    ]
 
 
 def is_dead(pid: int) -> bool:
