@@ -7,7 +7,7 @@ import signal
 
 import pytest
 from pydantic import ValidationError
-from thespian.actors import ActorExitRequest
+from thespian.actors import ActorExitRequest, DeadEnvelope
 
 from tests.conftest import wait_for
 from tests.integration.actors import HookedWorker, Worker
@@ -203,6 +203,20 @@ def test_sigkill_frees_names_through_liveness_probes(node: Node) -> None:
     _, pid = _register_worker(node, Worker, "killed")
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: _freed(node, "killed"), 5, "liveness probe to free the name")
+
+
+def test_a_late_dead_letter_for_a_listening_address_frees_nothing(node: Node) -> None:
+    # A dead letter arrives after the send failed; meanwhile the kernel may have given the
+    # dead actor's port to a new actor that registered (a restarted supervised child: the
+    # bench's restart loop hit it). The Registry checks the port before it believes one.
+    worker, _ = _register_worker(node, Worker, "reborn")
+    node.system.tell(node.registry, DeadEnvelope(worker, "a message the old one missed"))
+    node.system.tell(node.registry, DeadEnvelope("not an address", "junk"))  # no crash either
+    # This Register is answered after both envelopes: the Registry takes messages in order.
+    probe_worker = node.system.createActor(Worker)
+    assert isinstance(node.ask(Register(name="probe", address=probe_worker)), Registered)
+    assert node.ask(Whereis(name="reborn")).address == worker
+    assert [m.address for m in node.ask(GroupMembers(group="pool")).members] == [worker]
 
 
 def test_plain_exit_frees_names_through_probes(node: Node) -> None:

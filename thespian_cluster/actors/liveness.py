@@ -26,7 +26,25 @@ REFUSED = (errno.ECONNREFUSED,)
 
 def refused(addresses: Sequence[Any], timeout: float = 0.05) -> list[Any]:
     """The addresses whose port refuses connections (their actor is dead)."""
+    return probe(addresses, timeout)[0]
+
+
+def listening(address: Any, timeout: float = 0.05) -> bool:
+    """True if someone accepts connections on ``address``'s port right now.
+
+    Evidence that arrives late (a dead letter from a send that failed a while ago) is
+    checked with this first: a port that accepts again belongs to a live actor, maybe a
+    new one the kernel gave the dead one's port, and its names must stay.
+    """
+    return bool(probe([address], timeout)[1])
+
+
+def probe(addresses: Sequence[Any], timeout: float = 0.05) -> tuple[list[Any], list[Any]]:
+    """``(refused, accepted)``: the addresses whose port refused a connection, and those
+    whose port accepted one within ``timeout``; the rest (no TCP address, no answer in
+    time, an unreachable network) are in neither."""
     dead: list[Any] = []
+    alive: list[Any] = []
     pending: dict[socket.socket, Any] = {}
     selector = selectors.DefaultSelector()
     try:
@@ -34,25 +52,31 @@ def refused(addresses: Sequence[Any], timeout: float = 0.05) -> list[Any]:
             sockname = getattr(getattr(address, "addressDetails", None), "sockname", None)
             if not sockname:
                 continue  # not a TCP actor: nothing to probe
-            probe = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            probe.setblocking(False)
-            code = probe.connect_ex(tuple(sockname[:2]))
+            connection = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            connection.setblocking(False)
+            code = connection.connect_ex(tuple(sockname[:2]))
             if code in REFUSED:
                 dead.append(address)
-                probe.close()
-            elif code in (0, errno.EINPROGRESS):
-                pending[probe] = address
-                selector.register(probe, selectors.EVENT_WRITE)
+                connection.close()
+            elif code == 0:
+                alive.append(address)
+                connection.close()
+            elif code == errno.EINPROGRESS:
+                pending[connection] = address
+                selector.register(connection, selectors.EVENT_WRITE)
             else:
-                probe.close()  # unreachable network and the like: unknown
+                connection.close()  # unreachable network and the like: unknown
         if pending:
             for key, _ in selector.select(timeout):
-                probe = key.fileobj  # type: ignore[assignment]
-                assert isinstance(probe, socket.socket)
-                if probe.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR) in REFUSED:
-                    dead.append(pending[probe])
+                connection = key.fileobj  # type: ignore[assignment]
+                assert isinstance(connection, socket.socket)
+                error = connection.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                if error in REFUSED:
+                    dead.append(pending[connection])
+                elif error == 0:
+                    alive.append(pending[connection])
     finally:
-        for probe in pending:
-            probe.close()
+        for connection in pending:
+            connection.close()
         selector.close()
-    return dead
+    return dead, alive

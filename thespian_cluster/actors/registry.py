@@ -67,7 +67,7 @@ from thespian.actors import (
 from thespian.system.messages.status import Thespian_ActorStatus, Thespian_StatusReq
 
 from thespian_cluster.actors.front_door import FrontDoor
-from thespian_cluster.actors.liveness import refused
+from thespian_cluster.actors.liveness import listening, refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
 from thespian_cluster.cluster_messages import ClusterView, SubscribeClusterView
 from thespian_cluster.core.addresses import address_key
@@ -216,7 +216,13 @@ class Registry(Actor):
             else:
                 self._probe_batch()
         elif isinstance(message, DeadEnvelope):
-            self._forget(message.deadAddress, "dead letter")
+            # A dead letter can arrive seconds after the send failed; by then the kernel
+            # may have given the dead actor's port to a new actor (a restarted child
+            # that registered again). A port that accepts now is not dead.
+            if listening(message.deadAddress):
+                logger.debug("registry kept {}: a dead letter, but it listens", message.deadAddress)
+            else:
+                self._forget(message.deadAddress, "dead letter")
         elif isinstance(message, Thespian_ActorStatus):
             self._probed(message)
         elif isinstance(message, ClusterView):
