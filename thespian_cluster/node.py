@@ -49,7 +49,7 @@ from thespian.system.messages.status import Thespian_StatusReq, Thespian_SystemS
 
 from thespian_cluster import node_table
 from thespian_cluster.actors.exit_hook import NODE_DIR_ENV
-from thespian_cluster.backends.loading import backend_class
+from thespian_cluster.backends.loading import backend_config
 from thespian_cluster.cluster_messages import AwaitJoin, JoinOutcome
 from thespian_cluster.logs import configure_logging, move_thespian_internal_log, thespian_log_defs
 from thespian_cluster.messages import ChildrenReply, Request, SupervisorError, WhichChildren
@@ -307,7 +307,8 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
         NodeError: the node cannot start for another reason; the message (one line)
             says why.
     """
-    backend_class(settings.registry_backend)  # a bad backend is a startup error, here
+    # A bad backend, or [backend] settings it cannot take, is a startup error, here.
+    backend_config(settings.registry_backend, settings.backend)
     # Every check that can fail for a reason outside the program runs here, before the
     # actor system forks, so the caller gets one NodeError and not a half-started node.
     _usable_dir(settings.node_dir, "data_dir", settings.data_dir)

@@ -45,7 +45,11 @@ class ClusterSettings(BaseSettings):
     """Everything a node needs to start. See docs/operations.md for each key."""
 
     model_config = SettingsConfigDict(
-        env_prefix=ENV_PREFIX, extra="forbid", validate_default=True, frozen=True
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        validate_default=True,
+        frozen=True,
     )
 
     # ---- this node ----
@@ -67,6 +71,13 @@ class ClusterSettings(BaseSettings):
 
     # ---- registry ----
     registry_backend: str = Field("local", min_length=1)
+    #: The backend's own settings: the ``[backend]`` table, or
+    #: ``THESPIAN_CLUSTER_BACKEND__<KEY>`` variables (a JSON value, or a plain string).
+    #: Checked against the backend's ``config_model`` when the node starts.
+    backend: dict[str, Any] = Field(default_factory=dict)
+    global_request_timeout: float = Field(
+        5.0, gt=0, le=600, description="seconds a global write may wait for its backend"
+    )
     liveness_probe_interval: float = Field(1.0, gt=0, le=3600)
     liveness_probe_batch: int = Field(200, ge=1, le=100_000)
 
@@ -148,7 +159,12 @@ class ClusterSettings(BaseSettings):
         """Validate file values < environment < ``overrides`` into one :class:`SettingsError`."""
         try:
             from_env = EnvSettingsSource(cls)()
-            return cls(**{**(_file_values or {}), **from_env, **overrides})
+            values = {**(_file_values or {}), **from_env, **overrides}
+            # [backend] merges key by key: a variable overrides one key, not the table.
+            tables = [v.get("backend") for v in (_file_values or {}, from_env, overrides)]
+            if all(isinstance(t, dict) for t in tables if t is not None) and any(tables):
+                values["backend"] = {k: v for t in tables if t for k, v in t.items()}
+            return cls(**values)
         except ValidationError as exc:
             raise SettingsError(_explain(exc)) from None
 

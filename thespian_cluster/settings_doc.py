@@ -41,6 +41,11 @@ MEANINGS: dict[str, str] = {
     "`host:metrics_port` (see Metrics); off when unset",
     "registry_backend": "`local`, `global` or `package.module:Class` (docs/backends.md); "
     "`global` when `cluster_enabled` and not set",
+    "backend": "the `[backend]` table: the global backend's own settings (docs/backends.md), "
+    "checked at start like every other key; `THESPIAN_CLUSTER_BACKEND__<KEY>` sets one key "
+    "(a JSON value or a plain string)",
+    "global_request_timeout": "seconds a global write may wait for its backend before it is "
+    "answered `RegistryError(timeout)`",
     "liveness_probe_interval": "seconds between rounds of liveness probes",
     "liveness_probe_batch": "actors probed per round (round robin beyond that)",
     "cluster_enabled": "start the ClusterSupervisor (RegistryDist, NodeMonitor, "

@@ -18,9 +18,12 @@ from __future__ import annotations
 import builtins
 from abc import ABC, abstractmethod
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from thespian_cluster.core.table import Conflict, Entry, Member, Name, Removal
+
+if TYPE_CHECKING:
+    from thespian_cluster.backends.scope import GlobalBackend
 
 
 class RegistryBehavior(ABC):
@@ -28,7 +31,14 @@ class RegistryBehavior(ABC):
 
     The constructor takes the node's name as its only argument; ``node`` is what
     entries and members record as their home.
+
+    This is the *local* scope. A backend that also serves ``scope="global"`` names the
+    :class:`~thespian_cluster.backends.scope.GlobalBackend` that does in
+    :attr:`global_scope`; the node's RegistryDist actor runs it.
     """
+
+    #: The global scope's backend, or None: this backend serves the local scope only.
+    global_scope: ClassVar[type[GlobalBackend] | None] = None
 
     def __init__(self, node: str) -> None:
         self.node = node
@@ -106,5 +116,7 @@ class RegistryBehavior(ABC):
             self.join_group(member.group, member.address, member.meta)
 
     def is_distributed(self) -> bool:
-        """True when names are shared across the cluster (scope ``global``)."""
-        return False
+        """True when names are shared across the cluster (scope ``global``): a
+        :attr:`global_scope` is named (an override returning True without one gets the
+        built-in :class:`~thespian_cluster.backends.sequenced.SequencedBackend`)."""
+        return self.global_scope is not None

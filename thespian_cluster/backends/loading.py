@@ -3,9 +3,14 @@
 from __future__ import annotations
 
 import importlib
+import json
+
+from pydantic import BaseModel, ValidationError
 
 from thespian_cluster.backends.behavior import RegistryBehavior
 from thespian_cluster.backends.local import GlobalGroupsBackend, LocalBackend
+from thespian_cluster.backends.scope import GlobalBackend
+from thespian_cluster.backends.sequenced import SequencedBackend
 
 BUILTIN_BACKENDS: dict[str, type[RegistryBehavior]] = {
     "local": LocalBackend,
@@ -46,3 +51,73 @@ def backend_class(spec: str) -> type[RegistryBehavior]:
 def load_backend(spec: str, node: str) -> RegistryBehavior:
     """A new backend instance for ``node``."""
     return backend_class(spec)(node)
+
+
+def scope_backend(spec: str) -> type[GlobalBackend]:
+    """The :class:`GlobalBackend` that serves ``scope="global"`` for backend ``spec``.
+
+    Raises:
+        BackendLoadError: ``spec`` names nothing usable, or a backend that serves the
+            local scope only.
+    """
+    cls = backend_class(spec)
+    scope = cls.global_scope
+    if scope is None:
+        if cls.is_distributed is RegistryBehavior.is_distributed:
+            raise BackendLoadError(f"registry_backend = {spec!r} serves the local scope only")
+        return SequencedBackend  # an override of is_distributed() from before global_scope
+    if not (isinstance(scope, type) and issubclass(scope, GlobalBackend)):
+        raise BackendLoadError(
+            f"registry_backend = {spec!r}: its global_scope is not a GlobalBackend"
+        )
+    return scope
+
+
+def backend_config(spec: str, table: dict[str, object]) -> BaseModel | None:
+    """``[backend]`` validated for backend ``spec`` (None when it serves no global scope).
+
+    A value that arrived as a string (an environment variable) and is not valid for its
+    key is read as JSON once more, so ``THESPIAN_CLUSTER_BACKEND__ENDPOINTS='["http://a:2379"]'``
+    works like the TOML list.
+
+    Raises:
+        BackendLoadError: the table does not fit the backend's ``config_model``; the
+            message names each key (``backend.<key>``) and why.
+    """
+    cls = backend_class(spec)
+    if cls.global_scope is None and cls.is_distributed is RegistryBehavior.is_distributed:
+        if table:
+            raise BackendLoadError(
+                f"[backend] is set, but registry_backend = {spec!r} takes no backend settings"
+            )
+        return None
+    model = scope_backend(spec).config_model
+    try:
+        return model.model_validate(table)
+    except ValidationError as first:
+        retried = {k: _json_or_text(v) for k, v in table.items()}
+        try:
+            return model.model_validate(retried)
+        except ValidationError:
+            raise BackendLoadError(_explain(spec, first)) from None
+
+
+def _json_or_text(value: object) -> object:
+    if not isinstance(value, str):
+        return value
+    try:
+        return json.loads(value)
+    except ValueError:
+        return value
+
+
+def _explain(spec: str, exc: ValidationError) -> str:
+    problems = []
+    for error in exc.errors(include_url=False):
+        key = ".".join(["backend", *(str(part) for part in error["loc"])])
+        if error["type"] == "extra_forbidden":
+            problems.append(f"{key}: unknown setting of registry_backend = {spec!r}")
+        else:
+            shown = "<hidden>" if "password" in key else repr(error.get("input"))[:80]
+            problems.append(f"{key} = {shown}: {error['msg'].removeprefix('Value error, ')}")
+    return "invalid settings: " + "; ".join(problems)

@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from thespian_cluster.backends.behavior import RegistryBehavior
+from thespian_cluster.backends.sequenced import SequencedBackend
 from thespian_cluster.core.table import (
     Conflict,
     Entry,
@@ -70,8 +71,7 @@ class LocalBackend(RegistryBehavior):
 class GlobalGroupsBackend(LocalBackend):
     """The built-in distributed backend (``registry_backend = "global"``, the default of a
     node with ``cluster_enabled``): this node's names as :class:`LocalBackend` keeps them,
-    and ``scope="global"`` served by the cluster's replicated table, which lives in the
-    node's RegistryDist (see docs/global-protocol.md)."""
+    and ``scope="global"`` served by :class:`SequencedBackend`, the cluster's replicated
+    table (see docs/global-protocol.md)."""
 
-    def is_distributed(self) -> bool:
-        return True
+    global_scope = SequencedBackend
