@@ -52,6 +52,17 @@ class NameConflict(Message):
     node: str
 
 
+class NameLost(Message):
+    """Sent to an actor whose global name went away without its asking: ``reason`` is
+    ``lease_expired`` (its node was cut off from the store longer than the lease) or
+    ``deleted_in_etcd`` (someone else deleted it, e.g. revoked the node's lease). The
+    name is not registered again by itself: the actor (or its supervisor) decides."""
+
+    name: Name
+    kind: str
+    reason: str
+
+
 class GetGlobalStatus(Request):
     """How this node's replica of the global table stands. Replies :class:`GlobalStatus`."""
 
@@ -69,6 +80,9 @@ class GlobalStatus(Reply):
     #: ``"<request>:<outcome>"`` (e.g. ``"Register:already_registered"``,
     #: ``"Register:minority_partition"``), and names lost in merges (``"conflicts"``).
     outcomes: dict[str, int] = Field(default_factory=dict)
+    #: What the backend itself reports (for etcd: its lease, revision, whether the
+    #: watch is up and for how long the node table may have been stale).
+    backend: dict[str, Any] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -126,6 +126,11 @@ def _address(ip: str, port: int) -> ActorAddress:
     return address
 
 
+def address_at(ip: str, port: int) -> ActorAddress:
+    """The actor address at ``ip:port`` (for stores that keep addresses as text)."""
+    return _address(ip, port)
+
+
 def _encode(value: Any) -> bytes:
     buffer = io.BytesIO()
     _TablePickler(buffer, protocol=_PICKLE).dump(value)

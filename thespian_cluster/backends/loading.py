@@ -16,6 +16,10 @@ BUILTIN_BACKENDS: dict[str, type[RegistryBehavior]] = {
     "local": LocalBackend,
     "global": GlobalGroupsBackend,
 }
+#: Built-in backends imported only when chosen (their modules bring threads and clients).
+BUILTIN_PATHS: dict[str, str] = {
+    "etcd": "thespian_cluster.backends.etcd:EtcdNodeBackend",
+}
 
 
 class BackendLoadError(RuntimeError):
@@ -26,10 +30,13 @@ def backend_class(spec: str) -> type[RegistryBehavior]:
     """The class ``spec`` names; raises :class:`BackendLoadError` with the reason."""
     if spec in BUILTIN_BACKENDS:
         return BUILTIN_BACKENDS[spec]
+    if spec in BUILTIN_PATHS:
+        return backend_class(BUILTIN_PATHS[spec])
     module_name, sep, class_name = spec.partition(":")
     if not sep or not module_name or not class_name:
         raise BackendLoadError(
-            f"registry_backend = {spec!r}: expected one of {sorted(BUILTIN_BACKENDS)} "
+            f"registry_backend = {spec!r}: expected one of "
+            f"{sorted([*BUILTIN_BACKENDS, *BUILTIN_PATHS])} "
             "or a dotted path 'package.module:Class'"
         )
     try:

@@ -1,0 +1,629 @@
+"""``EtcdBackend``: the global scope in etcd (``registry_backend = "etcd"``).
+
+For teams that run etcd already: names are unique by an etcd transaction, so they
+are linearizable, and a node cut off from etcd's quorum refuses global writes instead
+of merging after the heal. See docs/backends.md for when to choose it over the
+built-in backend, and :mod:`.view` for the layout of the keys.
+
+How it works, on each node:
+
+* **one lease per node**, granted at start and kept alive by a thread every
+  ``lease_ttl / 3`` seconds; every name and membership this node writes is attached
+  to it, so etcd cleans up after a node that dies even if no other node noticed. A
+  survivor whose node monitor sees ``NodeDown`` revokes the dead node's lease at once
+  (its lease id is in ``<prefix>node/<name>``), so its names go within a round trip,
+  not a TTL.
+* **writes** run on ``write_threads`` worker threads (a key always on the same one, so
+  one key's writes keep their order), never in the actor: the host's
+  :class:`~thespian_cluster.backends.scope.Deferred` is resolved when the answer comes
+  back. ``Register`` is a transaction that creates the key only where it does not
+  exist (``create_revision == 0``); the loser learns the real owner. Meta updates and
+  releases compare the key's ``mod_revision``, so they never touch a newer owner's key.
+* **reads** need no message: a watch thread streams the prefix from the revision of
+  the first listing into the node table's global mirror; after a compaction or a
+  broken stream it lists again. A write's own answer reaches the mirror before the
+  client is answered (read your writes on the origin), and an older event is never
+  applied over a newer record (:class:`.view.EtcdView`).
+* **etcd unreachable or without quorum**: writes answer ``RegistryError(unavailable)``
+  within ``timeout`` (per endpoint tried); reads keep coming from the node table, and
+  ``GetGlobalStatus`` says since when the watch has been down. A node whose lease
+  expired (cut off longer than ``lease_ttl``) sends each owner it hosted a
+  :class:`~thespian_cluster.global_messages.NameLost` with the reason, and registers
+  nothing again by itself.
+
+Threads hand their results to the actor through a queue and
+:meth:`~thespian_cluster.backends.scope.ScopeHost.wake`; only the actor's thread
+touches the view and the mirror.
+"""
+
+from __future__ import annotations
+
+import functools
+import queue
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
+
+from thespian_cluster.backends.etcd.store import EtcdStore, StoreError, StoreUnavailable
+from thespian_cluster.backends.etcd.view import (
+    Change,
+    EtcdView,
+    RecordError,
+    entry_value,
+    member_key,
+    member_value,
+    name_key,
+    node_key,
+    node_value,
+    parse_node,
+)
+from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
+from thespian_cluster.core.replica import NodeId
+from thespian_cluster.core.sequencer import Resolver
+from thespian_cluster.core.table import Entry, Member
+from thespian_cluster.global_messages import GlobalStatus, NameLost
+from thespian_cluster.messages import (
+    AlreadyRegistered,
+    ErrorCode,
+    JoinedGroup,
+    JoinGroup,
+    LeaveGroup,
+    LeftGroup,
+    MetaUpdated,
+    Register,
+    Registered,
+    RegisteredMany,
+    RegisterMany,
+    RegistryError,
+    Reply,
+    Request,
+    Unregister,
+    Unregistered,
+    UnregisteredMany,
+    UnregisterMany,
+    UpdateMeta,
+)
+from thespian_cluster.node_table import address_at
+from thespian_cluster.validation import revalidate
+
+RETRY_AFTER = 0.5  # seconds between attempts to reach etcd again (session, lease)
+
+
+class EtcdConfig(BaseModel):
+    """``[backend]`` of ``registry_backend = "etcd"`` (docs/operations.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    endpoints: list[str] = Field(default_factory=lambda: ["http://127.0.0.1:2379"], min_length=1)
+    prefix: str = Field("/thespian-cluster/", min_length=1)
+    lease_ttl: int = Field(10, ge=2, le=3600, description="seconds a silent node's names live")
+    timeout: float = Field(2.0, gt=0, le=60, description="seconds per etcd request")
+    write_threads: int = Field(4, ge=1, le=64)
+    username: str | None = None
+    password: SecretStr | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+
+    @field_validator("endpoints")
+    @classmethod
+    def _urls(cls, endpoints: list[str]) -> list[str]:
+        for url in endpoints:
+            scheme, sep, rest = url.partition("://")
+            if scheme not in ("http", "https") or not sep or not rest:
+                raise ValueError(f"{url!r} is not http://host:port or https://host:port")
+        return endpoints
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix(cls, prefix: str) -> str:
+        if not prefix.endswith("/"):
+            raise ValueError("must end with '/' (it is a directory of keys)")
+        return prefix
+
+
+# ---- what the threads hand to the actor ------------------------------------------------
+
+
+@dataclass
+class _Answered:
+    """A worker's answer to one item of a client's request."""
+
+    request: _Pending
+    index: int
+    reply: Reply
+    changes: list[Change] = field(default_factory=list)
+
+
+@dataclass
+class _Listed:
+    changes: list[Change]
+    revision: int
+
+
+@dataclass
+class _Watched:
+    changes: list[Change]
+    revision: int
+
+
+@dataclass
+class _Session:
+    """The session thread's news: a lease (0: lost), or the watch up or down."""
+
+    lease: int | None = None
+    watching: bool | None = None
+    why: str = ""
+
+
+@dataclass
+class _Pending:
+    """A client request waiting for its items' answers."""
+
+    reply_to: Deferred
+    request: Request
+    results: list[Reply | None]
+    waiting: int = 0
+
+    def reply(self) -> Reply:
+        if isinstance(self.request, RegisterMany):
+            return RegisteredMany(request_id=self.request.request_id, results=self.results)
+        if isinstance(self.request, UnregisterMany):
+            return UnregisteredMany(request_id=self.request.request_id, results=self.results)
+        result = self.results[0]
+        assert result is not None
+        return result
+
+
+class EtcdBackend(GlobalBackend):
+    """See the module docstring."""
+
+    config_model = EtcdConfig
+
+    def __init__(self, host: ScopeHost, config: BaseModel) -> None:
+        super().__init__(host, config)
+        assert isinstance(config, EtcdConfig)
+        self.settings: EtcdConfig = config
+        self.me: NodeId = host.node
+        self.view = EtcdView(config.prefix, address_at)
+        self.store = EtcdStore(config)
+        self.lease = 0  # this node's lease; 0 until granted (and after it is lost)
+        self.outcomes: Counter[str] = Counter()
+        self._inbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._queues: list[queue.SimpleQueue[Callable[[], None] | None]] = []
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._waiting: list[tuple[Request, Deferred]] = []  # writes before the first lease
+        self._ready = False  # the first listing is in the mirror and a lease is held
+        self._watching = False
+        self._down_since: float | None = time.monotonic()  # the watch is not (yet) up
+        self._lease_lost = False
+        self._in_flight = 0  # items handed to the writers, not answered yet
+
+    # ---- life --------------------------------------------------------------------------
+
+    def start(self, restarted: bool) -> None:
+        # Until the first listing, the mirror shows nothing of etcd (not a past life's).
+        self.host.mirror.replace([], [])
+        self._spawn("etcd-session", self._session_loop)
+        self._spawn("etcd-keepalive", self._keepalive_loop)
+        for index in range(self.settings.write_threads):
+            jobs: queue.SimpleQueue[Callable[[], None] | None] = queue.SimpleQueue()
+            self._queues.append(jobs)
+            self._spawn(f"etcd-writer-{index}", functools.partial(self._work, jobs))
+
+    def stop(self) -> None:
+        self._stop.set()
+        for jobs in self._queues:
+            jobs.put(None)
+        self.store.close_watch()
+        if self.lease:
+            # A node that stops frees its names now, as the built-in backend's purge does.
+            try:
+                self.store.revoke(self.lease)
+            except StoreError as exc:
+                logger.warning("etcd: could not revoke this node's lease at stop: {}", exc)
+
+    def _spawn(self, name: str, target: Callable[[], None]) -> None:
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    # ---- client requests -----------------------------------------------------------------
+
+    def write(self, request: Request, reply: Deferred) -> None:
+        if not self._ready:
+            self._waiting.append((request, reply))
+            return
+        items = _items(request)
+        if items is None:
+            reply.fail(ErrorCode.UNKNOWN_REQUEST, type(request).__name__)
+            return
+        pending = _Pending(reply, request, [None] * len(items))
+        for index, item in enumerate(items):
+            checked = revalidate(item)  # one bad item of a batch fails alone
+            job = self._job(checked, pending, index) if isinstance(checked, Request) else None
+            if job is None:
+                pending.results[index] = (
+                    checked
+                    if isinstance(checked, RegistryError)
+                    else _error(request, ErrorCode.INVALID_REQUEST, "not a request of this batch")
+                )
+                continue
+            key, run = job
+            pending.waiting += 1
+            self._in_flight += 1
+            self._queues[hash(key) % len(self._queues)].put(run)
+        if pending.waiting == 0:
+            reply.resolve(pending.reply())
+
+    def status(self, request_id: str) -> GlobalStatus:
+        down = self._down_since
+        return GlobalStatus(
+            request_id=request_id,
+            node=self.me.name,
+            sequencer="etcd",
+            epoch=self.lease,
+            seq=self.view.revision,
+            sequencing=False,
+            names=len(self.view.entries()),
+            groups=len({m.group for m in self.view.members()}),
+            pending=self._in_flight,
+            outcomes=dict(self.outcomes),
+            backend={
+                "store": "etcd",
+                "endpoints": list(self.settings.endpoints),
+                "lease": self.lease,
+                "revision": self.view.revision,
+                "watching": self._watching,
+                # How stale the node table may be: the watch is down since then.
+                "stale_for_s": None if down is None else round(time.monotonic() - down, 3),
+            },
+        )
+
+    # ---- hooks ---------------------------------------------------------------------------
+
+    def owner_died(self, address: Any, reason: str) -> None:
+        for record in self.view.owned_by_address(address):
+            owner = record.entry or record.member
+            if owner is None or (owner.node, owner.incarnation) != (
+                self.me.name,
+                self.me.incarnation,
+            ):
+                continue  # another node's actor at that address: that node watches it
+            self._queues[hash(record.key) % len(self._queues)].put(
+                functools.partial(self._purge, record.key, record.revision)
+            )
+
+    def node_down(self, node: NodeId, reason: str) -> None:
+        known = self.view.node_lease(node.name)
+        if known is None or known[0] != node.incarnation:
+            return  # not that incarnation's lease (a restarted node has a new one)
+        lease = known[1]
+        self._queues[0].put(lambda: self._revoke(node, lease))
+
+    def writability_changed(self, writable: bool, reason: str) -> None:
+        # etcd's quorum decides who may write, not the heartbeats' verdict.
+        logger.debug("etcd backend ignores the partition verdict ({})", reason)
+
+    def healed(self, nodes: frozenset[str], resolver: Resolver) -> None:
+        pass  # nothing to merge: both sides only ever wrote through etcd's quorum
+
+    def woken(self) -> None:
+        while True:
+            try:
+                news = self._inbox.get_nowait()
+            except queue.Empty:
+                return
+            if isinstance(news, _Answered):
+                self._on_answer(news)
+            elif isinstance(news, _Watched):
+                self._apply(self.view.apply(news.changes, watched_to=news.revision), True)
+            elif isinstance(news, _Listed):
+                self._apply(self.view.replace(news.changes, news.revision), True)
+                self._session_ready()
+            elif isinstance(news, _Session):
+                self._on_session(news)
+
+    # ---- the actor's side of the threads' news ---------------------------------------------
+
+    def _on_answer(self, answer: _Answered) -> None:
+        if answer.changes:
+            self._apply(self.view.apply(answer.changes), False)
+        pending = answer.request
+        self._in_flight -= 1
+        pending.results[answer.index] = answer.reply
+        item = type(answer.reply).__name__
+        self.outcomes[item] += 1
+        pending.waiting -= 1
+        if pending.waiting == 0:
+            pending.reply_to.resolve(pending.reply())
+
+    def _apply(self, applied: Any, from_watch: bool) -> None:
+        if applied.update:
+            try:
+                self.host.mirror.write_update(applied.update)
+            except Exception:
+                logger.exception("etcd backend could not update the mirror; rewriting it")
+                self.host.mirror.replace(self.view.entries(), self.view.members())
+        if from_watch:
+            # A loss this node did not ask for (its own releases were applied from their
+            # answers first): tell each owner it hosts, once, with the reason.
+            why = "lease_expired" if self._lease_lost else "deleted_in_etcd"
+            for entry in applied.removed_entries:
+                if (entry.node, entry.incarnation) == (self.me.name, self.me.incarnation):
+                    self.host.send(
+                        entry.address, NameLost(name=entry.name, kind=entry.kind, reason=why)
+                    )
+
+    def _on_session(self, news: _Session) -> None:
+        if news.lease is not None:
+            if news.lease == 0 and self.lease:
+                logger.warning("etcd: this node's lease {} is gone ({})", self.lease, news.why)
+                self._lease_lost = True
+            elif news.lease:
+                self._lease_lost = False
+            self.lease = news.lease
+            self._session_ready()
+        if news.watching is not None:
+            self._watching = news.watching
+            if news.watching:
+                self._down_since = None
+            elif self._down_since is None:
+                self._down_since = time.monotonic()
+                logger.warning("etcd: the watch is down ({}); reads may be stale", news.why)
+            if not news.watching and not self._ready:
+                self._fail_waiting(news.why)
+
+    def _session_ready(self) -> None:
+        """Take writes once a lease is held and the first listing is in the mirror."""
+        if self._ready or not self.lease or not self.view.revision:
+            return
+        self._ready = True
+        waiting, self._waiting = self._waiting, []
+        for request, deferred in waiting:
+            if not deferred.done:
+                self.write(request, deferred)
+
+    def _fail_waiting(self, why: str) -> None:
+        waiting, self._waiting = self._waiting, []
+        for _, deferred in waiting:
+            deferred.fail(ErrorCode.UNAVAILABLE, f"etcd is not reachable: {why}")
+
+    # ---- jobs (run on the writer threads) ----------------------------------------------------
+
+    def _job(
+        self, item: Request, pending: _Pending, index: int
+    ) -> tuple[str, Callable[[], None]] | None:
+        def run(work: Callable[[], tuple[Reply, list[Change]]], key: str) -> Callable[[], None]:
+            def job() -> None:
+                try:
+                    reply, changes = work()
+                except StoreUnavailable as exc:
+                    reply, changes = _error(item, ErrorCode.UNAVAILABLE, f"etcd: {exc}"), []
+                except (StoreError, RecordError) as exc:
+                    reply, changes = _error(item, ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), []
+                self._hand(_Answered(pending, index, reply, changes))
+
+            return job
+
+        if isinstance(item, Register):
+            key = name_key(self.settings.prefix, item.kind, item.name)
+            return key, run(lambda: self._register(item, key), key)
+        if isinstance(item, Unregister | UpdateMeta):
+            key = name_key(self.settings.prefix, item.kind, item.name)
+            return key, run(lambda: self._change_owned(item, key), key)
+        if isinstance(item, JoinGroup | LeaveGroup):
+            try:
+                key = member_key(self.settings.prefix, item.group, item.address)
+            except RecordError:
+                return None
+            return key, run(lambda: self._membership(item, key), key)
+        return None
+
+    def _register(self, item: Register, key: str) -> tuple[Reply, list[Change]]:
+        entry = Entry(
+            item.name,
+            item.kind,
+            item.address,
+            self.me.name,
+            dict(item.meta),
+            time.time(),
+            self.me.incarnation,
+        )
+        value = entry_value(entry)
+        lease = self.lease
+        created, current, revision = self.store.create(key, value, lease)
+        if created:
+            return self._registered(item), [Change(key, revision, value, lease)]
+        assert current is not None
+        owner = self.view.parse_entry(key, current)
+        if owner is not None and _same(owner.address, item.address):
+            # The owner registering again replaces its meta (as the local scope does).
+            if (owner.node, owner.incarnation) != (self.me.name, self.me.incarnation):
+                return _error(
+                    item, ErrorCode.NOT_OWNER, f"{item.name!r} is homed on {owner.node}"
+                ), []
+            ok, revision = self.store.replace(key, value, current.mod_revision, current.lease)
+            if ok:
+                return self._registered(item), [Change(key, revision, value, current.lease)]
+            return self._register(item, key)  # changed meanwhile: decide again
+        if owner is None:
+            return _error(item, ErrorCode.BACKEND_FAILURE, f"unreadable record at {key}"), []
+        return (
+            AlreadyRegistered(
+                request_id=item.request_id,
+                name=owner.name,
+                kind=owner.kind,
+                owner=owner.address,
+                node=owner.node,
+            ),
+            [Change(key, current.mod_revision, current.value, current.lease)],
+        )
+
+    def _registered(self, item: Register) -> Registered:
+        return Registered(
+            request_id=item.request_id,
+            name=item.name,
+            kind=item.kind,
+            address=item.address,
+            node=self.me.name,
+        )
+
+    def _change_owned(self, item: Unregister | UpdateMeta, key: str) -> tuple[Reply, list[Change]]:
+        current = self.store.get(key)
+        owner = self.view.parse_entry(key, current) if current is not None else None
+        if current is None or owner is None:
+            return (
+                _error(
+                    item, ErrorCode.NOT_REGISTERED, f"no {item.kind} is registered as {item.name!r}"
+                ),
+                [],
+            )
+        if owner.node != self.me.name:
+            return _error(
+                item, ErrorCode.NOT_OWNER, f"{item.name!r} is owned by an actor on {owner.node}"
+            ), []
+        if isinstance(item, Unregister):
+            ok, revision = self.store.delete_if(key, current.mod_revision)
+            if not ok:
+                return self._change_owned(item, key)
+            reply: Reply = Unregistered(request_id=item.request_id, name=item.name, kind=item.kind)
+            return reply, [Change(key, revision)]
+        updated = Entry(
+            owner.name,
+            owner.kind,
+            owner.address,
+            owner.node,
+            dict(item.meta),
+            owner.registered_at,
+            owner.incarnation,
+        )
+        value = entry_value(updated)
+        ok, revision = self.store.replace(key, value, current.mod_revision, current.lease)
+        if not ok:
+            return self._change_owned(item, key)
+        return (
+            MetaUpdated(
+                request_id=item.request_id, name=item.name, kind=item.kind, meta=dict(item.meta)
+            ),
+            [Change(key, revision, value, current.lease)],
+        )
+
+    def _membership(self, item: JoinGroup | LeaveGroup, key: str) -> tuple[Reply, list[Change]]:
+        if isinstance(item, JoinGroup):
+            member = Member(
+                item.group, item.address, self.me.name, dict(item.meta), self.me.incarnation
+            )
+            value = member_value(member)
+            revision = self.store.put(key, value, self.lease)
+            return JoinedGroup(request_id=item.request_id, group=item.group), [
+                Change(key, revision, value, self.lease)
+            ]
+        deleted, revision = self.store.delete(key)
+        reply = LeftGroup(request_id=item.request_id, group=item.group, was_member=deleted)
+        return reply, [Change(key, revision)] if deleted else []
+
+    def _purge(self, key: str, revision: int) -> None:
+        try:
+            ok, at = self.store.delete_if(key, revision)
+        except StoreError as exc:
+            # The lease still ends it: etcd drops the key with this node's lease.
+            logger.warning("etcd: could not release {} of a dead actor: {}", key, exc)
+            return
+        if ok:
+            self._hand(_Watched([Change(key, at)], 0))
+
+    def _revoke(self, node: NodeId, lease: int) -> None:
+        try:
+            self.store.revoke(lease)
+            logger.info("etcd: revoked the lease of {} (node down)", node.name)
+        except StoreError as exc:
+            logger.warning("etcd: could not revoke the lease of {}: {}", node.name, exc)
+
+    def _work(self, jobs: queue.SimpleQueue[Callable[[], None] | None]) -> None:
+        while not self._stop.is_set():
+            job = jobs.get()
+            if job is None:
+                return
+            try:
+                job()
+            except Exception:  # a job's own errors are answers; this is a bug
+                logger.exception("etcd writer failed")
+
+    def _hand(self, news: Any) -> None:
+        self._inbox.put(news)
+        self.host.wake()
+
+    # ---- the session thread: lease, listing, watch ---------------------------------------------
+
+    def _session_loop(self) -> None:
+        while not self._stop.is_set():
+            try:
+                if not self.lease or self._lease_lost:
+                    lease = self.store.grant(self.settings.lease_ttl)
+                    self.store.put(
+                        node_key(self.settings.prefix, self.me.name),
+                        node_value(self.me.incarnation, lease),
+                        lease,
+                    )
+                    self.lease = lease  # read by the writers; the actor hears it too
+                    self._lease_lost = False
+                    self._hand(_Session(lease=lease))
+                changes, revision = self.store.listing(self.settings.prefix)
+                self._hand(_Listed(changes, revision))
+                self._hand(_Session(watching=True))
+                self.store.watch(
+                    self.settings.prefix,
+                    revision + 1,
+                    lambda changes, at: self._hand(_Watched(changes, at)),
+                    self._stop,
+                )
+            except StoreError as exc:
+                self._hand(_Session(watching=False, why=str(exc)))
+                self._stop.wait(RETRY_AFTER)
+
+    def _keepalive_loop(self) -> None:
+        while not self._stop.wait(self.settings.lease_ttl / 3):
+            lease = self.lease
+            if not lease:
+                continue
+            try:
+                remaining = self.store.keepalive(lease)
+            except StoreError:
+                continue  # etcd unreachable: the lease may still be alive; try again
+            if remaining <= 0 and lease == self.lease:
+                self._lease_lost = True
+                self._hand(_Session(lease=0, why="etcd no longer knows it"))
+                self.store.close_watch()  # the session loop grants a new one and re-lists
+
+
+def _items(request: Request) -> list[Any] | None:
+    if isinstance(request, RegisterMany):
+        return list(request.registrations)
+    if isinstance(request, UnregisterMany):
+        return list(request.names)
+    if isinstance(request, Register | Unregister | UpdateMeta | JoinGroup | LeaveGroup):
+        return [request]
+    return None
+
+
+def _same(a: Any, b: Any) -> bool:
+    try:
+        return bool(a == b)
+    except Exception:
+        return False
+
+
+def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
+    return RegistryError(request_id=request.request_id, code=code, detail=detail)
+
+
+__all__ = ["EtcdBackend", "EtcdConfig", "parse_node"]

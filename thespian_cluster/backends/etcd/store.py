@@ -1,0 +1,149 @@
+"""``EtcdStore``: the handful of etcd operations the backend needs, on :class:`EtcdClient`.
+
+Every call blocks (the backend makes them from its own threads, never the actor's)
+and ends within the configured ``timeout`` per endpoint tried. Errors come as two
+types: :class:`StoreUnavailable` (etcd unreachable, no leader, no quorum, timed out:
+the write is answered ``unavailable``) and :class:`StoreError` (anything else).
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from thespian_cluster.backends.etcd.client import (
+    EtcdClient,
+    EtcdCompacted,
+    EtcdError,
+    EtcdUnavailable,
+    KeyValue,
+)
+from thespian_cluster.backends.etcd.view import Change
+
+if TYPE_CHECKING:
+    from thespian_cluster.backends.etcd.backend import EtcdConfig
+
+
+class StoreError(RuntimeError):
+    """etcd refused or failed an operation."""
+
+
+class StoreUnavailable(StoreError):
+    """etcd cannot be reached, or has no quorum: try again later."""
+
+
+class EtcdStore:
+    """See the module docstring. One per backend; safe to call from several threads."""
+
+    def __init__(self, config: EtcdConfig) -> None:
+        self._client = EtcdClient(
+            list(config.endpoints),
+            timeout=config.timeout,
+            username=config.username,
+            password=config.password.get_secret_value() if config.password else None,
+            ca_file=str(config.ca_file) if config.ca_file else None,
+            cert_file=str(config.cert_file) if config.cert_file else None,
+            key_file=str(config.key_file) if config.key_file else None,
+        )
+        self._watch: Any = None
+        self._watch_lock = threading.Lock()
+
+    # ---- names and members ----------------------------------------------------------------
+
+    def create(self, key: str, value: bytes, lease: int) -> tuple[bool, KeyValue | None, int]:
+        """Put ``key`` only where it does not exist: ``(created, current, revision)``."""
+        return _call(lambda: self._client.create(key, value, lease))
+
+    def replace(self, key: str, value: bytes, mod_revision: int, lease: int) -> tuple[bool, int]:
+        """Put ``key`` only if it is still at ``mod_revision``: ``(done, revision)``."""
+        return _call(lambda: self._client.replace(key, value, mod_revision, lease))
+
+    def delete_if(self, key: str, mod_revision: int) -> tuple[bool, int]:
+        """Delete ``key`` only if it is still at ``mod_revision``: ``(done, revision)``."""
+        return _call(lambda: self._client.delete_if(key, mod_revision))
+
+    def get(self, key: str) -> KeyValue | None:
+        return _call(lambda: self._client.get(key))
+
+    def put(self, key: str, value: bytes, lease: int) -> int:
+        """Put ``key`` (on ``lease``); the revision of the write."""
+        return _call(lambda: self._client.put(key, value, lease=lease))
+
+    def delete(self, key: str) -> tuple[bool, int]:
+        """Delete ``key``: ``(it existed, revision)``."""
+        return _call(lambda: self._client.delete(key))
+
+    def listing(self, prefix: str) -> tuple[list[Change], int]:
+        """Every key under ``prefix`` as changes, and the revision of the listing."""
+        records, revision = _call(lambda: self._client.get_prefix(prefix))
+        return [Change(r.key, r.mod_revision, r.value, r.lease) for r in records], revision
+
+    # ---- leases ---------------------------------------------------------------------------
+
+    def grant(self, ttl: int) -> int:
+        lease, _ = _call(lambda: self._client.grant(ttl))
+        return int(lease)
+
+    def keepalive(self, lease: int) -> int:
+        """The lease's remaining TTL after refreshing it; 0 when etcd no longer has it."""
+        return int(_call(lambda: self._client.keepalive_once(lease)))
+
+    def revoke(self, lease: int) -> bool:
+        return bool(_call(lambda: self._client.revoke(lease)))
+
+    # ---- the watch --------------------------------------------------------------------------
+
+    def watch(
+        self,
+        prefix: str,
+        start_revision: int,
+        deliver: Callable[[list[Change], int], None],
+        stop: threading.Event,
+    ) -> None:
+        """Stream changes under ``prefix`` from ``start_revision`` to ``deliver(changes,
+        revision)`` until ``stop`` is set or :meth:`close_watch`; raises
+        :class:`StoreError` when the stream breaks or the revision was compacted (the
+        caller lists again)."""
+        watch = self._client.watch(prefix, start_revision)
+        with self._watch_lock:
+            self._watch = watch
+        try:
+            for batch in watch:
+                if stop.is_set():
+                    return
+                changes = [
+                    Change(
+                        e.kv.key, e.kv.mod_revision, None if e.deleted else e.kv.value, e.kv.lease
+                    )
+                    for e in batch.events
+                ]
+                deliver(changes, batch.revision)
+        except EtcdCompacted as exc:
+            raise StoreError(f"watch revision compacted (now {exc.compact_revision})") from None
+        except EtcdUnavailable as exc:
+            raise StoreUnavailable(f"watch broke: {exc}") from None
+        except EtcdError as exc:
+            raise StoreError(f"watch failed: {exc}") from None
+        finally:
+            with self._watch_lock:
+                self._watch = None
+            watch.close()
+        if not stop.is_set():
+            raise StoreUnavailable("the watch ended")
+
+    def close_watch(self) -> None:
+        """Make a running :meth:`watch` return now (from any thread)."""
+        with self._watch_lock:
+            watch = self._watch
+        if watch is not None:
+            watch.close()
+
+
+def _call(operation: Callable[[], Any]) -> Any:
+    try:
+        return operation()
+    except EtcdUnavailable as exc:
+        raise StoreUnavailable(str(exc)) from None
+    except EtcdError as exc:
+        raise StoreError(str(exc)) from None
