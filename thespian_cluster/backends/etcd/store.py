@@ -53,18 +53,21 @@ class EtcdStore:
 
     def create(self, key: str, value: bytes, lease: int) -> tuple[bool, KeyValue | None, int]:
         """Put ``key`` only where it does not exist: ``(created, current, revision)``."""
-        return _call(lambda: self._client.create(key, value, lease))
+        result = _call(lambda: self._client.create(key, value, lease=lease))
+        return result.succeeded, result.current, result.revision
 
     def replace(self, key: str, value: bytes, mod_revision: int, lease: int) -> tuple[bool, int]:
         """Put ``key`` only if it is still at ``mod_revision``: ``(done, revision)``."""
-        return _call(lambda: self._client.replace(key, value, mod_revision, lease))
+        result = _call(lambda: self._client.replace(key, value, mod_revision, lease=lease))
+        return result.succeeded, result.revision
 
     def delete_if(self, key: str, mod_revision: int) -> tuple[bool, int]:
         """Delete ``key`` only if it is still at ``mod_revision``: ``(done, revision)``."""
-        return _call(lambda: self._client.delete_if(key, mod_revision))
+        result = _call(lambda: self._client.delete_if(key, mod_revision))
+        return result.succeeded, result.revision
 
     def get(self, key: str) -> KeyValue | None:
-        return _call(lambda: self._client.get(key))
+        return _call(lambda: self._client.get(key)).record
 
     def put(self, key: str, value: bytes, lease: int) -> int:
         """Put ``key`` (on ``lease``); the revision of the write."""
@@ -72,18 +75,19 @@ class EtcdStore:
 
     def delete(self, key: str) -> tuple[bool, int]:
         """Delete ``key``: ``(it existed, revision)``."""
-        return _call(lambda: self._client.delete(key))
+        deleted = _call(lambda: self._client.delete(key))
+        return deleted.count > 0, deleted.revision
 
     def listing(self, prefix: str) -> tuple[list[Change], int]:
         """Every key under ``prefix`` as changes, and the revision of the listing."""
         records, revision = _call(lambda: self._client.get_prefix(prefix))
-        return [Change(r.key, r.mod_revision, r.value, r.lease) for r in records], revision
+        changes = [Change(r.key.decode(), r.mod_revision, r.value, r.lease) for r in records]
+        return changes, revision
 
     # ---- leases ---------------------------------------------------------------------------
 
     def grant(self, ttl: int) -> int:
-        lease, _ = _call(lambda: self._client.grant(ttl))
-        return int(lease)
+        return int(_call(lambda: self._client.grant(ttl)).id)
 
     def keepalive(self, lease: int) -> int:
         """The lease's remaining TTL after refreshing it; 0 when etcd no longer has it."""
@@ -105,7 +109,9 @@ class EtcdStore:
         revision)`` until ``stop`` is set or :meth:`close_watch`; raises
         :class:`StoreError` when the stream breaks or the revision was compacted (the
         caller lists again)."""
-        watch = self._client.watch(prefix, start_revision)
+        watch = _call(
+            lambda: self._client.watch(prefix, prefix=True, start_revision=start_revision)
+        )
         with self._watch_lock:
             self._watch = watch
         try:
@@ -114,7 +120,10 @@ class EtcdStore:
                     return
                 changes = [
                     Change(
-                        e.kv.key, e.kv.mod_revision, None if e.deleted else e.kv.value, e.kv.lease
+                        e.kv.key.decode(),
+                        e.kv.mod_revision,
+                        None if e.type == "DELETE" else e.kv.value,
+                        e.kv.lease,
                     )
                     for e in batch.events
                 ]
