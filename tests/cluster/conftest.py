@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from thespian_cluster.local_cluster import LocalCluster
 from thespian_cluster.netns import NetnsLab
 from thespian_cluster.netns import available as netns_available
 from thespian_cluster.netns import sweep as netns_sweep
+from thespian_cluster.testing.etcd_server import EtcdServer
 
 
 @pytest.fixture
@@ -20,6 +22,24 @@ def cluster(tmp_path: Path) -> Iterator[LocalCluster]:
         yield running
     finally:
         running.close()
+
+
+@pytest.fixture(scope="session")
+def etcd_server() -> Iterator[EtcdServer]:
+    """One real etcd member on loopback for the session (tests keep to a prefix of
+    their own: :func:`etcd_backend`)."""
+    with EtcdServer() as server:
+        yield server
+
+
+@pytest.fixture
+def etcd_backend(etcd_server: EtcdServer) -> dict[str, object]:
+    """Settings of ``registry_backend = "etcd"`` on the session's etcd, under a prefix
+    of this test's own."""
+    return {
+        "registry_backend": "etcd",
+        "backend": {"endpoints": etcd_server.endpoints, "prefix": f"/t-{uuid.uuid4().hex}/"},
+    }
 
 
 # ---- real network partitions (thespian_cluster.netns) ----------------------------------

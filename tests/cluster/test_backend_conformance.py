@@ -1,9 +1,10 @@
 """One contract for every backend (as pykka runs its tests over every runtime).
 
 The same requests, the same answers, whichever backend serves them: ``LocalBackend``
-(scope local), the custom backend of docs/backends.md (scope local), and the
-global registry (``GlobalGroupsBackend``, scope global, asked on a node that does
-not sequence, so every write crosses the cluster).
+(scope local), the custom backend of docs/backends.md (scope local), the
+built-in global registry (``GlobalGroupsBackend``, scope global, asked on a node that
+does not sequence, so every write crosses the cluster), and the etcd backend (scope
+global, on a real etcd).
 """
 
 from __future__ import annotations
@@ -57,12 +58,13 @@ class Backend:
     actor: Callable[[], Any]
 
 
-@pytest.fixture(params=["local", "docs_custom", "global"])
+@pytest.fixture(params=["local", "docs_custom", "global", "etcd"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
-    if request.param == "global":
-        with LocalCluster(tmp_path) as cluster:
+    if request.param in ("global", "etcd"):
+        settings = request.getfixturevalue("etcd_backend") if request.param == "etcd" else {}
+        with LocalCluster(tmp_path, **settings) as cluster:
             a = cluster.start("a")
             b = cluster.start("b", leader=a)
             cluster.wait_formed(["a", "b"])

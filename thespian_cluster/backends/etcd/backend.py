@@ -65,6 +65,7 @@ from thespian_cluster.backends.etcd.view import (
     parse_node,
 )
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
+from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.replica import NodeId
 from thespian_cluster.core.sequencer import Resolver
 from thespian_cluster.core.table import Entry, Member
@@ -206,6 +207,8 @@ class EtcdBackend(GlobalBackend):
         self._down_since: float | None = time.monotonic()  # the watch is not (yet) up
         self._lease_lost = False
         self._in_flight = 0  # items handed to the writers, not answered yet
+        self._next_probe = 0.0
+        self._probe_cursor = 0
 
     # ---- life --------------------------------------------------------------------------
 
@@ -308,6 +311,30 @@ class EtcdBackend(GlobalBackend):
             return  # not that incarnation's lease (a restarted node has a new one)
         lease = known[1]
         self._queues[0].put(lambda: self._revoke(node, lease))
+
+    def tick(self, now: float) -> None:
+        if now >= self._next_probe:
+            self._next_probe = now + self.host.settings.liveness_probe_interval
+            self._probe_owners()
+
+    def _probe_owners(self) -> None:
+        """Probe the ports of the actors this node owns names for: a refused one is dead
+        (the Registry watches only the local scope's owners)."""
+        mine = (self.me.name, self.me.incarnation)
+        owners: dict[Any, Any] = {}
+        for record in self.view.records.values():
+            owner = record.entry or record.member
+            if owner is not None and (owner.node, owner.incarnation) == mine:
+                owners.setdefault(address_key(owner.address), owner.address)
+        watched = list(owners.values())
+        if not watched:
+            return
+        batch = self.host.settings.liveness_probe_batch
+        start = self._probe_cursor % len(watched)
+        chosen = (watched[start:] + watched[:start])[:batch]
+        self._probe_cursor = start + len(chosen)
+        for dead in self.host.probe_dead(chosen):
+            self.owner_died(dead, "liveness probe")
 
     def writability_changed(self, writable: bool, reason: str) -> None:
         # etcd's quorum decides who may write, not the heartbeats' verdict.
