@@ -46,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from thespian_cluster.backends.etcd.client import EtcdClient
+from thespian_cluster.backends.etcd.client import EtcdClient, EtcdError
 
 
 class EtcdNotFound(RuntimeError):
@@ -239,7 +239,11 @@ class EtcdServer:
                 raise EtcdStartError(f"etcd {self.name} exited while starting\n{self.log_tail()}")
             healthy, last = self.health(timeout=0.5)
             if healthy:
-                return
+                # Whoever answered on our port must be this member (a port taken by
+                # another etcd answers healthy too, while ours dies of "address in use").
+                mine, last = self._answers_as_me()
+                if mine and self._process.poll() is None:
+                    return
             if time.monotonic() >= deadline:
                 raise EtcdStartError(
                     f"etcd {self.name} at {self.client_url} not healthy within "
@@ -270,6 +274,20 @@ class EtcdServer:
         except (ValueError, AttributeError):
             healthy = False
         return healthy, body.strip()
+
+    def _answers_as_me(self) -> tuple[bool, str]:
+        """Whether the member list served on our client URL names this member at its
+        peer URL (peer ports are this member's own)."""
+        kwargs: dict[str, Any] = {} if self.ca_file is None else {"ca_file": self.ca_file}
+        try:
+            with EtcdClient(self.endpoints, timeout=1, **kwargs) as client:
+                members = client.member_list()
+        except EtcdError as error:
+            return False, f"member list: {error}"
+        for member in members:
+            if member.name == self.name and self.peer_url in member.peer_urls:
+                return True, "ok"
+        return False, f"another etcd answers on {self.client_url}: {members}"
 
     def stop(self) -> None:
         """SIGTERM the member's process group, SIGKILL it after ``stop_timeout``."""
