@@ -199,7 +199,7 @@ def test_keepalive_keeps_a_key_past_its_ttl(etcd: Etcd, prefix: bytes) -> None:
 def test_watch_from_a_known_revision_gets_every_event_in_order(etcd: Etcd, prefix: bytes) -> None:
     client = etcd.client
     expected = []
-    first = None
+    first: int | None = None
     for i in range(30):  # before the watch opens: history
         if i % 5 == 4:  # the key written last (a delete of nothing is no event)
             key = prefix + f"k{(i - 1) % 7}".encode()
@@ -213,6 +213,7 @@ def test_watch_from_a_known_revision_gets_every_event_in_order(etcd: Etcd, prefi
             kind = "PUT"
         first = first or revision
         expected.append((kind, key, revision))
+    assert first is not None
     with client.watch(prefix, prefix=True, start_revision=first, prev_kv=True) as watch:
         for i in range(30, 60):  # while it is open: live
             key = prefix + f"k{i % 7}".encode()
