@@ -38,6 +38,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import tempfile
 import time
@@ -45,7 +46,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from thespian_cluster.backends.etcd.client import EtcdClient
+from thespian_cluster.backends.etcd.client import EtcdClient, EtcdError
 
 
 class EtcdNotFound(RuntimeError):
@@ -97,6 +98,9 @@ class EtcdServer:
     ``"1m"``; periodic mode); off by default, so tests compact only on purpose
     (:meth:`compact`). ``netns``: run inside that network namespace (``ip netns exec``).
     ``extra_args``: more etcd flags (``--experimental-watch-progress-notify-interval``).
+    ``cert_file``/``key_file``: serve clients over TLS (``https`` URLs) with that
+    certificate; ``ca_file``: the CA that signed it, which :meth:`client` and the
+    readiness probe trust.
     """
 
     def __init__(
@@ -113,8 +117,16 @@ class EtcdServer:
         ready_timeout: float = 20.0,
         stop_timeout: float = 10.0,
         binary: str | Path | None = None,
+        cert_file: str | Path | None = None,
+        key_file: str | Path | None = None,
+        ca_file: str | Path | None = None,
     ) -> None:
+        if (cert_file is None) != (key_file is None):
+            raise ValueError("TLS needs both cert_file and key_file")
         self.name = name
+        self.cert_file = None if cert_file is None else str(cert_file)
+        self.key_file = None if key_file is None else str(key_file)
+        self.ca_file = None if ca_file is None else str(ca_file)
         self.host = host
         self.client_port = client_port or free_port()
         self.peer_port = peer_port or free_port()
@@ -138,7 +150,8 @@ class EtcdServer:
 
     @property
     def client_url(self) -> str:
-        return f"http://{self.host}:{self.client_port}"
+        scheme = "https" if self.cert_file is not None else "http"
+        return f"{scheme}://{self.host}:{self.client_port}"
 
     @property
     def peer_url(self) -> str:
@@ -150,6 +163,8 @@ class EtcdServer:
 
     def client(self, timeout: float = 5.0, **options: Any) -> EtcdClient:
         """An :class:`EtcdClient` of this member alone (close it when done)."""
+        if self.ca_file is not None:
+            options.setdefault("ca_file", self.ca_file)
         return EtcdClient(self.endpoints, timeout=timeout, **options)
 
     # ---- life --------------------------------------------------------------------------
@@ -192,6 +207,8 @@ class EtcdServer:
             "--initial-cluster-token", self.cluster_token,
             "--log-outputs", "stderr",
         ]  # fmt: skip
+        if self.cert_file is not None and self.key_file is not None:
+            command += ["--cert-file", self.cert_file, "--key-file", self.key_file]
         if self.auto_compaction is not None:
             command += [
                 "--auto-compaction-mode", "periodic",
@@ -222,7 +239,11 @@ class EtcdServer:
                 raise EtcdStartError(f"etcd {self.name} exited while starting\n{self.log_tail()}")
             healthy, last = self.health(timeout=0.5)
             if healthy:
-                return
+                # Whoever answered on our port must be this member (a port taken by
+                # another etcd answers healthy too, while ours dies of "address in use").
+                mine, last = self._answers_as_me()
+                if mine and self._process.poll() is None:
+                    return
             if time.monotonic() >= deadline:
                 raise EtcdStartError(
                     f"etcd {self.name} at {self.client_url} not healthy within "
@@ -232,7 +253,14 @@ class EtcdServer:
 
     def health(self, timeout: float = 1.0) -> tuple[bool, str]:
         """etcd's own ``/health`` answer: (healthy, what it said or why there was none)."""
-        connection = http.client.HTTPConnection(self.host, self.client_port, timeout=timeout)
+        connection: http.client.HTTPConnection
+        if self.cert_file is not None:
+            context = ssl.create_default_context(cafile=self.ca_file)
+            connection = http.client.HTTPSConnection(
+                self.host, self.client_port, timeout=timeout, context=context
+            )
+        else:
+            connection = http.client.HTTPConnection(self.host, self.client_port, timeout=timeout)
         try:
             connection.request("GET", "/health")
             response = connection.getresponse()
@@ -246,6 +274,20 @@ class EtcdServer:
         except (ValueError, AttributeError):
             healthy = False
         return healthy, body.strip()
+
+    def _answers_as_me(self) -> tuple[bool, str]:
+        """Whether the member list served on our client URL names this member at its
+        peer URL (peer ports are this member's own)."""
+        kwargs: dict[str, Any] = {} if self.ca_file is None else {"ca_file": self.ca_file}
+        try:
+            with EtcdClient(self.endpoints, timeout=1, **kwargs) as client:
+                members = client.member_list()
+        except EtcdError as error:
+            return False, f"member list: {error}"
+        for member in members:
+            if member.name == self.name and self.peer_url in member.peer_urls:
+                return True, "ok"
+        return False, f"another etcd answers on {self.client_url}: {members}"
 
     def stop(self) -> None:
         """SIGTERM the member's process group, SIGKILL it after ``stop_timeout``."""

@@ -508,8 +508,7 @@ class _Connection:
 
     def __init__(self, sock: socket.socket) -> None:
         self.sock = sock
-        peer = sock.getpeername()
-        self._host = f"{peer[0]}:{peer[1]}"
+        self._host = _host_header(*sock.getpeername()[:2])
 
     def post(
         self, path: str, payload: bytes, headers: Mapping[str, str], timeout: float
@@ -526,6 +525,15 @@ class _Connection:
         finally:
             response.close()
         return response.status, data, bool(response.will_close)
+
+    def peer_closed(self) -> bool:
+        """Whether the member has closed this idle connection: between requests it
+        sends nothing, so anything readable is its FIN (or a reset)."""
+        try:
+            readable, _, _ = select.select([self.sock], [], [], 0)
+        except (OSError, ValueError):
+            return True
+        return bool(readable)
 
     def close(self) -> None:
         with contextlib.suppress(OSError):
@@ -919,7 +927,14 @@ class EtcdClient:
     ) -> tuple[int, bytes]:
         """POST on this thread's connection to endpoint ``index``: (status, body)."""
         for first_try in (True, False):
-            connection, reused = self._connection(index, connect_budget)
+            try:
+                connection, reused = self._connection(index, connect_budget)
+            except _NotSent as error:
+                if first_try:
+                    raise
+                # The member dropped the connection under our request and is now gone:
+                # it may have applied the request before dying.
+                raise _NoReply(f"reconnecting failed: {error}") from None
             try:
                 status, data, will_close = connection.post(path, payload, headers, read_budget)
             except (http.client.RemoteDisconnected, BrokenPipeError, ConnectionResetError) as e:
@@ -945,7 +960,11 @@ class EtcdClient:
         pool: dict[int, _Connection] = self._local.__dict__.setdefault("pool", {})
         connection = pool.get(index)
         if connection is not None:
-            return connection, True
+            if connection.peer_closed():
+                # The member closed it while it sat idle (a restart): certainly unsent.
+                self._drop_connection(index)
+            else:
+                return connection, True
         connection = _Connection(_open_socket(self._endpoints[index], self._ssl, connect_budget))
         pool[index] = connection
         with self._connections_lock:
@@ -1169,7 +1188,7 @@ class Watch:
         sock = _open_socket(endpoint, self._client._ssl, budget)
         lines = [
             "POST /v3/watch HTTP/1.1",
-            f"Host: {endpoint.host}:{endpoint.port}",
+            f"Host: {_host_header(endpoint.host, endpoint.port)}",
             f"Content-Length: {len(self._payload)}",
             *(f"{name}: {value}" for name, value in headers.items()),
         ]
@@ -1547,6 +1566,10 @@ def _parse_reply(status: int, data: bytes, stream: bool, write: bool) -> dict[st
             raise EtcdProtocolError(f"a stream message without a result: {data[:200]!r}")
         return result
     return reply
+
+
+def _host_header(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _describe(error: BaseException) -> str:

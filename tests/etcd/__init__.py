@@ -1,0 +1,1 @@
+"""Against a real etcd: the JSON-gateway client and the server launcher."""
