@@ -95,6 +95,7 @@ from thespian_cluster.node_table import address_at
 from thespian_cluster.validation import revalidate
 
 RETRY_AFTER = 0.5  # seconds between attempts to reach etcd again (session, lease)
+RETRY_PAUSE = 0.2  # seconds between attempts of a write while etcd is unavailable
 
 
 class EtcdConfig(BaseModel):
@@ -431,12 +432,26 @@ class EtcdBackend(GlobalBackend):
     ) -> tuple[str, Callable[[], None]] | None:
         def run(work: Callable[[], tuple[Reply, list[Change]]], key: str) -> Callable[[], None]:
             def job() -> None:
-                try:
-                    reply, changes = work()
-                except StoreUnavailable as exc:
-                    reply, changes = _error(item, ErrorCode.UNAVAILABLE, f"etcd: {exc}"), []
-                except (StoreError, RecordError) as exc:
-                    reply, changes = _error(item, ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), []
+                # etcd is briefly unavailable while it elects a leader (the old one was
+                # cut off or restarted): try again for half the client's deadline, so a
+                # short election is no error and a lost quorum still answers in time.
+                deadline = time.monotonic() + self.host.settings.global_request_timeout / 2
+                retried = False
+                while True:
+                    try:
+                        reply, changes = work()
+                    except StoreUnavailable as exc:
+                        if time.monotonic() + RETRY_PAUSE < deadline and not self._stop.is_set():
+                            retried = True
+                            self._stop.wait(RETRY_PAUSE)
+                            continue
+                        reply, changes = _error(item, ErrorCode.UNAVAILABLE, f"etcd: {exc}"), []
+                    except (StoreError, RecordError) as exc:
+                        reply, changes = _error(item, ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), []
+                    break
+                if retried and isinstance(item, Unregister) and _code(reply) == "not_registered":
+                    # The failed attempt may have been applied: the release happened.
+                    reply = Unregistered(request_id=item.request_id, name=item.name, kind=item.kind)
                 self._hand(_Answered(pending, index, reply, changes))
 
             return job
@@ -640,6 +655,11 @@ def _items(request: Request) -> list[Any] | None:
     if isinstance(request, Register | Unregister | UpdateMeta | JoinGroup | LeaveGroup):
         return [request]
     return None
+
+
+def _code(reply: Reply) -> str | None:
+    code = getattr(reply, "code", None)
+    return None if code is None else str(getattr(code, "value", code))
 
 
 def _same(a: Any, b: Any) -> bool:
