@@ -1,10 +1,11 @@
 """One contract for every backend (as pykka runs its tests over every runtime).
 
 The same requests, the same answers, whichever backend serves them: ``LocalBackend``
-(scope local), the custom backend of docs/backends.md (scope local), the
-built-in global registry (``GlobalGroupsBackend``, scope global, asked on a node that
-does not sequence, so every write crosses the cluster), and the etcd backend (scope
-global, on a real etcd).
+(scope local), the custom backend of docs/backends.md (scope local), the global
+registry (``GlobalGroupsBackend``, scope global, asked on a node that does not
+sequence, so every write crosses the cluster), the custom global backend of
+docs/backends.md (``SqliteGlobalBackend``: scope global in one SQLite file shared by
+two nodes, asked on the second), and the etcd backend (scope global, on a real etcd).
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import re
 import signal
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,7 +45,8 @@ from thespian_cluster import (
     Whereis,
     start_node,
 )
-from thespian_cluster.local_cluster import LocalCluster
+from thespian_cluster.local_cluster import ClusterNode, LocalCluster
+from thespian_cluster.node_table import TableReader
 from thespian_cluster.supervisors.os_process import pid_listening_on
 
 REPO = Path(__file__).parents[2]
@@ -58,23 +61,48 @@ class Backend:
     actor: Callable[[], Any]
 
 
-@pytest.fixture(params=["local", "docs_custom", "global", "etcd"])
+def docs_block(marker: str | None = None) -> str:
+    """A ```python block of docs/backends.md: the first, or the one after ``marker``."""
+    start = re.escape(marker) + r"\s*" if marker else ""
+    found = re.search(start + r"```python\n(.*?)```", (REPO / "docs/backends.md").read_text(), re.S)
+    assert found is not None, f"no python block {marker or ''} in docs/backends.md"
+    return found.group(1)
+
+
+@contextmanager
+def two_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docs_global: bool, **settings: Any
+) -> Iterator[tuple[ClusterNode, ClusterNode]]:
+    """Nodes a and b, formed; with ``docs_global`` their global scope is the SQLite
+    backend of docs/backends.md, in one file they share; ``settings`` for both."""
+    overrides: dict[str, Any] = dict(settings)
+    if docs_global:
+        (tmp_path / "sqlite_scope.py").write_text(docs_block("<!-- global backend example -->"))
+        # The nodes are CLI processes: they find the module on PYTHONPATH.
+        path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
+        monkeypatch.setenv("PYTHONPATH", path)
+        overrides["registry_backend"] = "sqlite_scope:SqliteNodeBackend"
+        overrides["backend"] = {"path": str(tmp_path / "global-scope.sqlite")}
+    with LocalCluster(tmp_path, **overrides) as cluster:
+        a = cluster.start("a")
+        b = cluster.start("b", leader=a)
+        cluster.wait_formed(["a", "b"])
+        yield a, b
+
+
+@pytest.fixture(params=["local", "docs_custom", "global", "docs_custom_global", "etcd"])
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
-    if request.param in ("global", "etcd"):
+    if request.param in ("global", "docs_custom_global", "etcd"):
         settings = request.getfixturevalue("etcd_backend") if request.param == "etcd" else {}
-        with LocalCluster(tmp_path, **settings) as cluster:
-            a = cluster.start("a")
-            b = cluster.start("b", leader=a)
-            cluster.wait_formed(["a", "b"])
+        docs_global = request.param == "docs_custom_global"
+        with two_nodes(tmp_path, monkeypatch, docs_global, **settings) as (_, b):
             yield Backend("global", b.ask, lambda: b.client().createActor(Worker))
         return
-    overrides: dict[str, Any] = {}
+    overrides = {}
     if request.param == "docs_custom":
-        source = re.search(r"```python\n(.*?)```", (REPO / "docs/backends.md").read_text(), re.S)
-        assert source is not None
-        (tmp_path / "dict_backend.py").write_text(source.group(1))
+        (tmp_path / "dict_backend.py").write_text(docs_block())
         monkeypatch.syspath_prepend(str(tmp_path))  # forked actor processes inherit it
         overrides["registry_backend"] = "dict_backend:DictBackend"
     node = start_node(node_settings(tmp_path, **overrides), log_to_stderr=False)
@@ -169,3 +197,34 @@ def test_a_dead_owner_loses_its_names_and_memberships(backend: Backend) -> None:
     os.kill(pid, signal.SIGKILL)
     wait_for(lambda: backend.ask(Whereis(name="doomed", scope=scope)).address is None, 10, "freed")
     assert backend.ask(GroupMembers(group="mortals", scope=scope)).members == []
+
+
+def test_the_docs_global_backend_is_one_table_for_both_nodes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through the file: a's mirror sees b's names (its poll), a's claim of b's name is
+    refused naming b's actor, b's restarted RegistryDist finds b's names in the file, and
+    b's death as a node frees its names on a."""
+    with two_nodes(tmp_path, monkeypatch, docs_global=True) as (a, b):
+        on_b, on_a = b.client().createActor(Worker), a.client().createActor(Worker)
+        assert isinstance(b.ask(Register(name="one", address=on_b, scope="global")), Registered)
+        assert isinstance(b.ask(JoinGroup(group="g", address=on_b, scope="global")), JoinedGroup)
+        seen = wait_for(lambda: a.ask(Whereis(name="one", scope="global")).address, 5, "a sees")
+        assert seen == on_b
+        taken = a.ask(Register(name="one", address=on_a, scope="global"))
+        assert isinstance(taken, AlreadyRegistered) and taken.owner == on_b and taken.node == "b"
+        refused = a.ask(Unregister(name="one", scope="global"))
+        assert isinstance(refused, RegistryError) and refused.code == "not_owner"
+        # b's RegistryDist crashes and is restarted: the file still holds b's names.
+        dist = TableReader(b.node_dir).agent("registry_dist")
+        pid = pid_listening_on(dist.addressDetails.sockname[1])
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+        wait_for(lambda: TableReader(b.node_dir).agent("registry_dist") != dist, 10, "restart")
+        assert b.ask(Whereis(name="one", scope="global")).address == on_b
+        assert isinstance(b.ask(Register(name="two", address=on_b, scope="global")), Registered)
+        b.kill()
+        purged = lambda: a.ask(ListNames(scope="global")).names == []  # noqa: E731
+        wait_for(purged, 20, "b's names purged on a")
+        assert a.ask(GroupMembers(group="g", scope="global")).members == []
+        assert isinstance(a.ask(Register(name="one", address=on_a, scope="global")), Registered)

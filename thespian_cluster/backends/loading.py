@@ -85,7 +85,8 @@ def backend_config(spec: str, table: dict[str, object]) -> BaseModel | None:
 
     A value that arrived as a string (an environment variable) and is not valid for its
     key is read as JSON once more, so ``THESPIAN_CLUSTER_BACKEND__ENDPOINTS='["http://a:2379"]'``
-    works like the TOML list.
+    works like the TOML list. Only the keys that failed are read again: a valid string
+    beside them (``name = "123"``) stays the string it is.
 
     Raises:
         BackendLoadError: the table does not fit the backend's ``config_model``; the
@@ -102,7 +103,8 @@ def backend_config(spec: str, table: dict[str, object]) -> BaseModel | None:
     try:
         return model.model_validate(table)
     except ValidationError as first:
-        retried = {k: _json_or_text(v) for k, v in table.items()}
+        failed = {error["loc"][0] for error in first.errors() if error["loc"]}
+        retried = {k: _json_or_text(v) if k in failed else v for k, v in table.items()}
         try:
             return model.model_validate(retried)
         except ValidationError:
@@ -124,6 +126,8 @@ def _explain(spec: str, exc: ValidationError) -> str:
         key = ".".join(["backend", *(str(part) for part in error["loc"])])
         if error["type"] == "extra_forbidden":
             problems.append(f"{key}: unknown setting of registry_backend = {spec!r}")
+        elif error["type"] == "missing":  # its "input" is the whole table: not worth showing
+            problems.append(f"{key}: {error['msg']} by registry_backend = {spec!r}")
         else:
             shown = "<hidden>" if "password" in key else repr(error.get("input"))[:80]
             problems.append(f"{key} = {shown}: {error['msg'].removeprefix('Value error, ')}")
