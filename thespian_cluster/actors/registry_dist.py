@@ -64,21 +64,16 @@ from thespian_cluster.global_messages import Forwarded, GetGlobalStatus, GlobalS
 from thespian_cluster.messages import (
     ActorExiting,
     ErrorCode,
-    GroupMembers,
-    ListGroups,
-    ListNames,
     RegistryError,
     Reply,
     Request,
     SupervisedBy,
-    Whereis,
 )
 from thespian_cluster.node_identity import read_identity
 from thespian_cluster.node_table import GlobalMirror, TableReader, publish_agent
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.validation import revalidate
 
-READS = (Whereis, ListNames, GroupMembers, ListGroups)
 #: The role under which this actor also publishes its node incarnation: finding its own
 #: incarnation there at start means it was restarted within this node's life.
 _STARTED_ROLE = "registry_dist_incarnation"
@@ -128,22 +123,28 @@ class RegistryDist(Actor, ScopeHost):
     # ---- receive ---------------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> ThespianWatch | None:
+        if isinstance(message, ConfigureComponent) and self.backend is None:
+            # Not caught: a backend that cannot start must fail where the supervisor
+            # sees it (the start fails, the restart policy decides), not sit unconfigured.
+            self._configure(message.settings)
+            early, self._early = self._early, []
+            for queued, queued_sender in early:
+                self.receiveMessage(queued, queued_sender)
+            return self._watch()
         try:
             self._receive(message, sender)
         except Exception:  # logged where operators look; Thespian would only retry it
             logger.exception("registry dist failed on a {}", type(message).__name__)
+        return self._watch()
+
+    def _watch(self) -> ThespianWatch | None:
         if self._wake_pair is not None:
             return ThespianWatch([self._wake_pair[0].fileno()])
         return None
 
     def _receive(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ConfigureComponent):
-            if self.backend is None:
-                self._configure(message.settings)
-                early, self._early = self._early, []
-                for queued, queued_sender in early:
-                    self._receive(queued, queued_sender)
-            return
+            return  # configured already (see receiveMessage)
         backend = self.backend
         if backend is None:
             if not isinstance(message, ActorExitRequest | SupervisedBy):
@@ -229,14 +230,15 @@ class RegistryDist(Actor, ScopeHost):
             if isinstance(checked, RegistryError):
                 self.send(to, checked)
             return
-        if isinstance(checked, GetGlobalStatus):
-            self.send(to, backend.status(checked.request_id))
-            return
         deferred = self._defer(checked, to)
-        if isinstance(checked, READS):
-            backend.read(checked, deferred)
-        else:
-            backend.write(checked, deferred)
+        try:
+            if isinstance(checked, GetGlobalStatus):
+                deferred.resolve(backend.status(checked.request_id))
+            else:
+                backend.write(checked, deferred)
+        except Exception as exc:  # a backend bug: answer now, not at the deadline
+            logger.exception("global backend failed on {}", type(checked).__name__)
+            deferred.fail(ErrorCode.BACKEND_FAILURE, f"{type(exc).__name__}: {exc}")
 
     def _defer(self, request: Request, to: Any) -> Deferred:
         key = id(request)

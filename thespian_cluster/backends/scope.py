@@ -30,12 +30,10 @@ process and data callbacks, and pykka's futures:
 * **Its own configuration.** :attr:`GlobalBackend.config_model` is a pydantic model;
   the node validates ``[backend]`` (and ``THESPIAN_CLUSTER_BACKEND__<KEY>`` variables)
   against it at start, with the same errors as every other setting.
-* **Reads stay message-free.** A backend that sets :attr:`~GlobalBackend.feeds_table`
-  keeps the node table's global mirror (:attr:`ScopeHost.mirror`) equal to what it
-  knows, and ``Whereis``, listings and :func:`thespian_cluster.lookup` read it without
-  a message. One that cannot leaves it False: reads then reach :meth:`GlobalBackend.read`
-  as deferred requests and ``lookup(scope="global")`` raises
-  :class:`~thespian_cluster.node_table.LookupUnsupported` saying so.
+* **Reads stay message-free.** A backend keeps the node table's global mirror
+  (:attr:`ScopeHost.mirror`) equal to what it knows, and ``Whereis``, listings and
+  :func:`thespian_cluster.lookup` read it without a message. (A backend that cannot
+  feed a table is not supported yet.)
 
 Writing one: subclass :class:`GlobalBackend`, implement :meth:`~GlobalBackend.write`
 (and the hooks your store needs), and name it from a local backend::
@@ -154,8 +152,6 @@ class GlobalBackend(ABC):
 
     #: The pydantic model of this backend's ``[backend]`` settings table.
     config_model: ClassVar[type[BaseModel]] = NoBackendConfig
-    #: True if the backend keeps ``host.mirror`` current (reads need no message).
-    feeds_table: ClassVar[bool] = True
     #: Seconds between :meth:`tick` calls.
     tick_interval: ClassVar[float] = 0.1
 
@@ -185,11 +181,6 @@ class GlobalBackend(ABC):
         a local write would get (``Registered``, ``AlreadyRegistered`` naming the real
         owner, ``RegistryError`` ...).
         """
-
-    def read(self, request: Request, reply: Deferred) -> None:
-        """A global read (``Whereis``, ``ListNames``, ``GroupMembers``, ``ListGroups``);
-        only reaches a backend whose :attr:`feeds_table` is False."""
-        reply.fail(ErrorCode.UNKNOWN_REQUEST, f"{type(self).__name__} does not serve reads")
 
     @abstractmethod
     def status(self, request_id: str) -> GlobalStatus:

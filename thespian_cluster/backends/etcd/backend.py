@@ -432,26 +432,7 @@ class EtcdBackend(GlobalBackend):
     ) -> tuple[str, Callable[[], None]] | None:
         def run(work: Callable[[], tuple[Reply, list[Change]]], key: str) -> Callable[[], None]:
             def job() -> None:
-                # etcd is briefly unavailable while it elects a leader (the old one was
-                # cut off or restarted): try again for half the client's deadline, so a
-                # short election is no error and a lost quorum still answers in time.
-                deadline = time.monotonic() + self.host.settings.global_request_timeout / 2
-                retried = False
-                while True:
-                    try:
-                        reply, changes = work()
-                    except StoreUnavailable as exc:
-                        if time.monotonic() + RETRY_PAUSE < deadline and not self._stop.is_set():
-                            retried = True
-                            self._stop.wait(RETRY_PAUSE)
-                            continue
-                        reply, changes = _error(item, ErrorCode.UNAVAILABLE, f"etcd: {exc}"), []
-                    except (StoreError, RecordError) as exc:
-                        reply, changes = _error(item, ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), []
-                    break
-                if retried and isinstance(item, Unregister) and _code(reply) == "not_registered":
-                    # The failed attempt may have been applied: the release happened.
-                    reply = Unregistered(request_id=item.request_id, name=item.name, kind=item.kind)
+                reply, changes = self._attempt(work, item)
                 self._hand(_Answered(pending, index, reply, changes))
 
             return job
@@ -469,6 +450,30 @@ class EtcdBackend(GlobalBackend):
                 return None
             return key, run(lambda: self._membership(item, key), key)
         return None
+
+    def _attempt(
+        self, work: Callable[[], tuple[Reply, list[Change]]], item: Request
+    ) -> tuple[Reply, list[Change]]:
+        """``work()``'s answer. etcd is briefly unavailable while it elects a leader (the
+        old one was cut off or restarted): try again for half the client's deadline, so
+        a short election is no error and a lost quorum still answers in time."""
+        deadline = time.monotonic() + self.host.settings.global_request_timeout / 2
+        retried = False
+        while True:
+            try:
+                reply, changes = work()
+            except StoreUnavailable as exc:
+                if time.monotonic() + RETRY_PAUSE < deadline and not self._stop.is_set():
+                    retried = True
+                    self._stop.wait(RETRY_PAUSE)
+                    continue
+                return _error(item, ErrorCode.UNAVAILABLE, f"etcd: {exc}"), []
+            except (StoreError, RecordError) as exc:
+                return _error(item, ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), []
+            if retried and isinstance(item, Unregister) and _code(reply) == "not_registered":
+                # The failed attempt may have been applied: the release happened.
+                reply = Unregistered(request_id=item.request_id, name=item.name, kind=item.kind)
+            return reply, changes
 
     def _register(self, item: Register, key: str) -> tuple[Reply, list[Change]]:
         entry = Entry(
