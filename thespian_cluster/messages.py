@@ -91,7 +91,12 @@ if TYPE_CHECKING:  # at run time by __getattr__ below: they import this module
         UnsubscribePartitionEvents,
         WritableChanged,
     )
-    from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus, NameConflict
+    from thespian_cluster.global_messages import (
+        GetGlobalStatus,
+        GlobalStatus,
+        NameConflict,
+        NameLost,
+    )
 
 #: Validation context of a receiver (``model_validate(..., context=RECEIVED)``): turns on
 #: the checks only a receiver needs, such as "this address is a real TCP actor address"
@@ -664,6 +669,7 @@ __all__ = [
     "MetaUpdated",
     "NameConflict",
     "NameList",
+    "NameLost",
     "NodeDown",
     "NodeHealthInfo",
     "NodeHealthReply",

@@ -79,7 +79,9 @@ def test_a_node_cut_off_with_its_etcd_member_refuses_writes_and_rejoins_one_tabl
             own_first = [endpoints[i], *(e for j, e in enumerate(endpoints) if j != i)]
             return {"endpoints": own_first, "prefix": prefix, "timeout": 1.0}
 
-        with LocalCluster(tmp_path, registry_backend="etcd") as cluster:
+        # cluster_nodes: the cut side knows it lost, so it revokes no lease of the others
+        # (with every side "winning", both would revoke each other's once healed).
+        with LocalCluster(tmp_path, registry_backend="etcd", cluster_nodes=names) as cluster:
             a = cluster.start("a", backend=backend(0), **netns_lab.place("a"))
             b = cluster.start("b", leader=a, backend=backend(1), **netns_lab.place("b"))
             c = cluster.start("c", leader=a, backend=backend(2), **netns_lab.place("c"))

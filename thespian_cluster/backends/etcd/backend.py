@@ -65,6 +65,7 @@ from thespian_cluster.backends.etcd.view import (
     parse_node,
 )
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
+from thespian_cluster.cluster_messages import ClusterView
 from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.replica import NodeId
 from thespian_cluster.core.sequencer import Resolver
@@ -209,6 +210,10 @@ class EtcdBackend(GlobalBackend):
         self._lease_lost = False
         self._in_flight = 0  # items handed to the writers, not answered yet
         self._next_probe = 0.0
+        self._writable = True  # the split-brain detector's verdict on this side
+        # Nodes down whose lease revocation is queued. Replaced, never mutated: the
+        # writer threads read it.
+        self._down: frozenset[NodeId] = frozenset()
         self._probe_cursor = 0
 
     # ---- life --------------------------------------------------------------------------
@@ -295,23 +300,33 @@ class EtcdBackend(GlobalBackend):
     # ---- hooks ---------------------------------------------------------------------------
 
     def owner_died(self, address: Any, reason: str) -> None:
+        mine = (self.me.name, self.me.incarnation)
+        keys = []
         for record in self.view.owned_by_address(address):
             owner = record.entry or record.member
-            if owner is None or (owner.node, owner.incarnation) != (
-                self.me.name,
-                self.me.incarnation,
-            ):
-                continue  # another node's actor at that address: that node watches it
-            self._queues[hash(record.key) % len(self._queues)].put(
-                functools.partial(self._purge, record.key, record.revision)
+            if owner is not None and (owner.node, owner.incarnation) == mine:
+                keys.append((record.key, record.revision))  # (another node's: it watches)
+        if keys:
+            self._queues[hash(keys[0][0]) % len(self._queues)].put(
+                functools.partial(self._purge, keys)
             )
 
     def node_down(self, node: NodeId, reason: str) -> None:
         known = self.view.node_lease(node.name)
         if known is None or known[0] != node.incarnation:
             return  # not that incarnation's lease (a restarted node has a new one)
-        lease = known[1]
-        self._queues[0].put(lambda: self._revoke(node, lease))
+        if not self._writable:
+            # This side lost the split-brain verdict: the node may well be alive on the
+            # winning side. Its lease still ends its names if it really died.
+            logger.info("etcd: {} is down, but this side may not revoke its lease", node.name)
+            return
+        self._down = self._down | {node}
+        self._queues[0].put(functools.partial(self._revoke, node, known[1]))
+
+    def view_changed(self, view: ClusterView) -> None:
+        back = {NodeId(r.name, r.incarnation) for r in view.records}
+        if self._down & back:
+            self._down = self._down - back  # back before its revocation ran: keep it
 
     def tick(self, now: float) -> None:
         if now >= self._next_probe:
@@ -338,8 +353,9 @@ class EtcdBackend(GlobalBackend):
             self.owner_died(dead, "liveness probe")
 
     def writability_changed(self, writable: bool, reason: str) -> None:
-        # etcd's quorum decides who may write, not the heartbeats' verdict.
-        logger.debug("etcd backend ignores the partition verdict ({})", reason)
+        # etcd's quorum decides who may write; the verdict only decides who may revoke
+        # the leases of nodes it cannot see (see node_down).
+        self._writable = writable
 
     def healed(self, nodes: frozenset[str], resolver: Resolver) -> None:
         pass  # nothing to merge: both sides only ever wrote through etcd's quorum
@@ -578,17 +594,25 @@ class EtcdBackend(GlobalBackend):
         reply = LeftGroup(request_id=item.request_id, group=item.group, was_member=deleted)
         return reply, [Change(key, revision)] if deleted else []
 
-    def _purge(self, key: str, revision: int) -> None:
+    def _purge(self, keys: list[tuple[str, int]]) -> None:
+        """Release a dead actor's names and memberships in one transaction (everyone
+        sees them go at once); where one changed meanwhile, key by key."""
         try:
-            ok, at = self.store.delete_if(key, revision)
+            ok, at = self.store.delete_all_if(keys)
+            if ok:
+                self._hand(_Watched([Change(key, at) for key, _ in keys], 0))
+                return
+            for key, revision in keys:
+                ok, at = self.store.delete_if(key, revision)
+                if ok:
+                    self._hand(_Watched([Change(key, at)], 0))
         except StoreError as exc:
-            # The lease still ends it: etcd drops the key with this node's lease.
-            logger.warning("etcd: could not release {} of a dead actor: {}", key, exc)
-            return
-        if ok:
-            self._hand(_Watched([Change(key, at)], 0))
+            # Its node's lease still ends them, at the latest when this node stops.
+            logger.warning("etcd: could not release what a dead actor held: {}", exc)
 
     def _revoke(self, node: NodeId, lease: int) -> None:
+        if node not in self._down:
+            return  # it came back (a partition healed) before this job ran
         try:
             self.store.revoke(lease)
             logger.info("etcd: revoked the lease of {} (node down)", node.name)

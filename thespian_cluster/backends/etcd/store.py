@@ -13,11 +13,13 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from thespian_cluster.backends.etcd.client import (
+    Delete,
     EtcdClient,
     EtcdCompacted,
     EtcdError,
     EtcdUnavailable,
     KeyValue,
+    mod_revision_is,
 )
 from thespian_cluster.backends.etcd.view import Change
 
@@ -64,6 +66,14 @@ class EtcdStore:
     def delete_if(self, key: str, mod_revision: int) -> tuple[bool, int]:
         """Delete ``key`` only if it is still at ``mod_revision``: ``(done, revision)``."""
         result = _call(lambda: self._client.delete_if(key, mod_revision))
+        return result.succeeded, result.revision
+
+    def delete_all_if(self, keys: list[tuple[str, int]]) -> tuple[bool, int]:
+        """Delete every ``(key, mod_revision)`` in one transaction, only if each is still
+        at its revision: ``(done, revision)``. One revision: watchers see it whole."""
+        compares = [mod_revision_is(key, revision) for key, revision in keys]
+        deletes = [Delete(key) for key, _ in keys]
+        result = _call(lambda: self._client.txn(compares, deletes))
         return result.succeeded, result.revision
 
     def get(self, key: str) -> KeyValue | None:
