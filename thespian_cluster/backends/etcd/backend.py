@@ -484,7 +484,9 @@ class EtcdBackend(GlobalBackend):
                     self._stop.wait(RETRY_PAUSE)
                     continue
                 return _error(item, ErrorCode.UNAVAILABLE, f"etcd: {exc}"), []
-            except (StoreError, RecordError) as exc:
+            except RecordError as exc:  # e.g. meta that is not plain JSON
+                return _error(item, ErrorCode.INVALID_REQUEST, str(exc)), []
+            except StoreError as exc:
                 return _error(item, ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), []
             if retried and isinstance(item, Unregister) and _code(reply) == "not_registered":
                 # The failed attempt may have been applied: the release happened.
