@@ -479,6 +479,12 @@ def demo(
     keep: Annotated[
         bool, typer.Option("--keep", help="leave the three nodes running and say how to stop them")
     ] = False,
+    backend: Annotated[
+        str,
+        typer.Option(
+            "--backend", help="global scope: 'global' (built-in) or 'etcd' (starts an etcd)"
+        ),
+    ] = "global",
 ) -> None:
     """Three local nodes: global names, groups, a supervised restart, node and sequencer
     kills, a hung node and its heal; checked step by step (exit 0 when all behaved).
@@ -487,7 +493,10 @@ def demo(
     """
     from thespian_cluster.demo import run_demo
 
-    raise typer.Exit(run_demo(keep))
+    if backend not in ("global", "etcd"):
+        typer.echo(f"error: --backend is 'global' or 'etcd', not {backend!r}", err=True)
+        raise typer.Exit(2)
+    raise typer.Exit(run_demo(keep, backend))
 
 
 @contextmanager

@@ -25,6 +25,7 @@ and what happened, and the demo exits 1; it exits 0 only when every step passed.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import tempfile
@@ -135,11 +136,29 @@ class Timeline:
             time.sleep(0.005)
 
 
-def run_demo(keep: bool = False) -> int:
-    """Run the scenario; 0 when every step behaved. With ``keep``, leave the nodes up."""
+def run_demo(keep: bool = False, backend: str = "global") -> int:
+    """Run the scenario; 0 when every step behaved. With ``keep``, leave the nodes up.
+
+    ``backend="etcd"`` runs it with ``registry_backend = "etcd"`` on an etcd member
+    started for it on 127.0.0.1 (``pip install 'thespian-cluster[etcd]'`` brings one).
+    """
     timeline = Timeline(time.monotonic())
     work_dir = Path(tempfile.mkdtemp(prefix="thespian-cluster-demo-"))
-    cluster = LocalCluster(work_dir, cluster_nodes=list(NODES), log_level="INFO")
+    settings: dict[str, Any] = {}
+    with contextlib.ExitStack() as stack:
+        if backend == "etcd":
+            from thespian_cluster.testing.etcd_server import EtcdServer
+
+            etcd = stack.enter_context(EtcdServer(data_dir=work_dir / "etcd"))
+            timeline.say(f"0. etcd started for the demo on {etcd.client_url}")
+            settings = {"registry_backend": "etcd", "backend": {"endpoints": etcd.endpoints}}
+        elif backend != "global":
+            raise ValueError(f"the demo runs on backend 'global' or 'etcd', not {backend!r}")
+        return _run(timeline, work_dir, keep and backend == "global", settings)
+
+
+def _run(timeline: Timeline, work_dir: Path, keep: bool, settings: dict[str, Any]) -> int:
+    cluster = LocalCluster(work_dir, cluster_nodes=list(NODES), log_level="INFO", **settings)
     status = 1
     try:
         _scenario(cluster, timeline)
@@ -200,8 +219,16 @@ def _join(cluster: LocalCluster, t: Timeline) -> dict[str, ClusterNode]:
     _, took = t.expect(
         lambda: global_settled(cluster.nodes.values()), "one sequencer and epoch on every node"
     )
-    t.say(f"   every replica follows one sequencer ({took * 1000:.0f} ms later)")
+    followed = (
+        "every node watches etcd" if _in_etcd(first) else "every replica follows one sequencer"
+    )
+    t.say(f"   {followed} ({took * 1000:.0f} ms later)")
     return dict(cluster.nodes)
+
+
+def _in_etcd(node: ClusterNode) -> bool:
+    status = node.ask(GetGlobalStatus())
+    return isinstance(status, GlobalStatus) and status.sequencer == "etcd"
 
 
 def global_settled(nodes: Iterable[ClusterNode]) -> bool:
@@ -216,7 +243,12 @@ def global_settled(nodes: Iterable[ClusterNode]) -> bool:
         status = node.ask(GetGlobalStatus())
         if not isinstance(status, GlobalStatus) or not status.sequencer or status.pending:
             return False
-        seen.add((status.sequencer, status.epoch))
+        if status.sequencer == "etcd":  # no sequencer: every node's watch is up
+            if not status.backend.get("watching"):
+                return False
+            seen.add(("etcd", 0))
+        else:
+            seen.add((status.sequencer, status.epoch))
     return len(seen) == 1
 
 
@@ -366,8 +398,14 @@ def _sequencer_death(
     status = nodes["beta"].ask(GetGlobalStatus())
     if not isinstance(status, GlobalStatus) or not status.sequencer:
         raise StepFailed("beta to know the sequencing node", f"it answered {status!r}")
-    seq_name = status.sequencer
-    t.say(f"6. SIGKILL {seq_name}, the node that sequences global claims (epoch {status.epoch})")
+    in_etcd = status.sequencer == "etcd"
+    seq_name = NODES[0] if in_etcd else status.sequencer
+    if in_etcd:
+        t.say(f"6. SIGKILL {seq_name} (etcd orders the claims: there is no sequencer to replace)")
+    else:
+        t.say(
+            f"6. SIGKILL {seq_name}, the node that sequences global claims (epoch {status.epoch})"
+        )
     cluster.nodes[seq_name].kill()
     rest = [n for name, n in nodes.items() if name != seq_name]
     origin = rest[0]
@@ -383,10 +421,10 @@ def _sequencer_death(
     t.expect(claimed, f"a global claim on {origin.name} to succeed again")
     took = time.monotonic() - killed
     now = origin.ask(GetGlobalStatus())
-    t.say(
-        f"   {now.sequencer} took over (epoch {now.epoch}); a claim on {origin.name} "
-        f"succeeded {took * 1000:.0f} ms after the kill"
+    who = (
+        "etcd still orders claims" if in_etcd else f"{now.sequencer} took over (epoch {now.epoch})"
     )
+    t.say(f"   {who}; a claim on {origin.name} succeeded {took * 1000:.0f} ms after the kill")
     t.expect(
         lambda: all(_found_both_ways(n, "after-failover", "server") == claimant for n in rest),
         "every survivor to find 'after-failover'",
@@ -418,7 +456,11 @@ def _hung_node(cluster: LocalCluster, t: Timeline) -> None:
         t.say(
             f"   {watcher.name} alone holds 1 of 3 expected nodes: not the winner; "
             f"action {detected.action} "
-            f"({'writes allowed' if detected.writable else 'no global writes'})"
+            + (
+                "(the verdict does not bind etcd: its quorum decides who writes)"
+                if _in_etcd(watcher)
+                else f"({'writes allowed' if detected.writable else 'no global writes'})"
+            )
         )
     else:
         t.say("   (this build has no SplitBrainDetector yet: node health shows the hang)")
