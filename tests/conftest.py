@@ -17,6 +17,13 @@ import pytest
 from tests.packaging import wheel
 from thespian_cluster import ClusterSettings, Node, local_cluster, start_node
 
+# A shell starts a background job (`make test &`, a CI runner, nohup) with SIGINT
+# ignored, and an ignored signal stays ignored across exec: every CLI and node these
+# tests start would then shrug off the Ctrl-C the tests send them. A handled signal
+# reverts to the default across exec, so handling it here gives children the default.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+
 
 def free_port() -> int:
     """A TCP port nobody listens on right now (the kernel's choice)."""

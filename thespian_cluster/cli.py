@@ -329,6 +329,10 @@ def _watch(system: ActorSystem, interval: float) -> None:
     from rich.text import Text
 
     console = _console()
+    # Ctrl-C and SIGTERM stop it even when it was started with SIGINT ignored (a shell's
+    # background job): the view has no other way to end.
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.default_int_handler)
 
     def frame() -> Group:
         stamp = Text(f"{time.strftime('%H:%M:%S')}  every {interval:g} s; Ctrl-C stops", "dim")
