@@ -29,32 +29,18 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 from bench.common import percentile
+from bench.etcd_raw import measure
 from tests.integration.actors import Worker
 from thespian_cluster import Register, Registered, RegisterMany, Whereis, lookup
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster, wait_for
 from thespian_cluster.testing.etcd_server import EtcdServer
 
 BATCH = 1000
-
-
-def _timed(op: Callable[[int], object], count: int) -> dict[str, float]:
-    latencies = []
-    started = time.perf_counter()
-    for i in range(count):
-        t0 = time.perf_counter()
-        op(i)
-        latencies.append((time.perf_counter() - t0) * 1000)
-    wall = time.perf_counter() - started
-    return {
-        "median_ms": round(statistics.median(latencies), 3),
-        "p99_ms": round(percentile(latencies, 99), 3),
-        "ops_per_s": round(count / wall, 1),
-    }
 
 
 def _registered(reply: Any) -> None:
@@ -76,13 +62,13 @@ def _measure(cluster: LocalCluster, ops: int, bulk: int) -> dict[str, Any]:
     wait_for(lambda: lookup("warm", scope="global", node_dir=c.node_dir), 30, "settled")
     run = uuid.uuid4().hex[:6]
     figures: dict[str, Any] = {
-        "register_ask": _timed(
+        "register_ask": measure(
             lambda i: _registered(
                 b.ask(Register(name=f"r-{run}-{i}", address=owner, scope="global"))
             ),
             ops,
         ),
-        "whereis_ask": _timed(
+        "whereis_ask": measure(
             lambda i: b.ask(Whereis(name=f"r-{run}-{i}", scope="global")).address, ops
         ),
     }
@@ -174,7 +160,7 @@ def run(ops: int, bulk: int) -> dict[str, Any]:
     with EtcdServer() as server:
         with server.client(timeout=5) as client:
             value = b'{"address":["127.0.0.1",1],"node":"x","incarnation":"y","meta":{}}'
-            result["raw_etcd_create_txn"] = _timed(
+            result["raw_etcd_create_txn"] = measure(
                 lambda i: client.create(f"/raw-{uuid.uuid4().hex}/{i}", value), ops
             )
         for backend in ("global", "etcd"):

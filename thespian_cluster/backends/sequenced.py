@@ -36,12 +36,12 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
 from pydantic import BaseModel
 
+from thespian_cluster.backends.batches import Gathered, write_items
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
 from thespian_cluster.cluster_messages import ClusterView
 from thespian_cluster.core import replica as core
@@ -86,15 +86,12 @@ from thespian_cluster.messages import (
     MetaUpdated,
     Register,
     Registered,
-    RegisteredMany,
     RegisterMany,
     RegistryError,
     Reply,
     Request,
     Unregister,
     Unregistered,
-    UnregisteredMany,
-    UnregisterMany,
     UpdateMeta,
 )
 from thespian_cluster.node_table import GlobalMirror
@@ -108,26 +105,6 @@ TICK = 0.1  # seconds between timer rounds (retries, probes, gaps)
 TAKEOVER_RETRY = 3.0  # seconds a takeover may wait for owned states before it asks again
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
-
-
-@dataclass
-class _Pending:
-    """A client waiting for the writes of one request (one, or a RegisterMany's)."""
-
-    reply_to: Deferred
-    request: Request
-    items: list[Request]  # the write requests, in order
-    results: list[Reply | None]  # filled in as decisions are applied here
-    waiting: int = 0
-
-    def reply(self) -> Reply:
-        if isinstance(self.request, RegisterMany):
-            return RegisteredMany(request_id=self.request.request_id, results=self.results)
-        if isinstance(self.request, UnregisterMany):
-            return UnregisteredMany(request_id=self.request.request_id, results=self.results)
-        result = self.results[0]
-        assert result is not None
-        return result
 
 
 class SequencedBackend(GlobalBackend):
@@ -149,7 +126,7 @@ class SequencedBackend(GlobalBackend):
         self.quiet: set[str] = set()  # suspect nodes: no deltas until they answer again
         self.outcomes: Counter[str] = Counter()  # answered writes, for GetGlobalStatus
         self.leader = ""
-        self.pending: dict[int, tuple[_Pending, int]] = {}  # op id -> (its request, item)
+        self.pending: dict[int, tuple[Gathered, int]] = {}  # op id -> (its request, item)
         self._probe_cursor = 0
         self._next_probe = 0.0
         self._next_retry = 0.0
@@ -390,11 +367,11 @@ class SequencedBackend(GlobalBackend):
                 "and meta updates wait for the heal (reads still work)",
             )
             return
-        items = _items(request)
+        items = write_items(request)
         if items is None:
             reply.fail(ErrorCode.UNKNOWN_REQUEST, type(request).__name__)
             return
-        pending = _Pending(reply, request, [], [])
+        pending = Gathered(reply, request, [], [])
         writes = []
         for item in items:
             index = len(pending.results)
@@ -626,17 +603,6 @@ class SequencedBackend(GlobalBackend):
     @property
     def _settings(self) -> ClusterSettings:
         return self.settings
-
-
-def _items(request: Request) -> list[Any] | None:
-    """The write requests a client request stands for (None: not a write)."""
-    if isinstance(request, RegisterMany):
-        return list(request.registrations)
-    if isinstance(request, UnregisterMany):
-        return list(request.names)
-    if isinstance(request, Register | Unregister | UpdateMeta | JoinGroup | LeaveGroup):
-        return [request]
-    return None
 
 
 def _to_core(request: Request) -> core.Request | None:

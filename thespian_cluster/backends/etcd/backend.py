@@ -51,6 +51,7 @@ from typing import Any
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
+from thespian_cluster.backends.batches import Gathered, write_items
 from thespian_cluster.backends.etcd.store import EtcdStore, StoreError, StoreUnavailable
 from thespian_cluster.backends.etcd.view import (
     Change,
@@ -81,15 +82,11 @@ from thespian_cluster.messages import (
     MetaUpdated,
     Register,
     Registered,
-    RegisteredMany,
-    RegisterMany,
     RegistryError,
     Reply,
     Request,
     Unregister,
     Unregistered,
-    UnregisteredMany,
-    UnregisterMany,
     UpdateMeta,
 )
 from thespian_cluster.node_table import address_at
@@ -139,7 +136,7 @@ class EtcdConfig(BaseModel):
 class _Answered:
     """A worker's answer to one item of a client's request."""
 
-    request: _Pending
+    request: Gathered
     index: int
     reply: Reply
     changes: list[Change] = field(default_factory=list)
@@ -164,25 +161,6 @@ class _Session:
     lease: int | None = None
     watching: bool | None = None
     why: str = ""
-
-
-@dataclass
-class _Pending:
-    """A client request waiting for its items' answers."""
-
-    reply_to: Deferred
-    request: Request
-    results: list[Reply | None]
-    waiting: int = 0
-
-    def reply(self) -> Reply:
-        if isinstance(self.request, RegisterMany):
-            return RegisteredMany(request_id=self.request.request_id, results=self.results)
-        if isinstance(self.request, UnregisterMany):
-            return UnregisteredMany(request_id=self.request.request_id, results=self.results)
-        result = self.results[0]
-        assert result is not None
-        return result
 
 
 class EtcdBackend(GlobalBackend):
@@ -251,11 +229,11 @@ class EtcdBackend(GlobalBackend):
         if not self._ready:
             self._waiting.append((request, reply))
             return
-        items = _items(request)
+        items = write_items(request)
         if items is None:
             reply.fail(ErrorCode.UNKNOWN_REQUEST, type(request).__name__)
             return
-        pending = _Pending(reply, request, [None] * len(items))
+        pending = Gathered(reply, request, [None] * len(items))
         for index, item in enumerate(items):
             checked = revalidate(item)  # one bad item of a batch fails alone
             job = self._job(checked, pending, index) if isinstance(checked, Request) else None
@@ -444,7 +422,7 @@ class EtcdBackend(GlobalBackend):
     # ---- jobs (run on the writer threads) ----------------------------------------------------
 
     def _job(
-        self, item: Request, pending: _Pending, index: int
+        self, item: Request, pending: Gathered, index: int
     ) -> tuple[str, Callable[[], None]] | None:
         def run(work: Callable[[], tuple[Reply, list[Change]]], key: str) -> Callable[[], None]:
             def job() -> None:
@@ -676,16 +654,6 @@ class EtcdBackend(GlobalBackend):
                 self._lease_lost = True
                 self._hand(_Session(lease=0, why="etcd no longer knows it"))
                 self.store.close_watch()  # the session loop grants a new one and re-lists
-
-
-def _items(request: Request) -> list[Any] | None:
-    if isinstance(request, RegisterMany):
-        return list(request.registrations)
-    if isinstance(request, UnregisterMany):
-        return list(request.names)
-    if isinstance(request, Register | Unregister | UpdateMeta | JoinGroup | LeaveGroup):
-        return [request]
-    return None
 
 
 def _code(reply: Reply) -> str | None:
