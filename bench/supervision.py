@@ -49,7 +49,8 @@ def weight(mode: Mode) -> float:
 
 def run(ctx: Context) -> list[Figure]:
     mode = ctx.mode
-    config = settings(ctx, "supervision")
+    # INFO: a failed wait below shows the Registry's and the supervisor's own account.
+    config = settings(ctx, "supervision", log_level="INFO")
     interval = config.liveness_probe_interval
     gap = Figure(
         "supervision.restart_gap",
@@ -103,9 +104,11 @@ def run(ctx: Context) -> list[Figure]:
             try:
                 current = wait_until(moved, 30, "the name to move to the restarted child")
             except RuntimeError as exc:
+                log = node.settings.resolved_log_file.read_text().splitlines()[-25:]
                 raise RuntimeError(
                     f"{exc} (killed pid {pid}; last seen: name at {seen[0]}, same address "
-                    f"{seen[1]}, its pid answer {seen[2]!r})"
+                    f"{seen[1]}, its pid answer {seen[2]!r}); the node's log ends:\n"
+                    + "\n".join(log)
                 ) from None
             gap.samples.append((time.perf_counter() - killed) * 1000)
             ctx.step(f"restart {k + 1}/{mode.restarts}")
