@@ -63,7 +63,6 @@ from thespian_cluster.backends.etcd.view import (
     name_key,
     node_key,
     node_value,
-    parse_node,
 )
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
 from thespian_cluster.cluster_messages import ClusterView
@@ -387,6 +386,10 @@ class EtcdBackend(GlobalBackend):
 
     def _on_session(self, news: _Session) -> None:
         if news.lease is not None:
+            if news.lease == 0:
+                # No lease, no writes: a key put without one would outlive this node.
+                # They wait (or answer at the host's deadline) until the next lease.
+                self._ready = False
             if news.lease == 0 and self.lease:
                 logger.warning("etcd: this node's lease {} is gone ({})", self.lease, news.why)
                 self._lease_lost = True
@@ -482,7 +485,7 @@ class EtcdBackend(GlobalBackend):
             self.me.incarnation,
         )
         value = entry_value(entry)
-        lease = self.lease
+        lease = self._lease()
         created, current, revision = self.store.create(key, value, lease)
         if created:
             return self._registered(item), [Change(key, revision, value, lease)]
@@ -510,6 +513,14 @@ class EtcdBackend(GlobalBackend):
             ),
             [Change(key, current.mod_revision, current.value, current.lease)],
         )
+
+    def _lease(self) -> int:
+        """This node's lease for a new key; StoreUnavailable while it has none (lost, and
+        the next not granted yet): the write is tried again, then answers unavailable."""
+        lease = self.lease
+        if not lease or self._lease_lost:
+            raise StoreUnavailable("this node holds no etcd lease right now")
+        return lease
 
     def _registered(self, item: Register) -> Registered:
         return Registered(
@@ -566,9 +577,10 @@ class EtcdBackend(GlobalBackend):
                 item.group, item.address, self.me.name, dict(item.meta), self.me.incarnation
             )
             value = member_value(member)
-            revision = self.store.put(key, value, self.lease)
+            lease = self._lease()
+            revision = self.store.put(key, value, lease)
             return JoinedGroup(request_id=item.request_id, group=item.group), [
-                Change(key, revision, value, self.lease)
+                Change(key, revision, value, lease)
             ]
         deleted, revision = self.store.delete(key)
         reply = LeftGroup(request_id=item.request_id, group=item.group, was_member=deleted)
@@ -672,4 +684,4 @@ def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
     return RegistryError(request_id=request.request_id, code=code, detail=detail)
 
 
-__all__ = ["EtcdBackend", "EtcdConfig", "parse_node"]
+__all__ = ["EtcdBackend", "EtcdConfig"]
