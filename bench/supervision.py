@@ -22,16 +22,18 @@ from bench.actors import BenchWorker
 from bench.common import Context, Figure, Mode, wait_until
 from bench.systems import running_node, settings
 from thespian_cluster import (
+    ChildrenReply,
     ChildSpec,
+    ConfigureSupervisor,
     Register,
     RegisterAs,
     Registered,
+    StartSupervisor,
     Supervisor,
     TableReader,
     Whereis,
 )
 from thespian_cluster.actors.liveness import refused
-from thespian_cluster.messages import ConfigureSupervisor
 from thespian_cluster.supervisors.os_process import is_dead
 
 FAMILY = "supervision"
@@ -75,6 +77,13 @@ def run(ctx: Context) -> list[Figure]:
             supervisor,
             ConfigureSupervisor(children=[spec], max_restarts=100_000, max_seconds=1.0),
         )
+
+        # Up means the child answered its start probe *and* its name was acknowledged.
+        # A kill before that is a failed initial start, which (as in OTP) stops the
+        # supervisor for good: a registration seen by Whereis alone is not enough.
+        started = node.system.ask(supervisor, StartSupervisor(), 30)
+        if not isinstance(started, ChildrenReply):
+            raise RuntimeError(f"the supervisor did not start: {started!r}")
 
         def whereis() -> Any:
             return node.ask(Whereis(name="bench-svc")).address
