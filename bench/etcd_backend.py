@@ -15,7 +15,9 @@ process:
   on a and b.
 
 And, for the floor under the plug-in, N put-if-absent transactions straight to etcd
-from this process (:meth:`EtcdClient.create`). It prints one JSON object with the
+from this process (:meth:`EtcdClient.create`), and N Redis ``SET name NX`` on a
+private redis-server (installed as ``python -m bench`` does unless ``--no-install``;
+"skipped" with the reason when it cannot be). It prints one JSON object with the
 goals' ratios: etcd ``Register`` against the raw transaction (goal >= 0.8 in ops/s),
 ``lookup()`` (goal >= 1M/s), lag p99 (goal <= 50 ms).
 """
@@ -33,7 +35,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from bench.common import percentile
+from bench import redis_ref
+from bench.common import MODES, Context, Progress, percentile
 from bench.etcd_raw import measure
 from tests.integration.actors import Worker
 from thespian_cluster import Register, Registered, RegisterMany, Whereis, lookup
@@ -155,13 +158,34 @@ def _kill_to_gone(a: ClusterNode, b: ClusterNode, c: ClusterNode, run: str) -> f
     return round((time.perf_counter() - down) * 1000, 1)
 
 
-def run(ops: int, bulk: int) -> dict[str, Any]:
+VALUE = b'{"address":["127.0.0.1",1],"node":"x","incarnation":"y","meta":{}}'
+
+
+def _redis_set_nx(ops: int, allow_install: bool) -> dict[str, Any]:
+    """N ``SET name NX`` from this process to a private redis-server, as bench.redis_ref."""
+    with tempfile.TemporaryDirectory() as work:
+        ctx = Context(MODES["quick"], Path(work), Progress({}, enabled=False), allow_install)
+        module, server, why = redis_ref.prerequisites(ctx)
+        if why is not None:
+            return {"skipped": why}
+        assert module is not None and server is not None
+        with redis_ref.redis_server(server, ctx) as port:
+            client = module.Redis(host="127.0.0.1", port=port)
+            try:
+                run = uuid.uuid4().hex
+                figure = measure(lambda i: client.set(f"name:{run}:{i}", VALUE, nx=True), ops)
+                return {"redis_version": client.info("server").get("redis_version"), **figure}
+            finally:
+                client.close()
+
+
+def run(ops: int, bulk: int, allow_install: bool = True) -> dict[str, Any]:
     result: dict[str, Any] = {"benchmark": "etcd_backend", "ops": ops}
+    result["redis_set_nx"] = _redis_set_nx(ops, allow_install)
     with EtcdServer() as server:
         with server.client(timeout=5) as client:
-            value = b'{"address":["127.0.0.1",1],"node":"x","incarnation":"y","meta":{}}'
             result["raw_etcd_create_txn"] = measure(
-                lambda i: client.create(f"/raw-{uuid.uuid4().hex}/{i}", value), ops
+                lambda i: client.create(f"/raw-{uuid.uuid4().hex}/{i}", VALUE), ops
             )
         for backend in ("global", "etcd"):
             settings: dict[str, Any] = {"log_level": "WARNING", "cluster_nodes": ["a", "b", "c"]}
@@ -188,6 +212,11 @@ def run(ops: int, bulk: int) -> dict[str, Any]:
         "etcd_vs_builtin_register": round(
             etcd["register_ask"]["ops_per_s"] / result["global"]["register_ask"]["ops_per_s"], 3
         ),
+        "redis_set_nx_vs_raw_txn": (
+            round(result["redis_set_nx"]["ops_per_s"] / raw, 3)
+            if "ops_per_s" in result["redis_set_nx"]
+            else None
+        ),
         "etcd_vs_builtin_bulk": round(
             etcd["bulk"]["names_per_s"] / result["global"]["bulk"]["names_per_s"], 3
         ),
@@ -199,8 +228,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--ops", type=int, default=300)
     parser.add_argument("--bulk", type=int, default=30_000)
+    parser.add_argument("--no-install", action="store_true", help="never apt-get/pip Redis")
     args = parser.parse_args(argv)
-    print(json.dumps(run(args.ops, args.bulk), indent=2))
+    print(json.dumps(run(args.ops, args.bulk, not args.no_install), indent=2))
     return 0
 
 

@@ -46,7 +46,7 @@ def weight(mode: Mode) -> float:
 
 
 def run(ctx: Context) -> list[Figure]:
-    redis_module, server, why = _prerequisites(ctx)
+    redis_module, server, why = prerequisites(ctx)
     ctx.step("redis-server and redis-py")
     if why is not None:
         ctx.note(f"redis: skipped: {why}")
@@ -57,7 +57,7 @@ def run(ctx: Context) -> list[Figure]:
     assert redis_module is not None and server is not None
     mode = ctx.mode
     figures = {key: Figure(f"redis.{key}", label, "ops/s") for key, label in COMMANDS.items()}
-    with _redis_server(server, ctx) as port:
+    with redis_server(server, ctx) as port:
         client = redis_module.Redis(host="127.0.0.1", port=port)
         ctx.info["redis_server"] = client.info("server").get("redis_version")
         ctx.step("redis-server up")
@@ -86,7 +86,7 @@ def run(ctx: Context) -> list[Figure]:
     return list(figures.values())
 
 
-def _prerequisites(ctx: Context) -> tuple[Any, str | None, str | None]:
+def prerequisites(ctx: Context) -> tuple[Any, str | None, str | None]:
     """(the redis module, the redis-server path, why not) — installing what it may."""
     try:
         redis_module = importlib.import_module("redis")
@@ -131,7 +131,7 @@ def _prerequisites(ctx: Context) -> tuple[Any, str | None, str | None]:
 
 
 @contextlib.contextmanager
-def _redis_server(server: str, ctx: Context) -> Iterator[int]:
+def redis_server(server: str, ctx: Context) -> Iterator[int]:
     """A private redis-server on a free loopback port, always stopped afterwards."""
     port = free_port()
     data = ctx.node_dir("redis")

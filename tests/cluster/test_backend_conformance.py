@@ -187,6 +187,26 @@ def test_batches_answer_per_item_and_a_bad_item_fails_alone(backend: Backend) ->
     assert backend.ask(Whereis(name="b2", scope=scope)).address == owner
 
 
+def test_a_batch_that_names_one_key_twice_applies_its_items_in_order(backend: Backend) -> None:
+    scope = backend.scope
+    owner, rival = backend.actor(), backend.actor()
+    items = [
+        Register(name="twice", address=owner, meta={"v": 1}),
+        Register(name="twice", address=owner, meta={"v": 2}),  # the owner again: new meta
+        Register(name="contested", address=owner),
+        Register(name="contested", address=rival),  # second: loses to the first
+        *(Register(name=f"new{i}", address=owner) for i in range(5)),
+    ]
+    reply = backend.ask(RegisterMany(registrations=items, scope=scope), 30)
+    assert isinstance(reply, RegisteredMany)
+    kinds = [type(r).__name__ for r in reply.results]
+    assert kinds == ["Registered"] * 3 + ["AlreadyRegistered"] + ["Registered"] * 5
+    assert reply.results[3].owner == owner
+    assert backend.ask(Whereis(name="twice", scope=scope)).meta == {"v": 2}
+    assert backend.ask(Whereis(name="contested", scope=scope)).address == owner
+    assert backend.ask(Whereis(name="new4", scope=scope)).address == owner
+
+
 def test_a_dead_owner_loses_its_names_and_memberships(backend: Backend) -> None:
     scope = backend.scope
     doomed = backend.actor()

@@ -18,9 +18,13 @@ from typing import Any
 from tests.integration.actors import Worker
 from thespian_cluster import (
     AlreadyRegistered,
+    GetGlobalStatus,
+    GlobalStatus,
     ListNames,
     Register,
     Registered,
+    RegisteredMany,
+    RegisterMany,
     RegistryError,
     Whereis,
 )
@@ -86,6 +90,46 @@ def test_three_nodes_racing_for_one_name_get_one_winner(
                     assert reply.owner == winner and reply.node == home
             for node in nodes:  # every node's table agrees, once the watch delivered it
                 wait_for(lambda n=node, nm=name, w=winner: _whereis(n, nm) == w, 5, "one owner")
+
+
+def test_two_nodes_bulk_loading_the_same_names_at_once_get_one_owner_each(
+    tmp_path: Path, etcd_server: EtcdServer
+) -> None:
+    """Bulk loads go as transactions of ``txn_ops`` new names; when a rival's
+    transaction took some of them first, each is decided alone and the rest go again."""
+    with LocalCluster(tmp_path, **_settings(etcd_server, txn_ops=50)) as cluster:
+        a, b, c = _three(cluster)
+        names = [f"bulk-{i}" for i in range(300)]
+        owners = {n.name: n.client().createActor(Worker) for n in (b, c)}
+        replies: dict[str, Any] = {}
+        start = threading.Barrier(2)
+
+        def load(node: ClusterNode) -> None:
+            items = [Register(name=x, address=owners[node.name]) for x in names]
+            start.wait()
+            replies[node.name] = node.ask(RegisterMany(registrations=items, scope="global"), 60)
+
+        threads = [threading.Thread(target=load, args=(n,)) for n in (b, c)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(90)
+        won = {}
+        for node in ("b", "c"):
+            reply = replies[node]
+            assert isinstance(reply, RegisteredMany), reply
+            for name, result in zip(names, reply.results, strict=True):
+                if isinstance(result, Registered):
+                    assert name not in won, f"{name} registered by both nodes"
+                    won[name] = owners[node]
+                else:
+                    assert isinstance(result, AlreadyRegistered), result
+                    assert result.owner != owners[node]
+        assert sorted(won) == sorted(names)
+        wait_for(lambda: all(_whereis(a, x) == won[x] for x in names[::30]), 10, "a's table")
+        status = b.ask(GetGlobalStatus())
+        assert isinstance(status, GlobalStatus)
+        assert status.backend["bulk_writes"] == 6  # 300 names, 50 per transaction
 
 
 def test_a_killed_node_loses_its_names_everywhere_within_a_second_of_node_down(

@@ -46,12 +46,13 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple, TypeVar
 
 from loguru import logger
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 
 from thespian_cluster.backends.batches import Gathered, write_items
+from thespian_cluster.backends.etcd.client import KeyValue
 from thespian_cluster.backends.etcd.store import EtcdStore, StoreError, StoreUnavailable
 from thespian_cluster.backends.etcd.view import (
     Change,
@@ -91,6 +92,8 @@ from thespian_cluster.messages import (
 from thespian_cluster.node_table import address_at
 from thespian_cluster.validation import revalidate
 
+_T = TypeVar("_T")
+
 RETRY_AFTER = 0.5  # seconds between attempts to reach etcd again (session, lease)
 RETRY_PAUSE = 0.2  # seconds between attempts of a write while etcd is unavailable
 
@@ -105,6 +108,9 @@ class EtcdConfig(BaseModel):
     lease_ttl: int = Field(10, ge=2, le=3600, description="seconds a silent node's names live")
     timeout: float = Field(2.0, gt=0, le=60, description="seconds per etcd request")
     write_threads: int = Field(4, ge=1, le=64)
+    txn_ops: int = Field(
+        128, ge=1, le=100_000, description="most names one bulk transaction creates"
+    )
     username: str | None = None
     password: SecretStr | None = None
     ca_file: Path | None = None
@@ -133,12 +139,22 @@ class EtcdConfig(BaseModel):
 
 @dataclass
 class _Answered:
-    """A worker's answer to one item of a client's request."""
+    """A worker's answer to one item of a client's request (on ``key``; ``bulk``: the
+    item was written in a bulk transaction, see :meth:`EtcdBackend._bulk`)."""
 
     request: Gathered
     index: int
     reply: Reply
     changes: list[Change] = field(default_factory=list)
+    key: str = ""
+    bulk: bool = False
+
+
+class _Failed(NamedTuple):
+    """A write etcd did not take, as the item's error."""
+
+    code: ErrorCode
+    detail: str
 
 
 @dataclass
@@ -186,6 +202,13 @@ class EtcdBackend(GlobalBackend):
         self._down_since: float | None = time.monotonic()  # the watch is not (yet) up
         self._lease_lost = False
         self._in_flight = 0  # items handed to the writers, not answered yet
+        # One key's writes keep their order: a key's single writes always run on the
+        # same writer (hashed), and while a bulk transaction holds a key, later writes
+        # to it wait here (key -> jobs) until the bulk's answer is in.
+        self._in_bulk: dict[str, list[Callable[[], None]]] = {}
+        self._singles: Counter[str] = Counter()  # keys with single writes on a writer
+        self._next_writer = 0  # bulk transactions take the writers in turn
+        self._bulk_writes = 0  # bulk transactions handed to the writers (first tries)
         self._next_probe = 0.0
         self._writable = True  # the split-brain detector's verdict on this side
         # Nodes down whose lease revocation is queued. Replaced, never mutated: the
@@ -233,8 +256,19 @@ class EtcdBackend(GlobalBackend):
             reply.fail(ErrorCode.UNKNOWN_REQUEST, type(request).__name__)
             return
         pending = Gathered(reply, request, [None] * len(items))
+        bulk: list[tuple[int, Register, str]] = []  # new names of a batch: few transactions
         for index, item in enumerate(items):
             checked = revalidate(item)  # one bad item of a batch fails alone
+            if (
+                len(items) > 1
+                and isinstance(checked, Register)
+                and (key := name_key(self.settings.prefix, checked.kind, checked.name))
+                not in self._in_bulk
+                and not self._singles[key]
+            ):
+                self._in_bulk[key] = []  # a later item on the key waits for this one
+                bulk.append((index, checked, key))
+                continue
             job = self._job(checked, pending, index) if isinstance(checked, Request) else None
             if job is None:
                 pending.results[index] = (
@@ -243,12 +277,26 @@ class EtcdBackend(GlobalBackend):
                     else _error(request, ErrorCode.INVALID_REQUEST, "not a request of this batch")
                 )
                 continue
-            key, run = job
             pending.waiting += 1
             self._in_flight += 1
-            self._queues[hash(key) % len(self._queues)].put(run)
+            self._submit(*job)
+        for start in range(0, len(bulk), self.settings.txn_ops):
+            chunk = bulk[start : start + self.settings.txn_ops]
+            pending.waiting += len(chunk)
+            self._in_flight += len(chunk)
+            self._next_writer = (self._next_writer + 1) % len(self._queues)
+            self._bulk_writes += 1
+            self._queues[self._next_writer].put(functools.partial(self._bulk, pending, chunk))
         if pending.waiting == 0:
             reply.resolve(pending.reply())
+
+    def _submit(self, key: str, job: Callable[[], None]) -> None:
+        """Run one key's single write after every earlier write to that key."""
+        if key in self._in_bulk:
+            self._in_bulk[key].append(job)
+            return
+        self._singles[key] += 1
+        self._queues[hash(key) % len(self._queues)].put(job)
 
     def status(self, request_id: str) -> GlobalStatus:
         down = self._down_since
@@ -269,6 +317,7 @@ class EtcdBackend(GlobalBackend):
                 "lease": self.lease,
                 "revision": self.view.revision,
                 "watching": self._watching,
+                "bulk_writes": self._bulk_writes,
                 # How stale the node table may be: the watch is down since then.
                 "stale_for_s": None if down is None else round(time.monotonic() - down, 3),
             },
@@ -358,6 +407,13 @@ class EtcdBackend(GlobalBackend):
     def _on_answer(self, answer: _Answered) -> None:
         if answer.changes:
             self._apply(self.view.apply(answer.changes), False)
+        if answer.bulk:
+            for job in self._in_bulk.pop(answer.key, []):
+                self._submit(answer.key, job)
+        else:
+            self._singles[answer.key] -= 1
+            if self._singles[answer.key] <= 0:
+                del self._singles[answer.key]
         pending = answer.request
         self._in_flight -= 1
         pending.results[answer.index] = answer.reply
@@ -430,7 +486,7 @@ class EtcdBackend(GlobalBackend):
         def run(work: Callable[[], tuple[Reply, list[Change]]], key: str) -> Callable[[], None]:
             def job() -> None:
                 reply, changes = self._attempt(work, item)
-                self._hand(_Answered(pending, index, reply, changes))
+                self._hand(_Answered(pending, index, reply, changes, key))
 
             return job
 
@@ -451,31 +507,76 @@ class EtcdBackend(GlobalBackend):
     def _attempt(
         self, work: Callable[[], tuple[Reply, list[Change]]], item: Request
     ) -> tuple[Reply, list[Change]]:
-        """``work()``'s answer. etcd is briefly unavailable while it elects a leader (the
-        old one was cut off or restarted): try again for half the client's deadline, so
-        a short election is no error and a lost quorum still answers in time."""
+        """``work()``'s answer, or ``item``'s error (see :meth:`_retrying`)."""
+        done, retried = self._retrying(work)
+        if isinstance(done, _Failed):
+            return _error(item, *done), []
+        reply, changes = done
+        if retried and isinstance(item, Unregister) and _code(reply) == "not_registered":
+            # The failed attempt may have been applied: the release happened.
+            reply = Unregistered(request_id=item.request_id, name=item.name, kind=item.kind)
+        return reply, changes
+
+    def _retrying(self, work: Callable[[], _T]) -> tuple[_T | _Failed, bool]:
+        """``work()``'s result and whether it was tried more than once. etcd is briefly
+        unavailable while it elects a leader (the old one was cut off or restarted):
+        try again for half the client's deadline, so a short election is no error and
+        a lost quorum still answers in time."""
         deadline = time.monotonic() + self.host.settings.global_request_timeout / 2
         retried = False
         while True:
             try:
-                reply, changes = work()
+                return work(), retried
             except StoreUnavailable as exc:
                 if time.monotonic() + RETRY_PAUSE < deadline and not self._stop.is_set():
                     retried = True
                     self._stop.wait(RETRY_PAUSE)
                     continue
-                return _error(item, ErrorCode.UNAVAILABLE, f"etcd: {exc}"), []
+                return _Failed(ErrorCode.UNAVAILABLE, f"etcd: {exc}"), retried
             except RecordError as exc:  # e.g. meta that is not plain JSON
-                return _error(item, ErrorCode.INVALID_REQUEST, str(exc)), []
+                return _Failed(ErrorCode.INVALID_REQUEST, str(exc)), retried
             except StoreError as exc:
-                return _error(item, ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), []
-            if retried and isinstance(item, Unregister) and _code(reply) == "not_registered":
-                # The failed attempt may have been applied: the release happened.
-                reply = Unregistered(request_id=item.request_id, name=item.name, kind=item.kind)
-            return reply, changes
+                return _Failed(ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), retried
 
-    def _register(self, item: Register, key: str) -> tuple[Reply, list[Change]]:
-        entry = Entry(
+    def _bulk(self, pending: Gathered, chunk: list[tuple[int, Register, str]]) -> None:
+        """New names of a batch in one transaction, created together where none exists.
+        Where some do, those are decided one by one and the rest tried together again,
+        so a bulk load of new names costs one round trip per ``txn_ops`` names."""
+        todo = list(chunk)
+        for _ in range(3):  # a key deleted meanwhile costs one more round, not a loop
+            values = {key: entry_value(self._entry(item)) for _, item, key in todo}
+            done, _ = self._retrying(functools.partial(self._create_all, values))
+            if isinstance(done, _Failed):
+                for index, item, key in todo:
+                    self._hand_bulk(pending, index, key, (_error(item, *done), []))
+                return
+            created, current, revision, lease = done
+            for index, item, key in todo:
+                if created:
+                    change = Change(key, revision, values[key], lease)
+                    self._hand_bulk(pending, index, key, (self._registered(item), [change]))
+                elif key in current:
+                    existing = functools.partial(self._existing, item, key, current[key])
+                    self._hand_bulk(pending, index, key, self._attempt(existing, item))
+            todo = [t for t in todo if not created and t[2] not in current]
+            if not todo:
+                return
+        for index, item, key in todo:
+            register = functools.partial(self._register, item, key)
+            self._hand_bulk(pending, index, key, self._attempt(register, item))
+
+    def _create_all(self, values: dict[str, bytes]) -> tuple[bool, dict[str, KeyValue], int, int]:
+        lease = self._lease()
+        created, current, revision = self.store.create_all(list(values.items()), lease)
+        return created, current, revision, lease
+
+    def _hand_bulk(
+        self, pending: Gathered, index: int, key: str, answer: tuple[Reply, list[Change]]
+    ) -> None:
+        self._hand(_Answered(pending, index, answer[0], answer[1], key, bulk=True))
+
+    def _entry(self, item: Register) -> Entry:
+        return Entry(
             item.name,
             item.kind,
             item.address,
@@ -484,12 +585,22 @@ class EtcdBackend(GlobalBackend):
             time.time(),
             self.me.incarnation,
         )
-        value = entry_value(entry)
+
+    def _register(self, item: Register, key: str) -> tuple[Reply, list[Change]]:
+        value = entry_value(self._entry(item))
         lease = self._lease()
         created, current, revision = self.store.create(key, value, lease)
         if created:
             return self._registered(item), [Change(key, revision, value, lease)]
         assert current is not None
+        return self._existing(item, key, current, value)
+
+    def _existing(
+        self, item: Register, key: str, current: KeyValue, value: bytes | None = None
+    ) -> tuple[Reply, list[Change]]:
+        """``item`` found ``key`` taken by ``current``: the owner's again, or the loser's."""
+        if value is None:
+            value = entry_value(self._entry(item))
         owner = self.view.parse_entry(key, current)
         if owner is not None and _same(owner.address, item.address):
             # The owner registering again replaces its meta (as the local scope does).

@@ -18,7 +18,11 @@ from thespian_cluster.backends.etcd.client import (
     EtcdCompacted,
     EtcdError,
     EtcdUnavailable,
+    Get,
     KeyValue,
+    Put,
+    Range,
+    key_missing,
     mod_revision_is,
 )
 from thespian_cluster.backends.etcd.view import Change
@@ -57,6 +61,32 @@ class EtcdStore:
         """Put ``key`` only where it does not exist: ``(created, current, revision)``."""
         result = _call(lambda: self._client.create(key, value, lease=lease))
         return result.succeeded, result.current, result.revision
+
+    def create_all(
+        self, items: list[tuple[str, bytes]], lease: int
+    ) -> tuple[bool, dict[str, KeyValue], int]:
+        """Put every ``(key, value)`` in one transaction, only if none of the keys exists:
+        ``(created, current, revision)``. When one exists nothing is written and
+        ``current`` maps each existing key to its record (the caller decides those and
+        tries the rest again). The keys must be distinct (etcd refuses a txn that puts
+        one key twice) and at most etcd's ``--max-txn-ops``."""
+        keys = [key for key, _ in items]
+        result = _call(
+            lambda: self._client.txn(
+                [key_missing(key) for key in keys],
+                [Put(key, value, lease) for key, value in items],
+                [Get(key) for key in keys],
+            )
+        )
+        if result.succeeded:
+            return True, {}, result.revision
+        current = {
+            kv.key.decode(): kv
+            for found in result.responses
+            if isinstance(found, Range)
+            for kv in found.records
+        }
+        return False, current, result.revision
 
     def replace(self, key: str, value: bytes, mod_revision: int, lease: int) -> tuple[bool, int]:
         """Put ``key`` only if it is still at ``mod_revision``: ``(done, revision)``."""
