@@ -24,11 +24,12 @@ NAMES = ["n1", "n2", "n3", "n4", "n5"]
 MAJORITY, MINORITY = NAMES[:3], NAMES[3:]
 
 
-def start(cluster: LocalCluster, lab: NetnsLab, action: str) -> dict[str, ClusterNode]:
+def start(cluster: LocalCluster, lab: NetnsLab, action: str, **more: Any) -> dict[str, ClusterNode]:
     settings: dict[str, Any] = {
         "cluster_nodes": NAMES,
         "split_brain_strategy": "winner_takes_all",
         "split_brain_minority_action": action,
+        **more,
     }
     first = cluster.start(NAMES[0], **lab.place(NAMES[0]), **settings)
     nodes = {NAMES[0]: first}
@@ -76,10 +77,14 @@ def actor_at(ip: str, port: int) -> ActorAddress:
     return ActorAddress(TCPv4ActorAddress(ip, port, external=True))
 
 
+@pytest.mark.parametrize("resolver", [None, "tests.cluster.resolvers:newest_claim_wins"])
 def test_advisory_split_writes_on_both_sides_then_one_owner_and_the_loser_told(
-    netns_lab: NetnsLab, netns_cluster: LocalCluster
+    netns_lab: NetnsLab, netns_cluster: LocalCluster, resolver: str | None
 ) -> None:
-    nodes = start(netns_cluster, netns_lab, "advisory")
+    """The default rule keeps the winner side's claim; a ``merge_resolver`` that keeps
+    the newest claim gives the name to the minority's later one."""
+    more = {} if resolver is None else {"backend": {"merge_resolver": resolver}}
+    nodes = start(netns_cluster, netns_lab, "advisory", **more)
     n2, n3, n4 = nodes["n2"], nodes["n3"], nodes["n4"]
     split(netns_lab, nodes)
     winner = n2.client().createActor(EventLog)
@@ -111,13 +116,18 @@ def test_advisory_split_writes_on_both_sides_then_one_owner_and_the_loser_told(
         } <= set(tables[0])
 
     wait_for(converged, 20, "one table on every node")
-    for name in NAMES:  # the winner side's owner keeps the contested name
+    minority_claim = actor_at(*loser["actor"])
+    if resolver is not None:  # the newest claim wins: the minority's, made after
+        winner, loser_log, told_on, winner_node = minority_claim, winner, n2, "n4"
+    else:  # the winner side's owner keeps the contested name
+        loser_log, told_on, winner_node = minority_claim, n4, "n2"
+    for name in NAMES:
         assert nodes[name].ask(Whereis(name="contested", scope="global")).address == winner
-    loser_log = actor_at(*loser["actor"])
-    wait_for(lambda: _conflicts(n4, loser_log), 10, "the loser told")
-    told = _conflicts(n4, loser_log)
-    assert told == [NameConflict(name="contested", kind="server", winner=winner, node="n2")]
-    assert _conflicts(n2, winner) == []  # the winner is told nothing
+    wait_for(lambda: _conflicts(told_on, loser_log), 10, "the loser told")
+    told = _conflicts(told_on, loser_log)
+    assert told == [NameConflict(name="contested", kind="server", winner=winner, node=winner_node)]
+    kept_on = n4 if resolver is not None else n2
+    assert _conflicts(kept_on, winner) == []  # the winner is told nothing
     # Writes work everywhere again.
     assert isinstance(n4.ask(Register(name="after", address=winner, scope="global")), Registered)
 

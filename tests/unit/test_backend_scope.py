@@ -14,7 +14,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from thespian_cluster.backends import GlobalGroupsBackend, LocalBackend
 from thespian_cluster.backends.loading import BackendLoadError, backend_config, scope_backend
 from thespian_cluster.backends.scope import Deferred, GlobalBackend
-from thespian_cluster.backends.sequenced import SequencedBackend
+from thespian_cluster.backends.sequenced import SequencedBackend, SequencedConfig
 from thespian_cluster.messages import (
     ErrorCode,
     Register,
@@ -169,6 +169,21 @@ def test_a_backend_without_a_model_takes_an_empty_table_only() -> None:
     assert backend_config("global", {}) is not None
     with pytest.raises(BackendLoadError, match=r"backend\.path: unknown setting"):
         backend_config("global", {"path": "/tmp/x"})
+
+
+def test_the_built_in_backend_takes_a_merge_resolver_it_can_import() -> None:
+    path = "tests.cluster.resolvers:newest_claim_wins"
+    assert backend_config("global", {"merge_resolver": path}) == SequencedConfig(
+        merge_resolver=path
+    )
+    for wrong, why in [
+        ("tests.cluster.resolvers", "is not 'package.module:function'"),
+        ("no_such_module_here:f", "cannot import no_such_module_here"),
+        ("tests.cluster.resolvers:nothing", "has no function nothing"),
+    ]:
+        with pytest.raises(BackendLoadError, match=r"backend\.merge_resolver = ") as caught:
+            backend_config("global", {"merge_resolver": wrong})
+        assert why in str(caught.value) and "\n" not in str(caught.value)
 
 
 def test_the_docs_sqlite_backend_refuses_a_path_in_no_directory(

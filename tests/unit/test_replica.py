@@ -295,6 +295,33 @@ def test_merge_prefers_the_winner_side_then_ties_go_to_the_smaller_node() -> Non
     assert merge([tie, a]).entries[0].node == "a"
 
 
+def test_a_custom_resolver_decides_and_a_broken_one_falls_back_to_the_default() -> None:
+    from thespian_cluster.core.sequencer import custom_resolver
+
+    older, newer = entry("a", "x", (1, 12), 1), entry("b", "x", (1, 5), 2)
+    seen: list[frozenset[str]] = []
+
+    def prefer_a(one: Entry, other: Entry, winners: frozenset[str]) -> Entry:
+        seen.append(winners)
+        return one if one.node == "a" else other  # the default would keep b's (winners)
+
+    states = [owned("a", older), owned("b", newer)]
+    kept = merge(states, custom_resolver(prefer_a, {"b"})).entries[0]
+    assert kept.node == "a" and seen and all(w == {"b"} for w in seen)
+    errors: list[str] = []
+
+    def broken(one: Entry, other: Entry, winners: frozenset[str]) -> Entry:
+        raise KeyError("meta")
+
+    def stranger(one: Entry, other: Entry, winners: frozenset[str]) -> Entry:
+        return entry("z", "x", (9, 9), 9)
+
+    for rule in (broken, stranger):  # the default: the winner side, b
+        assert merge(states, custom_resolver(rule, {"b"}, errors.append)).entries[0].node == "b"
+    assert len(errors) == 2
+    assert "raised KeyError" in errors[0] and "neither claim" in errors[1]
+
+
 def test_install_reports_the_difference() -> None:
     sequencer, (ra,) = started(A)
     a = Origin(A)

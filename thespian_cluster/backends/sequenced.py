@@ -21,7 +21,10 @@ RegistryDist actor), like any :class:`~.scope.GlobalBackend`:
   an actor of this node that dies (:meth:`~SequencedBackend.owner_died`, and this
   backend's own port probes of its node's owners) is purged with ``PurgeAddress``.
 * **partitions**: the losing side refuses claims (``minority_partition``); a heal is a
-  takeover whose merge keeps the names of the side that won.
+  takeover whose merge keeps the names of the side that won, or whichever claim the
+  user's ``[backend] merge_resolver = "package.module:function"`` keeps
+  (:data:`~thespian_cluster.core.sequencer.MergeResolver`; OTP's ``global`` resolve
+  function, syn's ``resolve_registry_conflict``).
 * **restarts**: a restarted host reloads the entries its node owns from the node
   table's global mirror (they are authoritative: the node hosts those actors), and gets
   everything else from the sequencer's snapshot.
@@ -32,6 +35,7 @@ reads (``Whereis``, listings, ``lookup(scope="global")``) cost no message.
 
 from __future__ import annotations
 
+import importlib
 import secrets
 import time
 from collections import Counter
@@ -39,7 +43,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from loguru import logger
-from pydantic import BaseModel
+from pydantic import BaseModel, ConfigDict, field_validator
 
 from thespian_cluster.backends.batches import Gathered, write_items
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
@@ -63,9 +67,11 @@ from thespian_cluster.core.replica import (
 )
 from thespian_cluster.core.sequencer import (
     MergeConflict,
+    MergeResolver,
     Resolver,
     Sequencer,
     Takeover,
+    custom_resolver,
     default_resolver,
     must_take_over,
 )
@@ -107,15 +113,49 @@ RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
 
 
+class SequencedConfig(BaseModel):
+    """``[backend]`` of ``registry_backend = "global"``."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    merge_resolver: str | None = None  # "package.module:function", see MergeResolver
+
+    @field_validator("merge_resolver")
+    @classmethod
+    def _importable(cls, path: str | None) -> str | None:
+        if path is not None:
+            load_resolver(path)  # at node start: a typo is a one-line error, not a heal bug
+        return path
+
+
+def load_resolver(path: str) -> MergeResolver:
+    """The function ``package.module:function`` names; ValueError says why not."""
+    module_name, sep, name = path.partition(":")
+    if not sep or not module_name or not name:
+        raise ValueError(f"{path!r} is not 'package.module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import {module_name}: {exc}") from None
+    resolve = getattr(module, name, None)
+    if not callable(resolve):
+        raise ValueError(f"{module_name} has no function {name}")
+    return resolve
+
+
 class SequencedBackend(GlobalBackend):
     """See the module docstring."""
 
     tick_interval = TICK
+    config_model = SequencedConfig
 
     def __init__(self, host: ScopeHost, config: BaseModel) -> None:
         super().__init__(host, config)
         self.settings = host.settings
         self.me = host.node
+        assert isinstance(config, SequencedConfig)
+        path = config.merge_resolver
+        self._merge_resolver = load_resolver(path) if path is not None else None
         self.replica = Replica(self.me)
         # A random start: op ids of this actor's earlier lives (same node incarnation)
         # are still in the sequencer's memory of recent decisions.
@@ -230,13 +270,16 @@ class SequencedBackend(GlobalBackend):
 
     def _resolver(self) -> Resolver | None:
         """The merge rule after a partition: the names of the side that won keep their
-        owner (decided here, once, by the sequencer, and broadcast in its snapshot)."""
-        if self.partition is None:
-            return None
-        won, unreachable = self.partition
-        everyone = {n.name for n in self.peers}
-        winners = everyone - unreachable if won else set(unreachable)
-        return default_resolver(winners)
+        owner, or the user's rule decides (decided here, once, by the sequencer, and
+        broadcast in its snapshot)."""
+        winners: set[str] = set()
+        if self.partition is not None:
+            won, unreachable = self.partition
+            everyone = {n.name for n in self.peers}
+            winners = everyone - unreachable if won else set(unreachable)
+        if self._merge_resolver is not None:
+            return custom_resolver(self._merge_resolver, winners, _resolver_failed)
+        return default_resolver(winners) if self.partition is not None else None
 
     # ---- the cluster view: peers, leader, takeovers, purges ----------------------------
 
@@ -676,3 +719,7 @@ def _valid_write(write: Any) -> bool:
 
 def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
     return RegistryError(request_id=request.request_id, code=code, detail=detail)
+
+
+def _resolver_failed(why: str) -> None:
+    logger.error("{}; the default rule decided that name", why)

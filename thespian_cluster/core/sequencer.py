@@ -247,6 +247,37 @@ def default_resolver(winners: Collection[str] = ()) -> Resolver:
     return resolve
 
 
+#: A user's merge rule (``[backend] merge_resolver``): which of two claims of one name
+#: keeps it when the sides of a partition merge. ``winners`` are the nodes of the side
+#: that won the split-brain verdict (empty when no partition is known).
+MergeResolver = Callable[[Entry, Entry, frozenset[str]], Entry]
+
+
+def custom_resolver(
+    resolve: MergeResolver,
+    winners: Collection[str] = (),
+    on_error: Callable[[str], None] = lambda why: None,
+) -> Resolver:
+    """``resolve`` as the merge's rule. Where it raises or returns neither claim, the
+    default rule decides that name and ``on_error`` hears why: a user's bug costs that
+    name its custom rule, never the merge."""
+    chosen = frozenset(winners)
+    fallback = default_resolver(chosen)
+
+    def rule(a: Entry, b: Entry) -> Entry:
+        try:
+            kept = resolve(a, b, chosen)
+        except Exception as exc:
+            on_error(f"merge resolver raised {type(exc).__name__}: {exc} (for {a.name!r})")
+            return fallback(a, b)
+        if kept in (a, b):  # the same claim, or an equal copy of it
+            return a if kept == a else b
+        on_error(f"merge resolver returned neither claim of {a.name!r}: {kept!r}"[:300])
+        return fallback(a, b)
+
+    return rule
+
+
 @dataclass(frozen=True, slots=True)
 class Merged:
     entries: tuple[Entry, ...]
