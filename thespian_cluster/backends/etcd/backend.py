@@ -485,7 +485,11 @@ class EtcdBackend(GlobalBackend):
     ) -> tuple[str, Callable[[], None]] | None:
         def run(work: Callable[[], tuple[Reply, list[Change]]], key: str) -> Callable[[], None]:
             def job() -> None:
-                reply, changes = self._attempt(work, item)
+                try:
+                    reply, changes = self._attempt(work, item)
+                except Exception:  # a bug: answer now, not at the client's deadline
+                    logger.exception("etcd write failed")
+                    reply, changes = _error(item, ErrorCode.BACKEND_FAILURE, "the write failed"), []
                 self._hand(_Answered(pending, index, reply, changes, key))
 
             return job
@@ -539,41 +543,66 @@ class EtcdBackend(GlobalBackend):
                 return _Failed(ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), retried
 
     def _bulk(self, pending: Gathered, chunk: list[tuple[int, Register, str]]) -> None:
+        """Answer every item of ``chunk`` (see :meth:`_decide_bulk`), whatever happens:
+        until its answer is in, a later write to one of its names waits."""
+        answers: dict[int, tuple[Reply, list[Change]]] = {}
+        try:
+            self._decide_bulk(chunk, answers)
+        except Exception:  # a bug: the items still get an answer, their names are freed
+            logger.exception("etcd bulk write failed")
+        for index, item, key in chunk:
+            reply, changes = answers.get(index) or (
+                _error(item, ErrorCode.BACKEND_FAILURE, "the bulk write failed"),
+                [],
+            )
+            self._hand(_Answered(pending, index, reply, changes, key, bulk=True))
+
+    def _decide_bulk(
+        self,
+        chunk: list[tuple[int, Register, str]],
+        answers: dict[int, tuple[Reply, list[Change]]],
+    ) -> None:
         """New names of a batch in one transaction, created together where none exists.
         Where some do, those are decided one by one and the rest tried together again,
         so a bulk load of new names costs one round trip per ``txn_ops`` names."""
-        todo = list(chunk)
+        values: dict[str, bytes] = {}
+        todo = []
+        for index, item, key in chunk:
+            try:
+                values[key] = entry_value(self._entry(item))
+            except RecordError as exc:  # e.g. meta that is not plain JSON: this item only
+                answers[index] = (_error(item, ErrorCode.INVALID_REQUEST, str(exc)), [])
+                continue
+            todo.append((index, item, key))
         for _ in range(3):  # a key deleted meanwhile costs one more round, not a loop
-            values = {key: entry_value(self._entry(item)) for _, item, key in todo}
-            done, _ = self._retrying(functools.partial(self._create_all, values))
-            if isinstance(done, _Failed):
-                for index, item, key in todo:
-                    self._hand_bulk(pending, index, key, (_error(item, *done), []))
-                return
-            created, current, revision, lease = done
-            for index, item, key in todo:
-                if created:
-                    change = Change(key, revision, values[key], lease)
-                    self._hand_bulk(pending, index, key, (self._registered(item), [change]))
-                elif key in current:
-                    existing = functools.partial(self._existing, item, key, current[key])
-                    self._hand_bulk(pending, index, key, self._attempt(existing, item))
-            todo = [t for t in todo if not created and t[2] not in current]
             if not todo:
                 return
+            batch = {key: values[key] for _, _, key in todo}
+            done, _ = self._retrying(functools.partial(self._create_all, batch))
+            if isinstance(done, _Failed):
+                for index, item, _ in todo:
+                    answers[index] = (_error(item, *done), [])
+                return
+            created, current, revision, lease = done
+            if created:
+                for index, item, key in todo:
+                    change = Change(key, revision, values[key], lease)
+                    answers[index] = (self._registered(item), [change])
+                return
+            for index, item, key in todo:
+                if key in current:
+                    existing = functools.partial(
+                        self._existing, item, key, current[key], values[key]
+                    )
+                    answers[index] = self._attempt(existing, item)
+            todo = [t for t in todo if t[2] not in current]
         for index, item, key in todo:
-            register = functools.partial(self._register, item, key)
-            self._hand_bulk(pending, index, key, self._attempt(register, item))
+            answers[index] = self._attempt(functools.partial(self._register, item, key), item)
 
     def _create_all(self, values: dict[str, bytes]) -> tuple[bool, dict[str, KeyValue], int, int]:
         lease = self._lease()
         created, current, revision = self.store.create_all(list(values.items()), lease)
         return created, current, revision, lease
-
-    def _hand_bulk(
-        self, pending: Gathered, index: int, key: str, answer: tuple[Reply, list[Change]]
-    ) -> None:
-        self._hand(_Answered(pending, index, answer[0], answer[1], key, bulk=True))
 
     def _entry(self, item: Register) -> Entry:
         return Entry(
@@ -596,11 +625,10 @@ class EtcdBackend(GlobalBackend):
         return self._existing(item, key, current, value)
 
     def _existing(
-        self, item: Register, key: str, current: KeyValue, value: bytes | None = None
+        self, item: Register, key: str, current: KeyValue, value: bytes
     ) -> tuple[Reply, list[Change]]:
-        """``item`` found ``key`` taken by ``current``: the owner's again, or the loser's."""
-        if value is None:
-            value = entry_value(self._entry(item))
+        """``item`` (stored as ``value``) found ``key`` taken by ``current``: the owner's
+        again (its meta is replaced), or the loser's (the owner is named)."""
         owner = self.view.parse_entry(key, current)
         if owner is not None and _same(owner.address, item.address):
             # The owner registering again replaces its meta (as the local scope does).
