@@ -180,6 +180,8 @@ def test_the_built_in_backend_takes_a_merge_resolver_it_can_import() -> None:
         ("tests.cluster.resolvers", "is not 'package.module:function'"),
         ("no_such_module_here:f", "cannot import no_such_module_here"),
         ("tests.cluster.resolvers:nothing", "has no function nothing"),
+        ("json:dumps", "must take (a, b, winners)"),
+        (".relative:f", "cannot import .relative: TypeError"),
     ]:
         with pytest.raises(BackendLoadError, match=r"backend\.merge_resolver = ") as caught:
             backend_config("global", {"merge_resolver": wrong})

@@ -36,6 +36,7 @@ reads (``Whereis``, listings, ``lookup(scope="global")``) cost no message.
 from __future__ import annotations
 
 import importlib
+import inspect
 import secrets
 import time
 from collections import Counter
@@ -135,11 +136,17 @@ def load_resolver(path: str) -> MergeResolver:
         raise ValueError(f"{path!r} is not 'package.module:function'")
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ValueError(f"cannot import {module_name}: {exc}") from None
+    except Exception as exc:  # ImportError, and whatever the module raises as it loads
+        raise ValueError(f"cannot import {module_name}: {type(exc).__name__}: {exc}") from None
     resolve = getattr(module, name, None)
     if not callable(resolve):
         raise ValueError(f"{module_name} has no function {name}")
+    try:
+        inspect.signature(resolve).bind(None, None, frozenset())
+    except TypeError:
+        raise ValueError(f"{path} must take (a, b, winners): see MergeResolver") from None
+    except ValueError:
+        pass  # no signature to read (a builtin): its first call will tell
     return resolve
 
 
@@ -270,16 +277,18 @@ class SequencedBackend(GlobalBackend):
 
     def _resolver(self) -> Resolver | None:
         """The merge rule after a partition: the names of the side that won keep their
-        owner, or the user's rule decides (decided here, once, by the sequencer, and
-        broadcast in its snapshot)."""
-        winners: set[str] = set()
-        if self.partition is not None:
-            won, unreachable = self.partition
-            everyone = {n.name for n in self.peers}
-            winners = everyone - unreachable if won else set(unreachable)
+        owner, or the user's ``merge_resolver`` decides (decided here, once, by the
+        sequencer, and broadcast in its snapshot)."""
+        if self.partition is None:
+            # A takeover with no partition behind it (the sequencer died): two claims
+            # of a name then mean one is stale, and the newer version is the owner.
+            return None
+        won, unreachable = self.partition
+        everyone = {n.name for n in self.peers}
+        winners = everyone - unreachable if won else set(unreachable)
         if self._merge_resolver is not None:
             return custom_resolver(self._merge_resolver, winners, _resolver_failed)
-        return default_resolver(winners) if self.partition is not None else None
+        return default_resolver(winners)
 
     # ---- the cluster view: peers, leader, takeovers, purges ----------------------------
 

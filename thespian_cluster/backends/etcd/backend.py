@@ -94,6 +94,9 @@ from thespian_cluster.validation import revalidate
 
 _T = TypeVar("_T")
 
+#: Bytes of keys and values one bulk transaction may carry: etcd refuses requests over
+#: its --max-request-bytes (1.5 MiB by default), and the JSON gateway adds a third.
+TXN_BYTES = 1 << 20
 RETRY_AFTER = 0.5  # seconds between attempts to reach etcd again (session, lease)
 RETRY_PAUSE = 0.2  # seconds between attempts of a write while etcd is unavailable
 
@@ -256,7 +259,34 @@ class EtcdBackend(GlobalBackend):
             reply.fail(ErrorCode.UNKNOWN_REQUEST, type(request).__name__)
             return
         pending = Gathered(reply, request, [None] * len(items))
-        bulk: list[tuple[int, Register, str]] = []  # new names of a batch: few transactions
+        bulk: list[tuple[int, Register, str]] = []  # a batch's names: few transactions
+        try:
+            self._split(items, request, pending, bulk)
+        except Exception:
+            # The host answers the client backend_failure; the names this batch held
+            # must not stay held (a later write to one would wait for ever).
+            for _, _, key in bulk:
+                for job in self._in_bulk.pop(key, []):
+                    self._submit(key, job)
+            raise
+        for chunk in _chunks(bulk, self.settings.txn_ops, TXN_BYTES):
+            pending.waiting += len(chunk)
+            self._in_flight += len(chunk)
+            self._next_writer = (self._next_writer + 1) % len(self._queues)
+            self._bulk_writes += 1
+            self._queues[self._next_writer].put(functools.partial(self._bulk, pending, chunk))
+        if pending.waiting == 0:
+            reply.resolve(pending.reply())
+
+    def _split(
+        self,
+        items: list[Any],
+        request: Request,
+        pending: Gathered,
+        bulk: list[tuple[int, Register, str]],
+    ) -> None:
+        """Hand each item of a request to a writer, or keep a batch's claims in ``bulk``
+        (their names are held: a later write to one waits for the bulk's answer)."""
         for index, item in enumerate(items):
             checked = revalidate(item)  # one bad item of a batch fails alone
             if (
@@ -280,15 +310,6 @@ class EtcdBackend(GlobalBackend):
             pending.waiting += 1
             self._in_flight += 1
             self._submit(*job)
-        for start in range(0, len(bulk), self.settings.txn_ops):
-            chunk = bulk[start : start + self.settings.txn_ops]
-            pending.waiting += len(chunk)
-            self._in_flight += len(chunk)
-            self._next_writer = (self._next_writer + 1) % len(self._queues)
-            self._bulk_writes += 1
-            self._queues[self._next_writer].put(functools.partial(self._bulk, pending, chunk))
-        if pending.waiting == 0:
-            reply.resolve(pending.reply())
 
     def _submit(self, key: str, job: Callable[[], None]) -> None:
         """Run one key's single write after every earlier write to that key."""
@@ -509,10 +530,13 @@ class EtcdBackend(GlobalBackend):
         return None
 
     def _attempt(
-        self, work: Callable[[], tuple[Reply, list[Change]]], item: Request
+        self,
+        work: Callable[[], tuple[Reply, list[Change]]],
+        item: Request,
+        deadline: float | None = None,
     ) -> tuple[Reply, list[Change]]:
         """``work()``'s answer, or ``item``'s error (see :meth:`_retrying`)."""
-        done, retried = self._retrying(work)
+        done, retried = self._retrying(work, deadline)
         if isinstance(done, _Failed):
             return _error(item, *done), []
         reply, changes = done
@@ -521,12 +545,15 @@ class EtcdBackend(GlobalBackend):
             reply = Unregistered(request_id=item.request_id, name=item.name, kind=item.kind)
         return reply, changes
 
-    def _retrying(self, work: Callable[[], _T]) -> tuple[_T | _Failed, bool]:
+    def _retrying(
+        self, work: Callable[[], _T], deadline: float | None = None
+    ) -> tuple[_T | _Failed, bool]:
         """``work()``'s result and whether it was tried more than once. etcd is briefly
         unavailable while it elects a leader (the old one was cut off or restarted):
-        try again for half the client's deadline, so a short election is no error and
-        a lost quorum still answers in time."""
-        deadline = time.monotonic() + self.host.settings.global_request_timeout / 2
+        try again until ``deadline`` (default: half the client's deadline from now), so
+        a short election is no error and a lost quorum still answers in time."""
+        if deadline is None:
+            deadline = self._retry_deadline()
         retried = False
         while True:
             try:
@@ -541,6 +568,9 @@ class EtcdBackend(GlobalBackend):
                 return _Failed(ErrorCode.INVALID_REQUEST, str(exc)), retried
             except StoreError as exc:
                 return _Failed(ErrorCode.BACKEND_FAILURE, f"etcd: {exc}"), retried
+
+    def _retry_deadline(self) -> float:
+        return time.monotonic() + self.host.settings.global_request_timeout / 2
 
     def _bulk(self, pending: Gathered, chunk: list[tuple[int, Register, str]]) -> None:
         """Answer every item of ``chunk`` (see :meth:`_decide_bulk`), whatever happens:
@@ -565,6 +595,7 @@ class EtcdBackend(GlobalBackend):
         """New names of a batch in one transaction, created together where none exists.
         Where some do, those are decided one by one and the rest tried together again,
         so a bulk load of new names costs one round trip per ``txn_ops`` names."""
+        deadline = self._retry_deadline()  # for the whole chunk, however many calls
         values: dict[str, bytes] = {}
         todo = []
         for index, item, key in chunk:
@@ -578,7 +609,14 @@ class EtcdBackend(GlobalBackend):
             if not todo:
                 return
             batch = {key: values[key] for _, _, key in todo}
-            done, _ = self._retrying(functools.partial(self._create_all, batch))
+            done, _ = self._retrying(functools.partial(self._create_all, batch), deadline)
+            if isinstance(done, _Failed) and done.code == ErrorCode.BACKEND_FAILURE:
+                # etcd refused the transaction itself (e.g. more operations than its
+                # --max-txn-ops, or larger than --max-request-bytes): name by name.
+                logger.warning(
+                    "etcd refused a bulk transaction ({}); writing names one by one", done.detail
+                )
+                break
             if isinstance(done, _Failed):
                 for index, item, _ in todo:
                     answers[index] = (_error(item, *done), [])
@@ -590,14 +628,20 @@ class EtcdBackend(GlobalBackend):
                     answers[index] = (self._registered(item), [change])
                 return
             for index, item, key in todo:
-                if key in current:
-                    existing = functools.partial(
-                        self._existing, item, key, current[key], values[key]
-                    )
-                    answers[index] = self._attempt(existing, item)
+                found = current.get(key)
+                if found is None:
+                    continue
+                if found.value == values[key] and found.lease == lease:
+                    # This very write, applied by an attempt whose answer was lost.
+                    change = Change(key, found.mod_revision, found.value, found.lease)
+                    answers[index] = (self._registered(item), [change])
+                    continue
+                existing = functools.partial(self._existing, item, key, found, values[key])
+                answers[index] = self._attempt(existing, item, deadline)
             todo = [t for t in todo if t[2] not in current]
         for index, item, key in todo:
-            answers[index] = self._attempt(functools.partial(self._register, item, key), item)
+            register = functools.partial(self._register, item, key)
+            answers[index] = self._attempt(register, item, deadline)
 
     def _create_all(self, values: dict[str, bytes]) -> tuple[bool, dict[str, KeyValue], int, int]:
         lease = self._lease()
@@ -824,3 +868,24 @@ def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:
 
 
 __all__ = ["EtcdBackend", "EtcdConfig"]
+
+
+def _chunks(
+    bulk: list[tuple[int, Register, str]], most: int, budget: int
+) -> list[list[tuple[int, Register, str]]]:
+    """``bulk`` in transactions of at most ``most`` names and about ``budget`` bytes
+    (each key is in a txn three times: compare, put and the failure branch's get)."""
+    chunks: list[list[tuple[int, Register, str]]] = []
+    chunk: list[tuple[int, Register, str]] = []
+    size = 0
+    for claim in bulk:
+        meta = claim[1].meta
+        cost = 3 * len(claim[2]) + 256 + (len(repr(meta)) if meta else 0)
+        if chunk and (len(chunk) >= most or size + cost > budget):
+            chunks.append(chunk)
+            chunk, size = [], 0
+        chunk.append(claim)
+        size += cost
+    if chunk:
+        chunks.append(chunk)
+    return chunks
