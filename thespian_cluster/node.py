@@ -98,6 +98,10 @@ class NodeNotReady(NodeError):
     """The node runs but is not ready yet (starting), or not ready any more."""
 
 
+class NodeRefused(NodeError):
+    """The node's admin refused our packets: it has another cluster cookie (or we none)."""
+
+
 def ask(
     system: ActorSystem,
     address: ActorAddress,
@@ -220,6 +224,8 @@ def wait_ready(
                 return node_entry(system, max(remaining, READY_POLL))
             except (NodeNotReady, AskTimeout) as exc:
                 why = str(exc)
+            except NodeRefused:
+                raise  # another cookie: no wait changes that
             except NodeError as exc:
                 if system is not None:
                     raise  # an actor system that is no thespian-cluster node
@@ -474,11 +480,49 @@ def _no_admin_start(host: str, port: int) -> Iterator[None]:
 
         guarded._thespian_cluster_guard = True  # type: ignore[attr-defined]
         multiprocessCommon._startAdmin = guarded
+    _refusals_end_the_wait()
     _client_building.refusal = f"no node is listening on {host}:{port}"
+    _client_building.rejected = f"the node at {host}:{port} refused us (check the cluster cookie)"
+    _client_building.bad_packet = False
     try:
         yield
     finally:
         _client_building.refusal = None
+        _client_building.rejected = None
+
+
+def _refusals_end_the_wait() -> None:
+    """A client's first packet refused by the admin ends the constructor's wait at once.
+
+    Thespian's constructor asks the admin ``QueryExists`` and, without an answer, tries
+    again for ~11 s. An admin with another cookie answers every packet of ours with a
+    rejection (``ACK+DATAERR``: a ``BadPacket`` send status), which no retry changes;
+    so while this thread builds a client, that rejection raises :class:`NodeRefused`.
+    Patched once, like ``_startAdmin`` above; outside a client build it changes nothing.
+    """
+    from thespian.system.systemBase import TransmitTrack, systemBase
+    from thespian.system.transport import SendStatus
+
+    failed = TransmitTrack.__dict__["transmit_failed"]
+    verify = systemBase.__dict__["_verifyAdminRunning"]
+    if getattr(verify, "_thespian_cluster_guard", False):
+        return
+
+    def noted(self: Any, result: Any, intent: Any) -> Any:
+        if result == SendStatus.BadPacket and getattr(_client_building, "rejected", None):
+            _client_building.bad_packet = True
+        return failed(self, result, intent)
+
+    def verified(self: Any) -> bool:
+        running = bool(verify(self))
+        rejected = getattr(_client_building, "rejected", None)
+        if not running and rejected and getattr(_client_building, "bad_packet", False):
+            raise NodeRefused(rejected)
+        return running
+
+    verified._thespian_cluster_guard = True  # type: ignore[attr-defined]
+    TransmitTrack.transmit_failed = noted
+    systemBase._verifyAdminRunning = verified
 
 
 @contextlib.contextmanager

@@ -8,6 +8,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -231,9 +232,14 @@ def test_cli_needs_the_nodes_cookie(tmp_path: Path) -> None:
         good = run_cli(port, env, "names")
         assert good.returncode == 0 and "0 name(s)" in good.stdout, good.stderr
         wrong_env = {**env, "THESPIAN_CLUSTER_CLUSTER_COOKIE": "wrong-cookie-0123456789abcdef"}
+        began = time.monotonic()
         wrong = run_cli(port, wrong_env, "names")
+        took = time.monotonic() - began
         assert wrong.returncode == 2 and "refused us" in wrong.stderr, wrong.stderr
         assert cookie not in wrong.stderr + wrong.stdout
+        # The admin's rejection of the first packet ends the wait: not Thespian's ~11 s
+        # of retries (a CLI start alone is ~1 s here).
+        assert took < 8.0, f"a refused client took {took:.1f} s to say so"
         no_cookie = {k: v for k, v in env.items() if "COOKIE" not in k}
         assert run_cli(port, no_cookie, "names").returncode == 2
         # the node still serves the right cookie after the refusals
