@@ -1,4 +1,5 @@
-"""The etcd backend's bulk writes keep one name's writes in order and always answer.
+"""The etcd backend's bulk writes keep one name's writes in order and always answer,
+and only a side with a majority of ``cluster_nodes`` revokes a down node's lease.
 
 These run :class:`EtcdBackend` with its real threads against an in-memory store (our
 own :class:`EtcdStore` interface, not etcd: the point is the order in which the
@@ -20,8 +21,10 @@ from thespian.system.transport.IPBase import TCPv4ActorAddress
 from thespian_cluster.backends.etcd.backend import EtcdBackend, EtcdConfig
 from thespian_cluster.backends.etcd.client import KeyValue
 from thespian_cluster.backends.etcd.store import StoreUnavailable
-from thespian_cluster.backends.etcd.view import name_key
+from thespian_cluster.backends.etcd.view import Change, name_key, node_key, node_value
 from thespian_cluster.backends.scope import Deferred
+from thespian_cluster.cluster_messages import ClusterView
+from thespian_cluster.core.membership import NodeRecord
 from thespian_cluster.core.replica import NodeId
 from thespian_cluster.messages import (
     Register,
@@ -125,6 +128,9 @@ class MemoryStore:
         return 10
 
     def revoke(self, lease: int) -> bool:
+        with self.lock:
+            self.calls.append(("revoke", str(lease)))
+        self.touched.set()
         return True
 
 
@@ -139,9 +145,11 @@ class Mirror:
 class Host:
     """The RegistryDist side, in this thread: :meth:`pump` runs what the threads woke."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, cluster_nodes: tuple[str, ...] = ()) -> None:
         self.node = NodeId("a", "inc-1")
-        self.settings = ClusterSettings(node_name="a", data_dir=tmp_path)
+        self.settings = ClusterSettings(
+            node_name="a", data_dir=tmp_path, cluster_nodes=list(cluster_nodes)
+        )
         self.address = None
         self.mirror = Mirror()
         self.woke = threading.Event()
@@ -158,7 +166,15 @@ class Host:
 
 @pytest.fixture
 def running(tmp_path: Path) -> Iterator[tuple[EtcdBackend, MemoryStore, Host]]:
-    host = Host(tmp_path)
+    yield from _running(Host(tmp_path))
+
+
+@pytest.fixture
+def of_three(tmp_path: Path) -> Iterator[tuple[EtcdBackend, MemoryStore, Host]]:
+    yield from _running(Host(tmp_path, ("a", "b", "c")))
+
+
+def _running(host: Host) -> Iterator[tuple[EtcdBackend, MemoryStore, Host]]:
     backend = EtcdBackend(host, EtcdConfig(prefix=PREFIX, write_threads=4))  # type: ignore[arg-type]
     store = MemoryStore()
     backend.store = store  # type: ignore[assignment]
@@ -251,3 +267,32 @@ def test_a_bulk_applied_but_unanswered_is_registered_on_retry_without_a_rewrite(
     assert all(isinstance(r, Registered) for r in bulk[0].results), bulk[0].results
     # The retry found its own records: no replace (MemoryStore has none), no create.
     assert [call for call, _ in store.calls] == ["create_all"] * 8
+
+
+def view(*names: str) -> ClusterView:
+    records = [
+        NodeRecord(name=n, incarnation=f"inc-{n}", started_at=1.0, host="127.0.0.1", port=9)
+        for n in names
+    ]
+    return ClusterView(records=records, leader=names[0], joined=True)
+
+
+def test_only_a_side_with_a_majority_of_the_cluster_revokes_a_down_nodes_lease(
+    of_three: tuple[EtcdBackend, MemoryStore, Host],
+) -> None:
+    backend, store, _ = of_three
+    for name, lease in (("b", 21), ("c", 31)):
+        record = node_value(f"inc-{name}", lease)
+        backend.view.apply([Change(node_key(PREFIX, name), 5, record, lease)])
+    backend.view_changed(view("a", "b", "c"))
+    # Cut off alone: b and c are down in the view before any split-brain verdict came
+    # (the detector's verdict follows the view): still no revocation of their leases.
+    backend.view_changed(view("a"))
+    backend.node_down(NodeId("b", "inc-b"), "left the view")
+    backend.node_down(NodeId("c", "inc-c"), "left the view")
+    assert not store.touched.wait(1.0), store.calls
+    # With b, a holds 2 of 3: c's lease goes.
+    backend.view_changed(view("a", "b"))
+    backend.node_down(NodeId("c", "inc-c"), "left the view")
+    assert store.touched.wait(10)
+    assert [call for call in store.calls if call[0] == "revoke"] == [("revoke", "31")]

@@ -217,6 +217,7 @@ class EtcdBackend(GlobalBackend):
         # Nodes down whose lease revocation is queued. Replaced, never mutated: the
         # writer threads read it.
         self._down: frozenset[NodeId] = frozenset()
+        self._live: frozenset[str] = frozenset()  # node names in the latest view
         self._probe_cursor = 0
 
     # ---- life --------------------------------------------------------------------------
@@ -362,16 +363,26 @@ class EtcdBackend(GlobalBackend):
         known = self.view.node_lease(node.name)
         if known is None or known[0] != node.incarnation:
             return  # not that incarnation's lease (a restarted node has a new one)
-        if not self._writable:
-            # This side lost the split-brain verdict: the node may well be alive on the
-            # winning side. Its lease still ends its names if it really died.
+        if not self._writable or not self._quorum():
+            # This side lost (or is about to lose) the split-brain verdict: the node may
+            # well be alive on the winning side. Its lease still ends its names if it
+            # really died.
             logger.info("etcd: {} is down, but this side may not revoke its lease", node.name)
             return
         self._down = self._down | {node}
         self._queues[0].put(functools.partial(self._revoke, node, known[1]))
 
+    def _quorum(self) -> bool:
+        """Does this node's latest view hold a majority of ``cluster_nodes``? The view
+        that reports a node down arrives before the split-brain detector's verdict on
+        it, so the cut-off side must not wait for that verdict to know it lost. (Without
+        ``cluster_nodes`` every side counts as a majority: docs/backends.md.)"""
+        expected = set(self.host.settings.cluster_nodes)
+        return not expected or 2 * len(self._live & expected) > len(expected)
+
     def view_changed(self, view: ClusterView) -> None:
         back = {NodeId(r.name, r.incarnation) for r in view.records}
+        self._live = frozenset(n.name for n in back)  # replaced, never mutated: see _down
         if self._down & back:
             self._down = self._down - back  # back before its revocation ran: keep it
 
@@ -786,8 +797,8 @@ class EtcdBackend(GlobalBackend):
             logger.warning("etcd: could not release what a dead actor held: {}", exc)
 
     def _revoke(self, node: NodeId, lease: int) -> None:
-        if node not in self._down:
-            return  # it came back (a partition healed) before this job ran
+        if node not in self._down or not self._quorum():
+            return  # it came back (a partition healed), or this side lost, before the job ran
         try:
             self.store.revoke(lease)
             logger.info("etcd: revoked the lease of {} (node down)", node.name)
