@@ -95,6 +95,7 @@ class SimNode:
     replica: Replica
     origin: Origin
     alive: bool = True
+    life: int = 0  # of its RegistryDist: a restart leads terms of its own (Term.life)
     sequencer: Sequencer | None = None
     mirror: Mirror = field(default_factory=Mirror)
 
@@ -262,7 +263,7 @@ class GlobalTableMachine(RuleBasedStateMachine):
         live = [sim for sim in self.nodes if sim.alive]
         seen = max(new.replica.seen.epoch, above)
         while True:
-            takeover = Takeover(new.id, [sim.id for sim in live], seen)
+            takeover = Takeover(new.id, [sim.id for sim in live], seen, new.life)
             for sim in live:
                 takeover.add(sim.replica.owned_state(takeover.collect()))
             if takeover.retry_epoch is None:
@@ -385,6 +386,7 @@ class GlobalTableMachine(RuleBasedStateMachine):
         entries = tuple(e for e in sim.mirror.names.values() if owned_by(e, sim.id))
         members = tuple(m for m in sim.mirror.members.values() if owned_by(m, sim.id))
         sim.sequencer = None
+        sim.life += 1
         sim.origin = Origin(sim.id)
         sim.replica = Replica(sim.id, max_buffered_ops=20)
         if entries or members:
@@ -540,4 +542,27 @@ def test_a_leader_whose_registry_dist_restarted_leads_above_its_previous_life() 
     state.node_dies(node=1)
     state.registry_dist_restarts(node=0)
     state.registry_dist_restarts(node=3)
+    state.teardown()
+
+
+def test_a_restarted_registry_dist_does_not_lead_its_previous_lifes_term() -> None:
+    """Found by the machine: n0 sequences term (1, n0) and its snapshot is on its way to
+    a restarted n3 when n0's RegistryDist restarts. The new life, knowing no epoch, led
+    (1, n0) again; n3 then installed the old life's snapshot (seq 3) as a catch-up of
+    the new term (seq 2) and kept a table the sequencer never had. Term.life keeps the
+    two terms apart: the old snapshot is below n3's fence."""
+    state = GlobalTableMachine()
+    state.node_dies(node=1)
+    state.join_or_leave(group="g1", leave=False, node=0, slot=0)
+    state.actor_dies(node=0, slot=0)
+    state.deliver_all(pick=0)
+    state.deliver_all(pick=0)
+    state.registry_dist_restarts(node=3)
+    state.flush(heartbeat=False)
+    state.drop(pick=0)  # n0's own copy of the delta
+    state.deliver_all(pick=0)  # n3 asks for a snapshot
+    state.deliver_all(pick=0)  # n0 serves it: on its way
+    state.node_dies(node=2)
+    state.registry_dist_restarts(node=0)
+    state.join_or_leave(group="g1", leave=False, node=0, slot=0)
     state.teardown()

@@ -76,6 +76,7 @@ from thespian_cluster.core.sequencer import (
     default_resolver,
     must_take_over,
 )
+from thespian_cluster.core.snapshot_pacer import SnapshotPacer
 from thespian_cluster.global_messages import (
     Decisions,
     GlobalStatus,
@@ -167,6 +168,7 @@ class SequencedBackend(GlobalBackend):
         # A random start: op ids of this actor's earlier lives (same node incarnation)
         # are still in the sequencer's memory of recent decisions.
         self.origin = Origin(self.me, first_op=secrets.randbits(62))
+        self.life = time.time_ns()  # the terms this actor leads are its own (Term.life)
         self.sequencer: Sequencer | None = None
         self.takeover: Takeover | None = None
         self.peers: dict[NodeId, Any] = {}  # live nodes (this one too) -> their RegistryDist
@@ -178,7 +180,7 @@ class SequencedBackend(GlobalBackend):
         self._next_probe = 0.0
         self._next_retry = 0.0
         self._next_heartbeat = 0.0
-        self._gap_since: float | None = None
+        self._catch_up = SnapshotPacer(gap_wait=GAP_WAIT)
         self._takeover_since = 0.0
         self.writable = True  # False while SplitBrainDetector says this side must not write
         # The partition being healed, as this node saw it (until a merge used it):
@@ -344,7 +346,7 @@ class SequencedBackend(GlobalBackend):
 
     def _start_takeover(self, seen_epoch: int) -> None:
         self.sequencer = None
-        self.takeover = Takeover(self.me, self.peers, seen_epoch)
+        self.takeover = Takeover(self.me, self.peers, seen_epoch, self.life)
         self._takeover_since = time.monotonic()
         logger.info("registry dist takes over as sequencer (term {})", self.takeover.term.epoch)
         collect = self.takeover.collect()
@@ -556,9 +558,10 @@ class SequencedBackend(GlobalBackend):
     def _on_delta(self, delta: Delta) -> None:
         changes = self._replica.apply(delta)
         self._changed(changes)
-        if changes.need_snapshot is not None:
-            self._ask_snapshot()
-        self._gap_since = (self._gap_since or time.monotonic()) if self._replica.lagging() else None
+        now = time.monotonic()
+        self._catch_up.lagging(now, self._replica.lagging())
+        if changes.need_snapshot is not None and self._catch_up.due(now, urgent=True):
+            self._ask_snapshot(now)
         self._answer_completed()
 
     def _install(self, snapshot: Snapshot) -> None:
@@ -567,12 +570,15 @@ class SequencedBackend(GlobalBackend):
         # The difference only: at 100,000 names a catch-up rewrites what changed, not
         # the whole mirror (a restart rewrites it whole, in start).
         self._changed(changes)
+        now = time.monotonic()
+        self._catch_up.installed(now)
+        self._catch_up.lagging(now, self._replica.lagging())
         if self._replica.term != before:
-            self._gap_since = None
             self._send_writes(self._origin.unacknowledged(self._replica))
         self._answer_completed()
 
-    def _ask_snapshot(self) -> None:
+    def _ask_snapshot(self, now: float) -> None:
+        self._catch_up.asked(now)
         request = self._replica.need_snapshot() or SnapshotRequest(
             self.me, self._replica.term.sequencer, self._replica.term, self._replica.seq
         )
@@ -606,9 +612,8 @@ class SequencedBackend(GlobalBackend):
         if self.sequencer is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT
             self._flush(heartbeat=True)
-        if self._gap_since is not None and now - self._gap_since > GAP_WAIT:
-            self._gap_since = now
-            self._ask_snapshot()
+        if self._catch_up.due(now):
+            self._ask_snapshot(now)
         if now >= self._next_retry:
             self._next_retry = now + RETRY
             self._send_writes(self._origin.unacknowledged(self._replica))

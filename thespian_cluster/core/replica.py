@@ -92,10 +92,18 @@ class NodeId:
 
 @dataclass(frozen=True, slots=True, order=True)
 class Term:
-    """The reign of one sequencer; newer terms compare greater (epoch, then sequencer)."""
+    """The reign of one sequencer; newer terms compare greater (epoch, then sequencer,
+    then life).
+
+    ``life`` tells apart the lives of one node's RegistryDist (a restart keeps the node's
+    incarnation and forgets the epochs it led): without it a restarted one could lead
+    the very term of its previous life, and a snapshot of that life still on its way
+    would be installed as a catch-up of the new one (the state machine found it).
+    """
 
     epoch: int
     sequencer: NodeId
+    life: int = 0
 
 
 NO_NODE = NodeId("", "")

@@ -316,12 +316,13 @@ class Takeover:
     """Becoming the sequencer: collect owned states, merge, then sequence.
 
     ``nodes`` are the live nodes (this one included); ``seen_epoch`` the newest epoch
-    this node knows (``replica.seen.epoch``). If :attr:`retry_epoch` becomes set, a node
-    knows a newer term: start a new ``Takeover(me, nodes, retry_epoch)``.
+    this node knows (``replica.seen.epoch``); ``life`` this start of the node's
+    RegistryDist (:class:`Term`). If :attr:`retry_epoch` becomes set, a node knows a
+    newer term: start a new ``Takeover(me, nodes, retry_epoch, life)``.
     """
 
-    def __init__(self, me: NodeId, nodes: Iterable[NodeId], seen_epoch: int) -> None:
-        self.term = Term(seen_epoch + 1, me)
+    def __init__(self, me: NodeId, nodes: Iterable[NodeId], seen_epoch: int, life: int = 0) -> None:
+        self.term = Term(seen_epoch + 1, me, life)
         self._waiting: set[NodeId] = {*nodes, me}
         self._states: dict[NodeId, OwnedState] = {}
         self._dropped: set[NodeId] = set()
