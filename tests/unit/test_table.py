@@ -158,3 +158,25 @@ def test_automatic_groups_of_capabilities() -> None:
 def test_address_key_of_unknown_objects_falls_back_to_their_text() -> None:
     assert address_key("x") == ("repr", "x")
     assert address_key(FakeAddress(7)) == ("tcp", "127.0.0.1", 7)
+
+
+def test_equal_metas_are_stored_once_and_values_keep_their_type() -> None:
+    table = NameTable()
+    tools = {"capabilities": ["tools"], "limits": {"rps": 5}}
+    a = table.register("a", "server", FakeAddress(1), "n", dict(tools))
+    b = table.register("b", "server", FakeAddress(2), "n", {"limits": {"rps": 5}, **tools})
+    assert isinstance(a, Entry) and isinstance(b, Entry)
+    assert a.meta is b.meta and a.meta == tools
+    # Equal in Python, not the same value: 1, 1.0 and True, a list and a tuple.
+    for n, meta in enumerate([{"v": 1}, {"v": 1.0}, {"v": True}, {"v": [1]}, {"v": (1,)}]):
+        entry = table.register(f"t{n}", "transport", FakeAddress(10 + n), "n", meta)
+        assert isinstance(entry, Entry)
+        assert entry.meta == meta and type(entry.meta["v"]) is type(meta["v"])
+
+
+def test_metas_that_cannot_be_shared_are_copied() -> None:
+    table = NameTable()
+    for n, meta in enumerate([{"s": {1, 2}}, {1: "x", "a": "y"}]):  # unhashable; unsortable
+        source = dict(meta)
+        entry = table.register(f"x{n}", "server", FakeAddress(n), "n", source)
+        assert isinstance(entry, Entry) and entry.meta == meta and entry.meta is not source

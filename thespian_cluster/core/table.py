@@ -117,7 +117,9 @@ class NameTable:
     def __init__(self) -> None:
         self.version = 0
         self._names: dict[NameKey, Entry] = {}
-        self._names_by_address: dict[AddressKey, set[NameKey]] = {}
+        # Most actors hold one name: the key itself, a set only from the second on
+        # (a one-element set costs ~216 bytes a name).
+        self._names_by_address: dict[AddressKey, NameKey | set[NameKey]] = {}
         self._groups: dict[str, dict[AddressKey, Member]] = {}
         self._groups_by_address: dict[AddressKey, set[str]] = {}
         # automatic group -> the registrations that put an address in it
@@ -125,6 +127,8 @@ class NameTable:
         # One address object per actor, however many names it holds: every request
         # brings its own unpickled copy, and at 100,000 names the copies dominate.
         self._canonical: dict[AddressKey, Any] = {}
+        # Equal metas stored once (servers of one kind declare the same capabilities).
+        self._metas = _MetaPool()
 
     # ---- names -------------------------------------------------------------------
 
@@ -144,16 +148,25 @@ class NameTable:
         sequencer's ``registered_at`` so that every replica stores the same entry."""
         key = (kind, name)
         owner = self._names.get(key)
-        if owner is not None and address_key(owner.address) != address_key(address):
+        # One key tuple for every index of a new address (~64 bytes each otherwise).
+        akey = address_key(address)
+        if owner is not None and address_key(owner.address) != akey:
             return Conflict(owner)
         stamp = time.time() if registered_at is None else registered_at
         entry = Entry(
-            name, kind, self._intern(address), node, dict(meta), stamp, incarnation, version
+            name,
+            kind,
+            self._intern(address, akey),
+            node,
+            self._metas.get(meta),
+            stamp,
+            incarnation,
+            version,
         )
         if owner is not None and registered_at is None:
             entry = replace(entry, registered_at=owner.registered_at)
             self._unindex_name(owner)
-        self._store(entry)
+        self._store(entry, akey)
         return entry
 
     def unregister(self, name: Name, kind: str) -> Entry | None:
@@ -175,7 +188,7 @@ class NameTable:
         if entry is None:
             return None
         self._unindex_name(entry)
-        entry = replace(entry, meta=dict(meta))
+        entry = replace(entry, meta=self._metas.get(meta))
         self._store(entry)
         return entry
 
@@ -190,8 +203,10 @@ class NameTable:
         *,
         incarnation: str = "",
     ) -> Member:
-        member = Member(group, self._intern(address), node, dict(meta), incarnation)
         akey = address_key(address)
+        member = Member(
+            group, self._intern(address, akey), node, self._metas.get(meta), incarnation
+        )
         self._groups.setdefault(group, {})[akey] = member
         self._groups_by_address.setdefault(akey, set()).add(group)
         self.version += 1
@@ -244,9 +259,7 @@ class NameTable:
     def remove_address(self, address: Any) -> Removal:
         """Forget every name and membership of ``address`` (its actor is dead)."""
         akey = address_key(address)
-        names = tuple(
-            self._names.pop(k) for k in sorted(self._names_by_address.get(akey, ()), key=repr)
-        )
+        names = tuple(self._names.pop(k) for k in sorted(self._keys_at(akey), key=repr))
         for entry in names:
             self._unindex_name(entry)
         groups = tuple(sorted(self._groups_by_address.pop(akey, ())))
@@ -262,34 +275,93 @@ class NameTable:
 
     # ---- internals ---------------------------------------------------------------
 
-    def _intern(self, address: Any) -> Any:
-        return self._canonical.setdefault(address_key(address), address)
+    def _intern(self, address: Any, akey: AddressKey) -> Any:
+        return self._canonical.setdefault(akey, address)
 
     def _release(self, address: Any) -> None:
         """Forget the canonical copy of ``address`` once it holds nothing."""
         if not self.owns_anything(address):
             self._canonical.pop(address_key(address), None)
 
-    def _store(self, entry: Entry) -> None:
-        self._names[entry.key] = entry
-        self._names_by_address.setdefault(address_key(entry.address), set()).add(entry.key)
+    def _store(self, entry: Entry, akey: AddressKey | None = None) -> None:
+        key = entry.key  # one tuple for every index (the property builds a new one)
+        self._names[key] = entry
+        akey = address_key(entry.address) if akey is None else akey
+        held = self._names_by_address.get(akey)
+        if held is None:
+            self._names_by_address[akey] = key
+        elif isinstance(held, set):
+            held.add(key)
+        elif held != key:
+            self._names_by_address[akey] = {held, key}
         for group in automatic_groups(entry.kind, entry.meta):
-            self._automatic.setdefault(group, {})[entry.key] = entry
+            self._automatic.setdefault(group, {})[key] = entry
         self.version += 1
+
+    def _keys_at(self, akey: AddressKey) -> tuple[NameKey, ...]:
+        held = self._names_by_address.get(akey)
+        if held is None:
+            return ()
+        return tuple(held) if isinstance(held, set) else (held,)
 
     def _unindex_name(self, entry: Entry) -> None:
         """Drop the indexes of ``entry`` (the caller owns ``_names``)."""
-        self._discard_index(self._names_by_address, address_key(entry.address), entry.key)
+        key, akey = entry.key, address_key(entry.address)
+        held = self._names_by_address.get(akey)
+        if isinstance(held, set):
+            held.discard(key)
+            if len(held) == 1:
+                self._names_by_address[akey] = next(iter(held))
+        elif held == key:
+            del self._names_by_address[akey]
         for group in automatic_groups(entry.kind, entry.meta):
             registrations = self._automatic.get(group, {})
-            registrations.pop(entry.key, None)
+            registrations.pop(key, None)
             if not registrations:
                 self._automatic.pop(group, None)
 
     @staticmethod
-    def _discard_index(index: dict[AddressKey, set[Any]], akey: AddressKey, item: Any) -> None:
+    def _discard_index(index: dict[AddressKey, set[str]], akey: AddressKey, item: str) -> None:
         items = index.get(akey)
         if items is not None:
             items.discard(item)
             if not items:
                 del index[akey]
+
+
+class _MetaPool:
+    """One shared dict per distinct meta, for up to ``limit`` distinct metas.
+
+    Entries never change their meta in place (an update stores a new one), so equal
+    metas can share one dict: 100,000 servers declaring ``{"capabilities": ["tools"]}``
+    hold one copy instead of 100,000 (~180 bytes a name). The pool forgets the oldest
+    distinct meta beyond ``limit``: entries keep theirs, later equal ones get a new copy,
+    so unique metas (a per-server URL) cost what they did and the pool stays bounded.
+    """
+
+    def __init__(self, limit: int = 1024) -> None:
+        self._limit = limit
+        self._shared: dict[Any, dict[str, Any]] = {}
+
+    def get(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            frozen = _frozen(meta)
+            hash(frozen)
+        except (TypeError, ValueError):  # an unhashable or unsortable value: no sharing
+            return dict(meta)
+        shared = self._shared.get(frozen)
+        if shared is None:
+            if len(self._shared) >= self._limit:
+                del self._shared[next(iter(self._shared))]
+            shared = self._shared[frozen] = dict(meta)
+        return shared
+
+
+def _frozen(value: Any) -> Any:
+    """A hashable value equal for equal metas (dicts by sorted items, lists as tuples);
+    the type is kept so that ``[1]`` and ``(1,)``, or ``1`` and ``True``, stay apart."""
+    if isinstance(value, Mapping):
+        return (dict, tuple(sorted((k, _frozen(v)) for k, v in value.items())))
+    if isinstance(value, list | tuple):
+        return (type(value), tuple(_frozen(v) for v in value))
+    return (type(value), value)
