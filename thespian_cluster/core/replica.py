@@ -477,19 +477,20 @@ def apply_effect(table: NameTable, effect: Effect, version: Version, changes: Ch
 def build_table(entries: Iterable[Entry], members: Iterable[Member]) -> NameTable:
     """A table holding exactly these entries and members (a snapshot or a merge)."""
     table = NameTable()
-    for e in entries:
-        table.register(
-            e.name,
-            e.kind,
-            e.address,
-            sys.intern(e.node),
-            e.meta,
-            incarnation=sys.intern(e.incarnation),
-            registered_at=e.registered_at,
-            version=e.version,
-        )
-    for m in members:
-        table.join(m.group, m.address, sys.intern(m.node), m.meta, incarnation=m.incarnation)
+    with table.loading():
+        for e in entries:
+            table.register(
+                e.name,
+                e.kind,
+                e.address,
+                sys.intern(e.node),
+                e.meta,
+                incarnation=sys.intern(e.incarnation),
+                registered_at=e.registered_at,
+                version=e.version,
+            )
+        for m in members:
+            table.join(m.group, m.address, sys.intern(m.node), m.meta, incarnation=m.incarnation)
     return table
 
 

@@ -20,7 +20,8 @@ The table is pure: addresses are opaque values keyed by :func:`address_key`.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -129,6 +130,17 @@ class NameTable:
         self._canonical: dict[AddressKey, Any] = {}
         # Equal metas stored once (servers of one kind declare the same capabilities).
         self._metas = _MetaPool()
+
+    @contextmanager
+    def loading(self) -> Iterator[NameTable]:
+        """Fill the table from records nobody changes meanwhile (a snapshot): a meta
+        object shared by many records (as unpickling a snapshot gives them) is
+        compared once, not once per record."""
+        self._metas.memo = {}
+        try:
+            yield self
+        finally:
+            self._metas.memo = None
 
     # ---- names -------------------------------------------------------------------
 
@@ -342,8 +354,19 @@ class _MetaPool:
     def __init__(self, limit: int = 1024) -> None:
         self._limit = limit
         self._shared: dict[Any, dict[str, Any]] = {}
+        self._empty: dict[str, Any] = {}
+        # While loading (NameTable.loading): source object -> its shared copy, by id,
+        # the source kept alive so its id is not reused.
+        self.memo: dict[int, tuple[Mapping[str, Any], dict[str, Any]]] | None = None
 
     def get(self, meta: Mapping[str, Any]) -> dict[str, Any]:
+        if not meta:
+            return self._empty
+        memo = self.memo
+        if memo is not None:
+            seen = memo.get(id(meta))
+            if seen is not None and seen[0] is meta:
+                return seen[1]
         try:
             frozen = _frozen(meta)
             hash(frozen)
@@ -354,6 +377,8 @@ class _MetaPool:
             if len(self._shared) >= self._limit:
                 del self._shared[next(iter(self._shared))]
             shared = self._shared[frozen] = dict(meta)
+        if memo is not None:
+            memo[id(meta)] = (meta, shared)
         return shared
 
 
