@@ -24,7 +24,13 @@ from thespian_cluster.core.replica import (
     Term,
     table_state,
 )
-from thespian_cluster.core.sequencer import MergeConflict, Sequencer, Takeover, merge
+from thespian_cluster.core.sequencer import (
+    MergeConflict,
+    Sequencer,
+    Takeover,
+    joins_without_merge,
+    merge,
+)
 from thespian_cluster.core.table import Entry
 
 A, B, C = NodeId("a", "1"), NodeId("b", "1"), NodeId("c", "1")
@@ -362,3 +368,41 @@ def test_a_restarted_origin_never_reuses_an_op_id_of_its_previous_life() -> None
     decision = sequencer.decide(second)
     assert decision is not None and decision.outcome == OK
     assert sequencer.table.whereis("after", "server") is not None
+
+
+def test_an_arrival_that_owns_nothing_joins_by_snapshot_and_is_fenced() -> None:
+    sequencer, _ = started(A, B)
+    arrival = Replica(C)
+    state = arrival.owned_state(Collect(sequencer.term))
+    assert joins_without_merge(sequencer, state)
+    assert arrival.fence == sequencer.term  # its own older term can acknowledge nothing now
+    arrival.install(sequencer.snapshot())
+    assert arrival.term == sequencer.term
+
+
+def test_an_arrival_that_owns_names_or_was_purged_needs_the_takeover() -> None:
+    sequencer, (_, rb) = started(A, B)
+    # C led its own term before it joined (epoch 1, above A's by node id): refused.
+    alone = Sequencer(Term(1, C), (), ())
+    rc = Replica(C)
+    rc.install(alone.snapshot())
+    rc.apply(_decided(alone, Origin(C).write(claim("mine", 7), alone.term)))
+    newer = rc.owned_state(Collect(sequencer.term))
+    assert not newer.accepted and not joins_without_merge(sequencer, newer)
+    older_alone = Sequencer(Term(1, NodeId("0", "1")), (), ())  # a term below A's
+    rc2 = Replica(C)
+    rc2.install(older_alone.snapshot())
+    rc2.apply(_decided(older_alone, Origin(C).write(claim("mine", 7), older_alone.term)))
+    owns = rc2.owned_state(Collect(sequencer.term))
+    assert owns.accepted and owns.entries and not joins_without_merge(sequencer, owns)
+    sequencer.down.add(C)
+    assert not joins_without_merge(sequencer, Replica(C).owned_state(Collect(sequencer.term)))
+    # A node that knows a newer term refuses the collection.
+    assert not rb.owned_state(Collect(Term(0, A))).accepted
+
+
+def _decided(sequencer: Sequencer, write: object) -> Delta:
+    sequencer.decide(write)  # type: ignore[arg-type]
+    delta = sequencer.flush()
+    assert delta is not None
+    return delta

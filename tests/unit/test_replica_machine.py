@@ -30,6 +30,7 @@ from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.replica import (
     Changes,
     Claim,
+    Collect,
     Decision,
     Delta,
     JoinGroup,
@@ -37,6 +38,7 @@ from thespian_cluster.core.replica import (
     MirrorUpdate,
     NodeId,
     Origin,
+    OwnedState,
     PurgeAddress,
     PurgeNode,
     Release,
@@ -51,7 +53,12 @@ from thespian_cluster.core.replica import (
     owned_by,
     table_state,
 )
-from thespian_cluster.core.sequencer import Sequencer, Takeover, must_take_over
+from thespian_cluster.core.sequencer import (
+    Sequencer,
+    Takeover,
+    joins_without_merge,
+    must_take_over,
+)
 from thespian_cluster.core.table import Entry, Member, NameKey
 from thespian_cluster.global_messages import NewerTerm
 
@@ -197,6 +204,15 @@ class GlobalTableMachine(RuleBasedStateMachine):
             snapshot = sim.sequencer.serve(message)
             if snapshot is not None:
                 self._send(message.node, snapshot)
+        elif isinstance(message, tuple) and isinstance(message[1], Collect):
+            # An arrival asked at the current term (SequencedBackend._ask_arrivals).
+            self._send(message[0], sim.replica.owned_state(message[1]))
+        elif isinstance(message, OwnedState) and sim.sequencer is not None:
+            # SequencedBackend._on_arrival_state: a snapshot, or the long way.
+            if joins_without_merge(sim.sequencer, message):
+                self._send(message.node, sim.sequencer.snapshot())
+            elif message.term == sim.sequencer.term:
+                self._takeover(self.nodes.index(sim), above=message.seen.epoch)
 
     def _changed(self, sim: SimNode, changes: Changes) -> None:
         if changes:
@@ -364,13 +380,18 @@ class GlobalTableMachine(RuleBasedStateMachine):
         # NodeMonitor on a survivor reports it; the purge goes through the sequencer.
         self._submit(next(i for i, s in enumerate(self.nodes) if s.alive), PurgeNode(sim.id))
 
-    @rule(node=nodes)
-    def node_restarts(self, node: int) -> None:
+    @rule(node=nodes, collected=st.booleans())
+    def node_restarts(self, node: int, collected: bool = False) -> None:
+        """A new incarnation joins: it asks for a snapshot itself, or the sequencer asks
+        it what it owns at the current term first (the leader's arrival path)."""
         if self.nodes[node].alive:
             return
         sim = self.nodes[node] = self._fresh(node)
         sequencer = self._sequencer()
         if sequencer is not None and sequencer.sequencer is not None:
+            if collected:
+                self._send(sim.id, (sequencer.id, Collect(sequencer.sequencer.term)))
+                return
             request = SnapshotRequest(sim.id, sequencer.id, sim.replica.term, sim.replica.seq)
             self._send(sequencer.id, request)
 

@@ -74,6 +74,7 @@ from thespian_cluster.core.sequencer import (
     Takeover,
     custom_resolver,
     default_resolver,
+    joins_without_merge,
     must_take_over,
 )
 from thespian_cluster.core.snapshot_pacer import SnapshotPacer
@@ -113,6 +114,10 @@ TICK = 0.1  # seconds between timer rounds (retries, probes, gaps)
 TAKEOVER_RETRY = 3.0  # seconds a takeover may wait for owned states before it asks again
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
+# Seconds a snapshot request (or a Collect answer) has before it is repeated, until a
+# round trip is measured: a lost one is rare (a peer restarting), a slow one is not
+# (100,000 names take seconds), and each repeat is answered with the whole table.
+SNAPSHOT_WAIT = 2.0
 
 
 class SequencedConfig(BaseModel):
@@ -180,8 +185,9 @@ class SequencedBackend(GlobalBackend):
         self._next_probe = 0.0
         self._next_retry = 0.0
         self._next_heartbeat = 0.0
-        self._catch_up = SnapshotPacer(gap_wait=GAP_WAIT)
+        self._catch_up = SnapshotPacer(gap_wait=GAP_WAIT, first_wait=SNAPSHOT_WAIT)
         self._takeover_since = 0.0
+        self._joining: dict[NodeId, float] = {}  # arrived, asked Collect at our term: since
         self.writable = True  # False while SplitBrainDetector says this side must not write
         # The partition being healed, as this node saw it (until a merge used it):
         self.partition: tuple[bool, frozenset[str]] | None = None  # (winner?, unreachable)
@@ -216,7 +222,10 @@ class SequencedBackend(GlobalBackend):
         elif isinstance(message, SnapshotRequest):
             self._serve_snapshot(message, sender)
         elif isinstance(message, Collect):
-            self.host.send(sender, self._replica.owned_state(message))
+            state = self._replica.owned_state(message)
+            self.host.send(sender, state)
+            if state.accepted:  # a snapshot of that term comes: asking for one would double it
+                self._catch_up.asked(time.monotonic())
         elif isinstance(message, OwnedState):
             self._on_owned_state(message)
         else:
@@ -309,11 +318,15 @@ class SequencedBackend(GlobalBackend):
         self.leader = view.leader
         self.quiet = set(view.suspect)
         for node in gone:
+            self._joining.pop(node, None)
             if self.takeover is not None:
                 self.takeover.node_down(node)
             if self.sequencer is not None:
                 self._submit_internal(core.PurgeNode(node))
-        self._lead_if_due(new_nodes=bool(arrived))
+        if arrived and self._sequencing_steadily():
+            self._ask_arrivals(arrived)
+        else:
+            self._lead_if_due(new_nodes=bool(arrived))
         if self.takeover is not None:
             self._maybe_finish_takeover()
 
@@ -326,6 +339,7 @@ class SequencedBackend(GlobalBackend):
                 logger.info("registry dist stops sequencing: {} leads now", self.leader)
                 self.sequencer = None
                 self.takeover = None
+                self._joining.clear()
             return
         if self.takeover is not None and not new_nodes:
             return
@@ -333,6 +347,37 @@ class SequencedBackend(GlobalBackend):
             return
         newest = max(self._replica.seen, self.takeover.term if self.takeover else core.NO_TERM)
         self._start_takeover(newest.epoch)
+
+    def _sequencing_steadily(self) -> bool:
+        """Leading our own, newest term with no takeover under way."""
+        return (
+            self.leader == self.me.name
+            and self.takeover is None
+            and self.sequencer is not None
+            and not must_take_over(self.sequencer, self._replica)
+        )
+
+    def _ask_arrivals(self, arrived: Iterable[NodeId]) -> None:
+        """Collect from the nodes that arrived at our own term (``joins_without_merge``):
+        those that own nothing get the snapshot; any other answer starts a takeover."""
+        assert self.sequencer is not None
+        collect = Collect(self.sequencer.term)
+        now = time.monotonic()
+        for node in arrived:
+            self._joining[node] = now
+            self.host.send(self.peers[node], collect)
+
+    def _on_arrival_state(self, state: OwnedState) -> None:
+        sequencer = self.sequencer
+        if sequencer is None or self._joining.pop(state.node, None) is None:
+            return
+        if joins_without_merge(sequencer, state):
+            address = self.peers.get(state.node)
+            if address is not None:
+                self.host.send(address, sequencer.snapshot())
+            return
+        logger.info("registry dist: {} arrived owning names; taking over", state.node.name)
+        self._start_takeover(max(self._replica.seen, state.seen).epoch)
 
     def _on_newer_term(self, notice: NewerTerm) -> None:
         """A replica ignores our deltas: it knows a newer term. Lead above it."""
@@ -346,6 +391,7 @@ class SequencedBackend(GlobalBackend):
 
     def _start_takeover(self, seen_epoch: int) -> None:
         self.sequencer = None
+        self._joining.clear()  # a takeover collects from every node, the arrivals too
         self.takeover = Takeover(self.me, self.peers, seen_epoch, self.life)
         self._takeover_since = time.monotonic()
         logger.info("registry dist takes over as sequencer (term {})", self.takeover.term.epoch)
@@ -357,7 +403,10 @@ class SequencedBackend(GlobalBackend):
                 self.host.send(address, collect)
 
     def _on_owned_state(self, state: OwnedState) -> None:
-        if self.takeover is None or not isinstance(state, OwnedState):
+        if not isinstance(state, OwnedState):
+            return
+        if self.takeover is None:
+            self._on_arrival_state(state)
             return
         self.takeover.add(state)
         self._maybe_finish_takeover()
@@ -605,6 +654,9 @@ class SequencedBackend(GlobalBackend):
             if self.takeover is not None and now - self._takeover_since > TAKEOVER_RETRY:
                 # A Collect or its answer went missing (a peer restarting): ask again.
                 self._start_takeover(self.takeover.term.epoch)
+            elif any(now - since > TAKEOVER_RETRY for since in self._joining.values()):
+                # An arrival did not say what it owns: merge it the long way.
+                self._start_takeover(self._replica.seen.epoch)
             else:
                 # A term newer than ours may have been seen since the last view
                 # change (a newcomer's brief own term): lead above it.
