@@ -401,6 +401,17 @@ def test_an_arrival_that_owns_names_or_was_purged_needs_the_takeover() -> None:
     assert not rb.owned_state(Collect(Term(0, A))).accepted
 
 
+def test_an_arrival_already_at_the_current_term_needs_no_takeover() -> None:
+    """b left the view for a moment (suspect) and came back: it refuses a Collect of
+    the term it holds, and owns nothing the table lacks."""
+    sequencer, (_, rb) = started(A, B)
+    back = rb.owned_state(Collect(sequencer.term))
+    assert not back.accepted and back.seen == sequencer.term
+    assert joins_without_merge(sequencer, back)
+    sequencer.down.add(B)  # but a purged incarnation must be taken off down
+    assert not joins_without_merge(sequencer, back)
+
+
 def _decided(sequencer: Sequencer, write: object) -> Delta:
     sequencer.decide(write)  # type: ignore[arg-type]
     delta = sequencer.flush()

@@ -387,15 +387,17 @@ def joins_without_merge(sequencer: Sequencer, state: OwnedState) -> bool:
     from every node, merging and sending the whole table to all of them cost a node
     joining a 100,000-name cluster ~10 s; a node that owns something (one that was cut
     off, the other side of a partition) still gets the takeover and its merge.
+
+    A node that refuses the collection because it already holds this very term (it
+    left the view for a moment and came back) has nothing to merge either: whatever it
+    owns was decided here. A purged incarnation needs the takeover in both cases, to
+    be taken off ``down``.
     """
-    return (
-        state.accepted
-        and state.term == sequencer.term
-        and not state.entries
-        and not state.members
-        and not state.down
-        and state.node not in sequencer.down
-    )
+    if state.term != sequencer.term or state.node in sequencer.down:
+        return False
+    if not state.accepted:
+        return state.seen == sequencer.term
+    return not state.entries and not state.members and not state.down
 
 
 def must_take_over(
