@@ -6,7 +6,6 @@ import contextlib
 import math
 import os
 import signal
-import socket
 import statistics
 import sys
 import time
@@ -290,12 +289,6 @@ class Context:
 
 
 # ---- small helpers ------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def wait_until(check: Callable[[], T | None], timeout: float, what: str, pause: float = 0.0) -> T:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import time
 import uuid
 from collections.abc import Iterator
@@ -16,6 +15,7 @@ import pytest
 
 from tests.packaging import wheel
 from thespian_cluster import ClusterSettings, Node, local_cluster, start_node
+from thespian_cluster.testing.ports import free_port
 
 # A shell starts a background job (`make test &`, a CI runner, nohup) with SIGINT
 # ignored, and an ignored signal stays ignored across exec: every CLI and node these
@@ -23,13 +23,6 @@ from thespian_cluster import ClusterSettings, Node, local_cluster, start_node
 # reverts to the default across exec, so handling it here gives children the default.
 if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def free_port() -> int:
-    """A TCP port nobody listens on right now (the kernel's choice)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # One poller for every test: fails with TimeoutError naming what it waited for.

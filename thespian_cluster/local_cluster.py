@@ -27,7 +27,6 @@ import contextlib
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -61,26 +60,13 @@ from thespian_cluster.node import (
 )
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.supervisors.os_process import live_processes_in_group
+from thespian_cluster.testing.ports import free_port
 
 T = TypeVar("T")
 CLI = [sys.executable, "-m", "thespian_cluster.cli", "start", "--config"]
 #: The cookie of clusters that are given none: local clusters are never unprotected.
 DEFAULT_COOKIE = "local-cluster-cookie-0123456789"
 _READY = re.compile(r"running on (\S+) \(pgid (\d+)\)")
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A port free for TCP (the admin) and UDP (heartbeats) alike, right now."""
-    while True:
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as tcp:
-            tcp.bind((host, 0))
-            port = int(tcp.getsockname()[1])
-        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
-            try:
-                udp.bind((host, port))
-            except OSError:
-                continue
-        return port
 
 
 def wait_for(check: Callable[[], T | None], timeout: float = 10.0, what: str = "condition") -> T:

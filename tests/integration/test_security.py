@@ -47,6 +47,7 @@ from thespian_cluster.security import (
     WireRejected,
     WireSerializer,
 )
+from thespian_cluster.testing.ports import free_port
 
 HELPER = Path(__file__).with_name("_security_node.py")
 COOKIE_A = "alpha-cookie-7f3c1e9b2d4a6085"
@@ -60,9 +61,7 @@ STOP_TIMEOUT = 45.0
 
 
 def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    return free_port()
 
 
 class Proc:

