@@ -34,7 +34,6 @@ import json
 import os
 import pickle
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -46,6 +45,7 @@ from loguru import logger
 from thespian.actors import Actor, ActorAddress, ActorSystem
 
 from thespian_cluster.security import WireSerializer, install_wire_security, resolve_cookie
+from thespian_cluster.testing.ports import free_port
 
 COOKIE_ENV = "THESPIAN_CLUSTER_COOKIE"
 BENCH_COOKIE = "bench-cookie-5d1f0a7e93c24b68"
@@ -62,12 +62,6 @@ class Echo(Actor):
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, str):
             self.send(sender, message)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def _tree_cpu_seconds(root: int) -> float:
@@ -98,7 +92,7 @@ def run_worker(seconds: float, warmup: int) -> None:
     # orphans and reaps them all before it exits (PID 1 of a container may not).
     ctypes.CDLL(None).prctl(PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0)
     install_wire_security(resolve_cookie(None))
-    asys = ActorSystem("multiprocTCPBase", {"Admin Port": _free_port()}, transientUnique=True)
+    asys = ActorSystem("multiprocTCPBase", {"Admin Port": free_port()}, transientUnique=True)
     try:
         echo = asys.createActor(Echo)
         for _ in range(warmup):

@@ -11,8 +11,9 @@ from __future__ import annotations
 import contextlib
 
 from bench.actors import Echo, Pinger, PingPong
-from bench.common import Context, Figure, Mode, free_port
+from bench.common import Context, Figure, Mode
 from bench.systems import plain_system
+from thespian_cluster.testing.ports import free_port
 
 FAMILY = "pingpong"
 TITLE = "actor-to-actor ping-pong (raw Thespian), one node and two nodes"

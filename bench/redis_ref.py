@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from bench.common import Context, Figure, Mode, free_port, skipped
+from bench.common import Context, Figure, Mode, skipped
+from thespian_cluster.testing.ports import free_port
 
 FAMILY = "redis"
 TITLE = "Redis (local redis-server, redis-py, one client)"

@@ -9,8 +9,9 @@ from typing import Any
 from thespian.actors import ActorSystem
 
 from bench.actors import Echo
-from bench.common import Context, free_port, kill_group
+from bench.common import Context, kill_group
 from thespian_cluster import ClusterSettings, Node, start_node
+from thespian_cluster.testing.ports import free_port
 
 SYSTEM_BASE = "multiprocTCPBase"
 
