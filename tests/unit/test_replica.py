@@ -417,3 +417,16 @@ def _decided(sequencer: Sequencer, write: object) -> Delta:
     delta = sequencer.flush()
     assert delta is not None
     return delta
+
+
+def test_an_arrival_that_has_seen_a_newer_term_needs_the_takeover() -> None:
+    """Found in review: an arrival that applied a delta of a newer term accepts a
+    Collect of ours, but would install that term's snapshot after ours and drop what it
+    was acknowledged under ours; only a takeover above the newer term is safe."""
+    sequencer, _ = started(A, B)
+    arrival = Replica(C)
+    newer = Term(sequencer.term.epoch + 1, B)
+    arrival.apply(Delta(newer, 1, ()))  # a heartbeat of a term above ours
+    state = arrival.owned_state(Collect(sequencer.term))
+    assert state.seen == newer
+    assert not joins_without_merge(sequencer, state)

@@ -62,3 +62,15 @@ def test_catching_up_by_deltas_ends_the_request_and_its_backoff() -> None:
     pacer.lagging(6.0, True)
     pacer.asked(6.1)
     assert pacer.due(6.6)  # the base wait again, not the doubled one
+
+
+def test_a_slow_table_is_not_asked_for_again_before_its_round_trip() -> None:
+    """The measured base is not capped by max_wait: 20 s tables are not asked every 10 s."""
+    pacer = SnapshotPacer(first_wait=2.0, max_wait=10.0)
+    pacer.lagging(0.0, True)
+    pacer.asked(0.0)
+    pacer.installed(20.0)
+    pacer.lagging(20.0, True)
+    pacer.asked(20.0)
+    assert not pacer.due(20.0 + 59.0)
+    assert pacer.due(20.0 + 60.0)

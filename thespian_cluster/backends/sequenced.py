@@ -173,7 +173,10 @@ class SequencedBackend(GlobalBackend):
         # A random start: op ids of this actor's earlier lives (same node incarnation)
         # are still in the sequencer's memory of recent decisions.
         self.origin = Origin(self.me, first_op=secrets.randbits(62))
-        self.life = time.time_ns()  # the terms this actor leads are its own (Term.life)
+        # The terms this actor leads are its own (Term.life). The system-wide monotonic
+        # clock: a later life on this host is always greater, even if the wall clock
+        # steps back (an older life's term comparing greater would pass the fence).
+        self.life = time.monotonic_ns()
         self.sequencer: Sequencer | None = None
         self.takeover: Takeover | None = None
         self.peers: dict[NodeId, Any] = {}  # live nodes (this one too) -> their RegistryDist
@@ -608,23 +611,29 @@ class SequencedBackend(GlobalBackend):
         changes = self._replica.apply(delta)
         self._changed(changes)
         now = time.monotonic()
-        self._catch_up.lagging(now, self._replica.lagging())
+        self._catch_up.lagging(now, self._behind())
         if changes.need_snapshot is not None and self._catch_up.due(now, urgent=True):
             self._ask_snapshot(now)
         self._answer_completed()
 
     def _install(self, snapshot: Snapshot) -> None:
         before = self._replica.term
+        version = (before, self._replica.seq)
         changes = self._replica.install(snapshot)
         # The difference only: at 100,000 names a catch-up rewrites what changed, not
         # the whole mirror (a restart rewrites it whole, in start).
         self._changed(changes)
         now = time.monotonic()
-        self._catch_up.installed(now)
-        self._catch_up.lagging(now, self._replica.lagging())
+        if (self._replica.term, self._replica.seq) != version:
+            self._catch_up.installed(now)  # an ignored one (stale, fenced) answers nothing
+        self._catch_up.lagging(now, self._behind())
         if self._replica.term != before:
             self._send_writes(self._origin.unacknowledged(self._replica))
         self._answer_completed()
+
+    def _behind(self) -> bool:
+        """Lagging, or fenced above our term by a Collect whose snapshot is to come."""
+        return self._replica.lagging() or self._replica.fence > self._replica.term
 
     def _ask_snapshot(self, now: float) -> None:
         self._catch_up.asked(now)

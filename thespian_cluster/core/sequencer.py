@@ -388,16 +388,16 @@ def joins_without_merge(sequencer: Sequencer, state: OwnedState) -> bool:
     joining a 100,000-name cluster ~10 s; a node that owns something (one that was cut
     off, the other side of a partition) still gets the takeover and its merge.
 
-    A node that refuses the collection because it already holds this very term (it
-    left the view for a moment and came back) has nothing to merge either: whatever it
-    owns was decided here. A purged incarnation needs the takeover in both cases, to
-    be taken off ``down``.
+    A node that refuses the collection because it already holds this very term (the
+    view dropped and re-added it before any purge) has nothing to merge either:
+    whatever it owns was decided here. A purged incarnation needs the takeover in both
+    cases, to be taken off ``down``, and so does a node that has seen a newer term than
+    ours: it could install that term's snapshot after ours and lose what it was
+    acknowledged under ours, unless a takeover leads above it.
     """
-    if state.term != sequencer.term or state.node in sequencer.down:
+    if state.term != sequencer.term or state.seen != sequencer.term or state.node in sequencer.down:
         return False
-    if not state.accepted:
-        return state.seen == sequencer.term
-    return not state.entries and not state.members and not state.down
+    return not state.accepted or not (state.entries or state.members or state.down)
 
 
 def must_take_over(

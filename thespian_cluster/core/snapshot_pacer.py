@@ -15,7 +15,7 @@ The rules, in order:
   answered; each unanswered request doubles ``wait`` (up to ``max_wait``): a request or
   its answer can be lost with a peer that restarts, and a lost one must not stall the
   replica for long, but a slow one must not be doubled.
-* An answer (any snapshot installed) measures the round trip: the next request waits
+* An answer (a snapshot that changed the replica) measures the round trip: the next request waits
   ``max(first_wait, 3 x round trip)`` before it is repeated, so the pace follows the
   table's size rather than a constant tuned for small ones.
 
@@ -33,7 +33,7 @@ from dataclasses import dataclass
 class SnapshotPacer:
     gap_wait: float = 0.05  # seconds a hole may stay open before it is worth a snapshot
     first_wait: float = 0.5  # the least time a request has before it is repeated
-    max_wait: float = 10.0  # the most time a request has before it is repeated
+    max_wait: float = 10.0  # the most an unanswered request's doubling reaches (or the base)
 
     def __post_init__(self) -> None:
         self._lagging_since: float | None = None
@@ -59,7 +59,8 @@ class SnapshotPacer:
         """A snapshot came: the outstanding request is answered (whichever it was)."""
         if self._asked_at is not None:
             round_trip = now - self._asked_at
-            self._base = min(self.max_wait, max(self.first_wait, 3 * round_trip))
+            # Not capped: a table that takes 20 s to come must not be asked for every 10 s.
+            self._base = max(self.first_wait, 3 * round_trip)
             self._asked_at = None
         self._wait = self._base
         self._lagging_since = None
@@ -74,5 +75,5 @@ class SnapshotPacer:
 
     def asked(self, now: float) -> None:
         if self._asked_at is not None:  # the previous one went unanswered
-            self._wait = min(self.max_wait, 2 * self._wait)
+            self._wait = min(max(self.max_wait, self._base), 2 * self._wait)
         self._asked_at = now

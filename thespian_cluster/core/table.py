@@ -386,7 +386,8 @@ def _frozen(value: Any) -> Any:
     """A hashable value equal for equal metas (dicts by sorted items, lists as tuples);
     the type is kept so that ``[1]`` and ``(1,)``, or ``1`` and ``True``, stay apart."""
     if isinstance(value, Mapping):
-        return (dict, tuple(sorted((k, _frozen(v)) for k, v in value.items())))
+        items = ((k, type(k).__qualname__, _frozen(v)) for k, v in value.items())
+        return (dict, tuple(sorted(items)))
     if isinstance(value, list | tuple):
         return (type(value), tuple(_frozen(v) for v in value))
     return (type(value), value)
