@@ -180,3 +180,18 @@ def test_metas_that_cannot_be_shared_are_copied() -> None:
         source = dict(meta)
         entry = table.register(f"x{n}", "server", FakeAddress(n), "n", source)
         assert isinstance(entry, Entry) and entry.meta == meta and entry.meta is not source
+
+
+def test_a_stamped_meta_update_moves_the_entry_between_automatic_groups() -> None:
+    """The replica's path (registered_at given, as every PutName has) re-registers an
+    owner with new meta: its old capability group must not keep it (found in review)."""
+    table = NameTable()
+    table.register(
+        "s", "server", FakeAddress(1), "n", {"capabilities": ["tools"]}, registered_at=1.0
+    )
+    table.register(
+        "s", "server", FakeAddress(1), "n", {"capabilities": ["prompts"]}, registered_at=2.0
+    )
+    assert [m.address for m in table.members("prompt_servers")] == [FakeAddress(1)]
+    assert table.members("tool_servers") == []
+    assert "tool_servers" not in table.groups()

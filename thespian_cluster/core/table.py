@@ -175,8 +175,10 @@ class NameTable:
             incarnation,
             version,
         )
-        if owner is not None and registered_at is None:
-            entry = replace(entry, registered_at=owner.registered_at)
+        if owner is not None:
+            if registered_at is None:
+                entry = replace(entry, registered_at=owner.registered_at)
+            # Its automatic groups go with the old meta, whoever stamps the new entry.
             self._unindex_name(owner)
         self._store(entry, akey)
         return entry
