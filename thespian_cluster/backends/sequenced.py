@@ -372,6 +372,15 @@ class SequencedBackend(GlobalBackend):
 
     def _on_arrival_state(self, state: OwnedState) -> None:
         sequencer = self.sequencer
+        if not (
+            isinstance(state.node, NodeId)
+            and isinstance(state.term, Term)
+            and isinstance(state.seen, Term)
+            and isinstance(state.entries, tuple)
+            and isinstance(state.members, tuple)
+            and isinstance(state.down, frozenset)
+        ):
+            return  # a peer running other code: decide nothing on fields we cannot read
         if sequencer is None or self._joining.pop(state.node, None) is None:
             return
         if joins_without_merge(sequencer, state):
