@@ -15,12 +15,13 @@ from __future__ import annotations
 
 import json
 import os
+import select
 import signal
+import socket
 import sys
-import threading
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -105,6 +106,50 @@ def _options(
     pass
 
 
+class _StopSignals:
+    """Ctrl-C and SIGTERM for ``start``: a flag the main loop waits on.
+
+    A Python signal handler runs between two bytecodes of the main thread, possibly
+    while that thread holds a lock, so the handler must take none: it only sets a
+    plain attribute. (It used to call ``threading.Event.set()``; one start in about
+    130 hung for good when the signal landed inside ``Event.wait``, which holds the
+    same lock.) The wait is a ``select`` on a socket the interpreter writes a byte to
+    when a signal arrives (:func:`signal.set_wakeup_fd`), so a stop is seen at once.
+
+    The first signal during the start stops the node once it is up (an interrupt
+    could land after ``start_node``'s last cleanup point and leave the node running
+    without us); a second one abandons the start (``start_node`` cleans up after
+    itself).
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self.starting = True
+        self._wakeup, self._wakeup_writer = socket.socketpair()
+        for end in (self._wakeup, self._wakeup_writer):
+            end.setblocking(False)
+
+    def install(self) -> None:
+        signal.set_wakeup_fd(self._wakeup_writer.fileno(), warn_on_full_buffer=False)
+        # Both explicitly: a shell starts background jobs with SIGINT ignored.
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(signum, self._on_signal)
+
+    def _on_signal(self, *_: Any) -> None:
+        if self.requested and self.starting:
+            raise KeyboardInterrupt
+        self.requested = True
+
+    def wait(self, timeout: float) -> bool:
+        """True once a stop was asked for; otherwise False after ``timeout`` seconds."""
+        if not self.requested:
+            select.select([self._wakeup], [], [], timeout)
+            with suppress(BlockingIOError):
+                while self._wakeup.recv(512):
+                    pass
+        return self.requested
+
+
 @app.command()
 def start(
     config: Annotated[
@@ -120,27 +165,13 @@ def start(
     Example: thespian-cluster start -c config/cluster-member.toml --join 10.0.0.1:1900
     """
     overrides = {"convention_leader": join, "cluster_enabled": True} if join else {}
-    stop = threading.Event()
-    starting = threading.Event()
-    starting.set()
-
-    def on_signal(*_: Any) -> None:
-        # The first Ctrl-C or SIGTERM during the start stops the node once it is up
-        # (an interrupt could land after start_node's last cleanup point and leave the
-        # node running without us); a second one abandons the start (start_node
-        # cleans up after itself).
-        if stop.is_set() and starting.is_set():
-            raise KeyboardInterrupt
-        stop.set()
-
-    # Both explicitly: a shell starts background jobs with SIGINT ignored.
-    for signum in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(signum, on_signal)
+    stop = _StopSignals()
+    stop.install()
     # A node that cannot start is one line on stderr and exit code 2, never a traceback.
     with _one_line_errors():
         settings = ClusterSettings.load(config, **overrides)
         node = start_node(settings)
-    starting.clear()
+    stop.starting = False
     metrics = _serve_metrics(settings, node)
     typer.echo(
         f"node {settings.node_name} running on {settings.admin_address} "
@@ -151,7 +182,7 @@ def start(
     period = min(0.5, settings.cluster_heartbeat_timeout / 4)
     lost = False
     try:
-        while not stop.wait(period):  # a timed wait lets the signal handlers run
+        while not stop.wait(period):
             if not node.admin_alive():
                 lost = True
                 break
