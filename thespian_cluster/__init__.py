@@ -33,7 +33,7 @@ from thespian_cluster.node import (
     start_node,
     wait_ready,
 )
-from thespian_cluster.node_table import TableReader, lookup
+from thespian_cluster.node_table import NotMirrored, TableReader, lookup
 from thespian_cluster.settings import ClusterSettings, SettingsError
 from thespian_cluster.supervisors.supervisor import Supervisor
 
@@ -52,6 +52,7 @@ __all__ = [
     "NodeError",
     "NodeNotReady",
     "NodeRefused",
+    "NotMirrored",
     "RegisterAs",
     "RegistryBehavior",
     "RegistryExitHook",

@@ -68,6 +68,7 @@ _REGISTRY_KEY = b"r"
 _GLOBAL_NAME_PREFIX = b"N:"
 _GLOBAL_MEMBER_PREFIX = b"M:"
 _AGENT_PREFIX = b"a:"
+_UNMIRRORED_KEY = b"u"  # set: the global backend does not feed the mirror (its name)
 _PICKLE = pickle.HIGHEST_PROTOCOL
 VERSION_FILE = "version"
 _VERSION = struct.Struct("<Q")
@@ -166,6 +167,20 @@ class Loaded:
     members: list[Member] = field(default_factory=list)
     #: (the record's key, why it was dropped), one per record removed from the table
     dropped: list[tuple[bytes, str]] = field(default_factory=list)
+
+
+class NotMirrored(LookupError):
+    """``lookup(scope="global")`` on a node whose global backend does not feed the node
+    table (``feeds_node_table = False``): nothing local can answer. Ask the node's
+    Registry (``Whereis(name, scope="global")``), which hands the read to the backend."""
+
+    def __init__(self, backend: str) -> None:
+        super().__init__(
+            f"this node's global backend ({backend}) does not feed the node table, so "
+            f"lookup(scope='global') cannot answer: send Whereis(scope='global') to the "
+            f"node's Registry"
+        )
+        self.backend = backend
 
 
 def table_path(node_dir: Path) -> Path:
@@ -357,6 +372,22 @@ class GlobalMirror(TableWriter):
 
         self._commit(rewrite)
 
+    def declare(self, fed: bool, backend: str) -> None:
+        """Say whether the global backend (named ``backend``) keeps this mirror. An
+        unfed mirror is emptied, and every global read of it raises :class:`NotMirrored`
+        until a feeding backend declares itself."""
+
+        def mark(txn: Any) -> None:
+            if fed:
+                txn.delete(_UNMIRRORED_KEY)
+                return
+            for prefix in (_GLOBAL_NAME_PREFIX, _GLOBAL_MEMBER_PREFIX):
+                for key in _keys_under(txn, prefix):
+                    txn.delete(key)
+            txn.put(_UNMIRRORED_KEY, backend.encode())
+
+        self._commit(mark)
+
     def owned_by(self, node: str, incarnation: str) -> tuple[list[Entry], list[Member]]:
         """The mirrored entries and members of one node incarnation."""
         with self._env.begin() as txn:
@@ -464,7 +495,8 @@ class TableReader:
     def lookup(self, name: Name, kind: str = "server", scope: str = "local") -> Entry | None:
         """The entry registered as ``name`` in ``scope``, or None; never sends a message.
 
-        ``scope="global"`` reads this node's replica of the cluster-wide table.
+        ``scope="global"`` reads this node's replica of the cluster-wide table, or
+        raises :class:`NotMirrored` if the node's global backend keeps none.
         """
         published = self._map
         if published is not None and published[:8] == self._label:
@@ -492,6 +524,8 @@ class TableReader:
                 and _VERSION.unpack(published)[0] <= _stored_version(txn)
             ):
                 self._label = published  # every entry read from now on is at least as new
+            if scope != "local":
+                _check_mirrored(txn)
             raw = txn.get(key)
         entry: Entry | None = _decode(raw) if raw is not None else None
         if self._label is not None:
@@ -534,8 +568,10 @@ class TableReader:
         return names, members
 
     def global_records(self) -> tuple[list[Entry], list[Member]]:
-        """Every global entry and explicit membership of this node's replica."""
+        """Every global entry and explicit membership of this node's replica
+        (:class:`NotMirrored` if its global backend keeps none)."""
         with _environment(self._path).begin(buffers=False) as txn:
+            _check_mirrored(txn)
             return _global_records(txn)
 
     def agent(self, role: str) -> Any | None:
@@ -549,6 +585,12 @@ class TableReader:
         with _environment(self._path).begin() as txn:
             raw = txn.get(_REGISTRY_KEY)
         return _decode(raw) if raw is not None else None
+
+
+def _check_mirrored(txn: Any) -> None:
+    unmirrored = txn.get(_UNMIRRORED_KEY)
+    if unmirrored is not None:
+        raise NotMirrored(bytes(unmirrored).decode(errors="replace"))
 
 
 def _map_version_file(path: Path) -> mmap.mmap | None:
@@ -574,7 +616,9 @@ def lookup(
     host's node without any message: from an actor of the node (it knows its node) or
     any process given the node's directory (``settings.node_dir``).
 
-    ``scope="global"`` reads the node's replica of the cluster-wide table. About a
+    ``scope="global"`` reads the node's replica of the cluster-wide table; a node whose
+    global backend keeps none (``feeds_node_table = False``) raises
+    :class:`NotMirrored` rather than answer None for a name it cannot see. About a
     microsecond per call once warm (a process-local cache checked against the table's
     published version).
     """

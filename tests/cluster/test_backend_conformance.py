@@ -5,7 +5,9 @@ The same requests, the same answers, whichever backend serves them: ``LocalBacke
 registry (``GlobalGroupsBackend``, scope global, asked on a node that does not
 sequence, so every write crosses the cluster), the custom global backend of
 docs/backends.md (``SqliteGlobalBackend``: scope global in one SQLite file shared by
-two nodes, asked on the second), and the etcd backend (scope global, on a real etcd).
+two nodes, asked on the second), the same backend reading its file instead of keeping
+a mirror (``SqliteDirectGlobalBackend``: every global read goes to the backend), and the
+etcd backend (scope global, on a real etcd).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ from thespian_cluster import (
     ListGroups,
     ListNames,
     MetaUpdated,
+    NotMirrored,
     Register,
     Registered,
     RegisteredMany,
@@ -59,6 +62,8 @@ class Backend:
     scope: str
     ask: Callable[[Any], Any]
     actor: Callable[[], Any]
+    node_dir: Path  # of the node asked
+    mirrored: bool = True  # does lookup() read the scope from the node table?
 
 
 def docs_block(marker: str | None = None) -> str:
@@ -71,17 +76,20 @@ def docs_block(marker: str | None = None) -> str:
 
 @contextmanager
 def two_nodes(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docs_global: bool, **settings: Any
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, docs_global: str | None, **settings: Any
 ) -> Iterator[tuple[ClusterNode, ClusterNode]]:
-    """Nodes a and b, formed; with ``docs_global`` their global scope is the SQLite
-    backend of docs/backends.md, in one file they share; ``settings`` for both."""
+    """Nodes a and b, formed; with ``docs_global`` (a node backend of the docs' modules,
+    ``sqlite_scope:SqliteNodeBackend`` or ``sqlite_direct:SqliteDirectNodeBackend``)
+    their global scope is in one SQLite file they share; ``settings`` for both."""
     overrides: dict[str, Any] = dict(settings)
     if docs_global:
         (tmp_path / "sqlite_scope.py").write_text(docs_block("<!-- global backend example -->"))
+        direct = docs_block("<!-- unmirrored global backend example -->")
+        (tmp_path / "sqlite_direct.py").write_text(direct)
         # The nodes are CLI processes: they find the module on PYTHONPATH.
         path = os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")]))
         monkeypatch.setenv("PYTHONPATH", path)
-        overrides["registry_backend"] = "sqlite_scope:SqliteNodeBackend"
+        overrides["registry_backend"] = docs_global
         overrides["backend"] = {"path": str(tmp_path / "global-scope.sqlite")}
     with LocalCluster(tmp_path, **overrides) as cluster:
         a = cluster.start("a")
@@ -90,15 +98,26 @@ def two_nodes(
         yield a, b
 
 
-@pytest.fixture(params=["local", "docs_custom", "global", "docs_custom_global", "etcd"])
+#: The docs' global backends, by param: the node backend that selects each.
+DOCS_GLOBAL = {
+    "docs_custom_global": "sqlite_scope:SqliteNodeBackend",
+    "docs_unmirrored_global": "sqlite_direct:SqliteDirectNodeBackend",
+}
+
+
+@pytest.fixture(
+    params=["local", "docs_custom", "global", *DOCS_GLOBAL, "etcd"],
+)
 def backend(
     request: pytest.FixtureRequest, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Iterator[Backend]:
-    if request.param in ("global", "docs_custom_global", "etcd"):
+    if request.param in ("global", *DOCS_GLOBAL, "etcd"):
         settings = request.getfixturevalue("etcd_backend") if request.param == "etcd" else {}
-        docs_global = request.param == "docs_custom_global"
+        docs_global = DOCS_GLOBAL.get(request.param)
         with two_nodes(tmp_path, monkeypatch, docs_global, **settings) as (_, b):
-            yield Backend("global", b.ask, lambda: b.client().createActor(Worker))
+            mirrored = request.param != "docs_unmirrored_global"
+            make = lambda: b.client().createActor(Worker)  # noqa: E731
+            yield Backend("global", b.ask, make, b.node_dir, mirrored)
         return
     overrides = {}
     if request.param == "docs_custom":
@@ -107,7 +126,8 @@ def backend(
         overrides["registry_backend"] = "dict_backend:DictBackend"
     node = start_node(node_settings(tmp_path, **overrides), log_to_stderr=False)
     try:
-        yield Backend("local", node.ask, lambda: node.system.createActor(Worker))
+        make = lambda: node.system.createActor(Worker)  # noqa: E731
+        yield Backend("local", node.ask, make, node.settings.node_dir)
     finally:
         node.stop()
 
@@ -124,6 +144,26 @@ def test_register_whereis_unregister(backend: Backend) -> None:
     assert backend.ask(Whereis(name="svc", scope=scope)).address is None
     again = backend.ask(Unregister(name="svc", scope=scope))
     assert isinstance(again, RegistryError) and again.code == "not_registered"
+
+
+def test_lookup_reads_the_node_table_or_says_it_cannot(backend: Backend) -> None:
+    """Message-free reads: a mirrored scope's name is in the node table of the node
+    that was asked; an unmirrored scope's lookup raises NotMirrored, naming the backend,
+    rather than answering None for a name that exists."""
+    owner = backend.actor()
+    reply = backend.ask(Register(name="looked-up", address=owner, scope=backend.scope))
+    assert isinstance(reply, Registered)
+    reader = TableReader(backend.node_dir)
+    if backend.mirrored:
+        assert reader.lookup("looked-up", scope=backend.scope) is not None
+        assert reader.lookup("looked-up", scope=backend.scope).address == owner
+        assert reader.lookup("nobody", scope=backend.scope) is None
+        return
+    with pytest.raises(NotMirrored, match="sqlite_direct:SqliteDirectNodeBackend"):
+        reader.lookup("looked-up", scope=backend.scope)
+    with pytest.raises(NotMirrored):
+        reader.lookup("nobody", scope=backend.scope)
+    assert backend.ask(Whereis(name="looked-up", scope=backend.scope)).address == owner
 
 
 def test_one_owner_per_name_and_the_owner_may_update(backend: Backend) -> None:
@@ -225,7 +265,7 @@ def test_the_docs_global_backend_is_one_table_for_both_nodes(
     """Through the file: a's mirror sees b's names (its poll), a's claim of b's name is
     refused naming b's actor, b's restarted RegistryDist finds b's names in the file, and
     b's death as a node frees its names on a."""
-    with two_nodes(tmp_path, monkeypatch, docs_global=True) as (a, b):
+    with two_nodes(tmp_path, monkeypatch, DOCS_GLOBAL["docs_custom_global"]) as (a, b):
         on_b, on_a = b.client().createActor(Worker), a.client().createActor(Worker)
         assert isinstance(b.ask(Register(name="one", address=on_b, scope="global")), Registered)
         assert isinstance(b.ask(JoinGroup(group="g", address=on_b, scope="global")), JoinedGroup)

@@ -11,9 +11,13 @@ import pickle
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from thespian_cluster.core.table import Entry
 from thespian_cluster.node_table import (
     VERSION_FILE,
+    GlobalMirror,
+    NotMirrored,
     TableReader,
     TableWriter,
     _environment,
@@ -179,3 +183,28 @@ def test_table_values_store_tcp_addresses_compactly() -> None:
     assert _decode(_encode(Entry("x", "server", other, "n"))).address.addressDetails == (
         "not a TCP address"
     )
+
+
+def test_an_unmirrored_global_scope_raises_until_a_feeding_backend_declares_itself(
+    tmp_path: Path,
+) -> None:
+    """A cached global entry from before must not survive the declaration: the
+    version bump empties every reader's cache, and the mirror itself is emptied."""
+    mirror = GlobalMirror(tmp_path)
+    mirror.replace([_entry("g", "owner")], [])
+    reader = TableReader(tmp_path)
+    assert _owner_global(reader, "g") == "owner"  # now cached
+    mirror.declare(False, "my.store:Backend")
+    with pytest.raises(NotMirrored, match=r"my\.store:Backend"):
+        reader.lookup("g", scope="global")
+    with pytest.raises(NotMirrored):
+        reader.global_records()
+    assert reader.lookup("g") is None  # the local scope is not concerned
+    mirror.declare(True, "global")
+    assert reader.lookup("g", scope="global") is None  # emptied by the first declaration
+    assert reader.global_records() == ([], [])
+
+
+def _owner_global(reader: TableReader, name: str) -> Any:
+    entry = reader.lookup(name, scope="global")
+    return None if entry is None else entry.address

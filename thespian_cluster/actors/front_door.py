@@ -8,8 +8,9 @@ for the rest, :class:`FrontDoor` decides:
   :class:`~thespian_cluster.global_messages.Forwarded` with the client's address;
   RegistryDist answers the client directly (one hop, not two);
 * **global reads** (``Whereis``, ``ListNames``, ``GroupMembers``, ``ListGroups``) are
-  answered here from the node table's global mirror, which RegistryDist keeps: no
-  extra message, so a global ``Whereis`` costs what a local one does;
+  answered here from the node table's global mirror, which the global backend keeps:
+  no extra message, so a global ``Whereis`` costs what a local one does. A backend
+  that keeps no mirror (``feeds_node_table = False``) gets them forwarded instead;
 * **node requests** (``ClusterNodes``, ``GetNodeStatus``, ...) go to NodeMonitor,
   and **partition requests** to SplitBrainDetector, the same way.
 
@@ -23,6 +24,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from thespian_cluster.backends.reads import read_reply, whereis_reply
 from thespian_cluster.cluster_messages import (
     ClusterNodes,
     ForceNodeCheck,
@@ -36,32 +38,21 @@ from thespian_cluster.cluster_messages import (
     UnsubscribePartitionEvents,
 )
 from thespian_cluster.core.replica import build_table
-from thespian_cluster.core.table import NameTable
 from thespian_cluster.global_messages import Forwarded, GetGlobalStatus
 from thespian_cluster.messages import (
     ErrorCode,
-    GroupList,
-    GroupMember,
-    GroupMembers,
-    GroupMembersReply,
     JoinGroup,
     LeaveGroup,
-    ListGroups,
-    ListNames,
-    NameList,
     Register,
     RegisterMany,
-    RegistrationInfo,
     RegistryError,
-    Reply,
     Request,
     Unregister,
     UnregisterMany,
     UpdateMeta,
     Whereis,
-    WhereisReply,
 )
-from thespian_cluster.node_table import TableReader
+from thespian_cluster.node_table import NotMirrored, TableReader
 
 GLOBAL_WRITES = (
     Register,
@@ -127,51 +118,26 @@ class FrontDoor:
             )
         role = ROUTES.get(type(request))
         if role is not None:
-            target = self.reader.agent(role)
-            if target is None:
-                return client, _error(
-                    request, ErrorCode.UNAVAILABLE, f"this node's {role} is not up"
-                )
-            return target, Forwarded(request=request, reply_to=client)
-        return client, self._read(request)
+            return self._forward(request, client, role)
+        return self._read(request, client)
+
+    def _forward(self, request: Request, client: Any, role: str) -> Send:
+        target = self.reader.agent(role)
+        if target is None:
+            return client, _error(request, ErrorCode.UNAVAILABLE, f"this node's {role} is not up")
+        return target, Forwarded(request=request, reply_to=client)
 
     # ---- global reads, from the mirror ----------------------------------------------------
 
-    def _read(self, request: Request) -> Reply:
-        if isinstance(request, Whereis):
-            entry = self.reader.lookup(request.name, request.kind, "global")
-            if entry is None:
-                return WhereisReply(
-                    request_id=request.request_id, name=request.name, kind=request.kind
-                )
-            return WhereisReply(
-                request_id=request.request_id,
-                name=entry.name,
-                kind=entry.kind,
-                address=entry.address,
-                node=entry.node,
-                meta=dict(entry.meta),
-            )
-        table = self._table()
-        if isinstance(request, ListNames):
-            return NameList(
-                request_id=request.request_id,
-                names=[RegistrationInfo.of(e) for e in table.names(request.kind)],
-            )
-        if isinstance(request, GroupMembers):
-            members = table.members(request.group, node=self.node if request.local_only else None)
-            return GroupMembersReply(
-                request_id=request.request_id,
-                group=request.group,
-                members=[GroupMember.of(m) for m in members],
-            )
-        if isinstance(request, ListGroups):
-            return GroupList(request_id=request.request_id, groups=table.groups())
-        return _error(request, ErrorCode.UNKNOWN_REQUEST, type(request).__name__)
-
-    def _table(self) -> NameTable:
-        entries, members = self.reader.global_records()
-        return build_table(entries, members)
+    def _read(self, request: Request, client: Any) -> Send:
+        try:
+            if isinstance(request, Whereis):
+                entry = self.reader.lookup(request.name, request.kind, "global")
+                return client, whereis_reply(request, entry)
+            entries, members = self.reader.global_records()
+        except NotMirrored:  # the backend keeps no mirror: it answers reads itself
+            return self._forward(request, client, "registry_dist")
+        return client, read_reply(request, build_table(entries, members), self.node)
 
 
 def _error(request: Request, code: ErrorCode, detail: str) -> RegistryError:

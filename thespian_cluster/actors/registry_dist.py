@@ -23,7 +23,9 @@ decision is the backend's. It
 
 Reads (``Whereis`` and listings of scope global) are answered by the Registry from
 the node table's global mirror, which a table-feeding backend writes after every
-change, so they cost no extra message.
+change, so they cost no extra message. A backend that keeps no mirror
+(``feeds_node_table = False``) is declared so in the node table when this actor
+starts; the Registry then forwards reads here and they go to the backend's ``read``.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from thespian_cluster.actors.cluster_members import ConfigureComponent
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
 from thespian_cluster.backends.loading import backend_config, scope_backend
+from thespian_cluster.backends.reads import READS
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, NoBackendConfig, ScopeHost
 from thespian_cluster.cluster_messages import (
     ClusterView,
@@ -193,6 +196,7 @@ class RegistryDist(Actor, ScopeHost):
         config = config or NoBackendConfig()
         restarted = TableReader(settings.node_dir).agent(_STARTED_ROLE) == identity.incarnation
         self._wake_pair = _socket_pair()
+        self._mirror.declare(backend_class.feeds_node_table, settings.registry_backend)
         self.backend = backend_class(self, config)
         self.backend.start(restarted)
         publish_agent(settings.node_dir, _STARTED_ROLE, identity.incarnation)
@@ -234,6 +238,8 @@ class RegistryDist(Actor, ScopeHost):
         try:
             if isinstance(checked, GetGlobalStatus):
                 deferred.resolve(backend.status(checked.request_id))
+            elif isinstance(checked, READS):
+                backend.read(checked, deferred)
             else:
                 backend.write(checked, deferred)
         except Exception as exc:  # a backend bug: answer now, not at the deadline

@@ -32,8 +32,12 @@ process and data callbacks, and pykka's futures:
   against it at start, with the same errors as every other setting.
 * **Reads stay message-free.** A backend keeps the node table's global mirror
   (:attr:`ScopeHost.mirror`) equal to what it knows, and ``Whereis``, listings and
-  :func:`thespian_cluster.lookup` read it without a message. (A backend that cannot
-  feed a table is not supported yet.)
+  :func:`thespian_cluster.lookup` read it without a message. A backend that cannot
+  (its store is too big to copy, or reads must be linearizable) sets
+  :attr:`GlobalBackend.feeds_node_table` to False and answers reads in
+  :meth:`GlobalBackend.read`: the Registry forwards them to it, and ``lookup`` raises
+  :class:`~thespian_cluster.node_table.NotMirrored` instead of answering None for a
+  name it cannot see.
 
 Writing one: subclass :class:`GlobalBackend`, implement :meth:`~GlobalBackend.write`
 (and the hooks your store needs), and name it from a local backend::
@@ -154,6 +158,8 @@ class GlobalBackend(ABC):
     config_model: ClassVar[type[BaseModel]] = NoBackendConfig
     #: Seconds between :meth:`tick` calls.
     tick_interval: ClassVar[float] = 0.1
+    #: Does this backend keep :attr:`ScopeHost.mirror`? If not, reads come to :meth:`read`.
+    feeds_node_table: ClassVar[bool] = True
 
     def __init__(self, host: ScopeHost, config: BaseModel) -> None:
         self.host = host
@@ -181,6 +187,16 @@ class GlobalBackend(ABC):
         a local write would get (``Registered``, ``AlreadyRegistered`` naming the real
         owner, ``RegistryError`` ...).
         """
+
+    def read(self, request: Request, reply: Deferred) -> None:
+        """A validated global read (``Whereis``, ``ListNames``, ``GroupMembers``,
+        ``ListGroups``), for a backend with :attr:`feeds_node_table` False; the others
+        never get one (the Registry reads their mirror). Resolve ``reply`` with what
+        :func:`thespian_cluster.backends.reads.read_reply` gives for your table."""
+        reply.fail(
+            ErrorCode.UNKNOWN_REQUEST,
+            f"{type(self).__name__} keeps no node table mirror and answers no reads",
+        )
 
     @abstractmethod
     def status(self, request_id: str) -> GlobalStatus:
