@@ -69,6 +69,7 @@ from thespian.system.messages.status import Thespian_ActorStatus, Thespian_Statu
 from thespian_cluster.actors.front_door import FrontDoor
 from thespian_cluster.actors.liveness import listening, refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
+from thespian_cluster.backends.reads import whereis_reply
 from thespian_cluster.cluster_messages import ClusterView, SubscribeClusterView
 from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.homes import (
@@ -114,7 +115,6 @@ from thespian_cluster.messages import (
     UnregisterMany,
     UpdateMeta,
     Whereis,
-    WhereisReply,
     new_request_id,
 )
 from thespian_cluster.node_table import TableWriter
@@ -573,20 +573,8 @@ class Registry(Actor):
         entry = self._backend.whereis(request.name, request.kind)
         reply = None
         if entry is not None:
-            reply = self._readable(
-                entry,
-                lambda e: WhereisReply(
-                    request_id=request.request_id,
-                    name=e.name,
-                    kind=e.kind,
-                    address=e.address,
-                    node=e.node,
-                    meta=dict(e.meta),
-                ),
-            )
-        return reply or WhereisReply(
-            request_id=request.request_id, name=request.name, kind=request.kind
-        )
+            reply = self._readable(entry, lambda e: whereis_reply(request, e))
+        return reply or whereis_reply(request, None)
 
     def _list_names(self, request: ListNames) -> Reply:
         infos = (self._readable(e, RegistrationInfo.of) for e in self._backend.list(request.kind))
