@@ -76,6 +76,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from thespian_cluster.core import reasons as why
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.table import Entry, Member, Name, NameKey, NameTable
 
@@ -342,6 +343,10 @@ class Changes:
     joined: list[Member] = field(default_factory=list)
     left: list[tuple[str, Any]] = field(default_factory=list)
     need_snapshot: SnapshotRequest | None = None
+    #: Why a name or membership went or moved, when it was not asked for (see
+    #: :mod:`thespian_cluster.core.reasons`): by name key, or by
+    #: ``(group, address_key)``. What is not here changed for ``normal`` reasons.
+    reasons: dict[Any, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.registered or self.unregistered or self.joined or self.left)
@@ -363,6 +368,8 @@ class MirrorUpdate:
     dropped_names: tuple[NameKey, ...] = ()
     members: tuple[Member, ...] = ()
     dropped_members: tuple[tuple[str, Any], ...] = ()  # (group, address)
+    #: As :attr:`Changes.reasons`: for the events of the change, never for the copy.
+    reasons: Mapping[Any, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
         return bool(self.entries or self.dropped_names or self.members or self.dropped_members)
@@ -402,7 +409,11 @@ def mirror_update(table: NameTable, changes: Changes) -> MirrorUpdate:
         else:
             members.append(member)
     return MirrorUpdate(
-        tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members)
+        tuple(entries),
+        tuple(dropped_names),
+        tuple(members),
+        tuple(dropped_members),
+        changes.reasons,
     )
 
 
@@ -460,6 +471,9 @@ def apply_effect(table: NameTable, effect: Effect, version: Version, changes: Ch
         removal = table.remove_address(effect.address)
         changes.unregistered.extend(removal.names)
         changes.left.extend((group, effect.address) for group in removal.groups)
+        _because(
+            changes, why.OWNER_DIED, removal.names, [(g, effect.address) for g in removal.groups]
+        )
         return bool(removal)
     # PurgeNode: a full scan, but node loss is rare and the scan is ~20 ms at 100,000.
     node = effect.node
@@ -471,7 +485,17 @@ def apply_effect(table: NameTable, effect: Effect, version: Version, changes: Ch
         table.leave(member.group, member.address)
     changes.unregistered.extend(entries)
     changes.left.extend((m.group, m.address) for m in members)
+    _because(changes, why.NODE_DOWN, entries, [(m.group, m.address) for m in members])
     return bool(entries or members)
+
+
+def _because(
+    changes: Changes, reason: str, entries: Iterable[Entry], members: Iterable[tuple[str, Any]]
+) -> None:
+    for entry in entries:
+        changes.reasons[entry.key] = reason
+    for group, address in members:
+        changes.reasons[(group, address_key(address))] = reason
 
 
 def build_table(entries: Iterable[Entry], members: Iterable[Member]) -> NameTable:
@@ -627,12 +651,16 @@ class Replica:
                     or address_key(old.address) != address_key(entry.address)
                 ):
                     changes.unregistered.append(old)
+                    changes.reasons[key] = why.CONFLICT  # another owner won it (a merge)
                 changes.registered.append(entry)
-        changes.unregistered.extend(e for k, e in old_names.items() if k not in new_names)
+        # What a snapshot no longer holds was purged where it was decided (a merge that
+        # dropped a down node's names, deltas this replica missed).
+        gone = [e for k, e in old_names.items() if k not in new_names]
+        left = [(m.group, m.address) for k, m in old_members.items() if k not in new_members]
+        changes.unregistered.extend(gone)
         changes.joined.extend(m for k, m in new_members.items() if old_members.get(k) != m)
-        changes.left.extend(
-            (m.group, m.address) for k, m in old_members.items() if k not in new_members
-        )
+        changes.left.extend(left)
+        _because(changes, why.PURGED, gone, left)
         if snapshot.term != self.term:
             self._known_seq = 0
             self._buffer.clear()

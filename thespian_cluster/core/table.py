@@ -243,6 +243,22 @@ class NameTable:
         """``address``'s explicit membership of ``group``, or None."""
         return self._groups.get(group, {}).get(address_key(address))
 
+    def membership(self, group: str, address: Any) -> Member | None:
+        """``address``'s row in ``group`` as :meth:`members` lists it (explicit, else
+        derived from one of its names), or None; costs the names ``address`` holds."""
+        akey = address_key(address)
+        explicit = self._groups.get(group, {}).get(akey)
+        if explicit is not None or group not in AUTOMATIC_GROUPS:
+            return explicit
+        held = self._names_by_address.get(akey)
+        keys = () if held is None else (held,) if isinstance(held, tuple) else held
+        derived = self._automatic.get(group, {})
+        for key in keys:
+            entry = derived.get(key)
+            if entry is not None:
+                return Member(group, entry.address, entry.node, entry.meta, entry.incarnation)
+        return None
+
     def members(self, group: str, node: str | None = None) -> list[Member]:
         """Explicit members then derived ones, one row per address, in join order."""
         found: dict[AddressKey, Member] = dict(self._groups.get(group, {}))

@@ -1,0 +1,321 @@
+"""Name and group events of one scope on one node: who listens, what to tell them.
+
+The semantics, after OTP's ``pg:monitor_scope/1``, syn's event handler and gproc's
+``await``:
+
+* **A subscription is a subscriber and a topic**: the names of a scope
+  (:class:`NamesTopic`, optionally of one ``kind`` and names starting with ``prefix``)
+  or the members of one group (:class:`GroupTopic`, explicit or automatic).
+  Subscribing answers the topic's current state (a snapshot); from then on every change
+  of it is reported once, in the order this node applied the changes.
+  Subscribing again to the same topic is the same subscription: a fresh snapshot, no
+  second copy of each event. Unsubscribing is idempotent; :meth:`ScopeEvents.drop`
+  forgets a dead subscriber.
+* **Changes are diffed, not replayed**: while anyone subscribes, the scope keeps a copy
+  of the scope's table, and each change (a
+  :class:`~thespian_cluster.core.replica.MirrorUpdate`: the end state of every key it
+  touched) is compared with the copy. So a name put again with the same owner and meta
+  says nothing, an owner change is one ``moved``, and a server whose capabilities
+  change joins and leaves the automatic groups exactly when its membership changes
+  (one row per address, as :meth:`NameTable.members` lists them).
+* **Reasons** come with the update (:mod:`thespian_cluster.core.reasons`); a change
+  without one is ``normal``. A member change takes the reason of its own key, else of
+  the name change of the same address that caused it (a dead server leaves
+  ``servers`` with ``owner_died``).
+* **Awaiting a name** costs no copy: a waiter is answered by the first update that
+  puts its name, or expires at its deadline.
+
+Nothing here sends: :meth:`ScopeEvents.apply` returns who is to be told what, and the
+actor hosting the scope (Registry for ``local``, RegistryDist for ``global``) sends it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from thespian_cluster.core import reasons as why
+from thespian_cluster.core.addresses import AddressKey, address_key
+from thespian_cluster.core.replica import MirrorUpdate, build_table
+from thespian_cluster.core.table import Entry, Member, NameKey, NameTable
+
+NameChangeKind = Literal["registered", "unregistered", "moved", "meta"]
+MemberChangeKind = Literal["joined", "left"]
+
+
+@dataclass(frozen=True, slots=True)
+class NamesTopic:
+    """The names of a scope: all, or those of ``kind``, or those starting with
+    ``prefix`` (a tuple name by its first part)."""
+
+    kind: str | None = None
+    prefix: str | None = None
+
+    def matches(self, entry: Entry) -> bool:
+        if self.kind is not None and entry.kind != self.kind:
+            return False
+        if self.prefix is None:
+            return True
+        first = entry.name if isinstance(entry.name, str) else entry.name[0]
+        return first.startswith(self.prefix)
+
+
+@dataclass(frozen=True, slots=True)
+class GroupTopic:
+    """The members of one group, explicit or automatic."""
+
+    group: str
+
+
+Topic = NamesTopic | GroupTopic
+
+
+@dataclass(frozen=True, slots=True)
+class NameChange:
+    """``entry`` was registered, unregistered (``entry`` is the old one), moved to a new
+    owner (``previous`` is the old entry) or had its meta changed."""
+
+    kind: NameChangeKind
+    entry: Entry
+    reason: str = why.NORMAL
+    previous: Entry | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MemberChange:
+    """``member`` joined or left its group."""
+
+    kind: MemberChangeKind
+    member: Member
+    reason: str = why.NORMAL
+
+
+Change = NameChange | MemberChange
+
+
+@dataclass(frozen=True, slots=True)
+class Waiter:
+    """Someone waiting for ``key`` to be registered, until ``deadline``."""
+
+    key: NameKey
+    client: Any
+    request: Any
+    deadline: float
+
+
+@dataclass
+class Applied:
+    """What one update means: ``events`` (the recipients of each change, in order)
+    and the waiters it answers, each with the entry that answers it."""
+
+    events: list[tuple[list[Any], Change]] = field(default_factory=list)
+    answered: list[tuple[Waiter, Entry]] = field(default_factory=list)
+
+
+class ScopeEvents:
+    """The subscriptions and waiters of one scope on one node; see the module docstring."""
+
+    def __init__(self) -> None:
+        self._topics: dict[Topic, dict[AddressKey, Any]] = {}
+        self._waiters: dict[NameKey, list[Waiter]] = {}
+        self._copy: NameTable | None = None
+
+    # ---- subscriptions ---------------------------------------------------------------
+
+    @property
+    def has_copy(self) -> bool:
+        """Is the copy of the table built? :meth:`load` it before the first subscribe."""
+        return self._copy is not None
+
+    def load(self, entries: Iterable[Entry], members: Iterable[Member]) -> None:
+        """(Re)build the copy from the scope's records as they are now."""
+        self._copy = build_table(entries, members)
+
+    def subscribe(self, subscriber: Any, topic: Topic) -> list[Entry] | list[Member]:
+        """Add (or keep) the subscription; the topic's snapshot."""
+        self._topics.setdefault(topic, {})[address_key(subscriber)] = subscriber
+        return self.snapshot(topic)
+
+    def snapshot(self, topic: Topic) -> list[Entry] | list[Member]:
+        copy = self._copy
+        assert copy is not None, "load() the copy first"
+        if isinstance(topic, GroupTopic):
+            return copy.members(topic.group)
+        return [e for e in copy.names(topic.kind) if topic.matches(e)]
+
+    def unsubscribe(self, subscriber: Any, topic: Topic) -> bool:
+        """Was it subscribed? Idempotent."""
+        subscribers = self._topics.get(topic)
+        if subscribers is None or subscribers.pop(address_key(subscriber), None) is None:
+            return False
+        if not subscribers:
+            del self._topics[topic]
+        self._forget_copy_if_idle()
+        return True
+
+    def drop(self, subscriber: Any) -> list[Topic]:
+        """Forget a dead subscriber's subscriptions and waits; the topics it had."""
+        akey = address_key(subscriber)
+        had = [t for t, subs in self._topics.items() if akey in subs]
+        for topic in had:
+            self.unsubscribe(subscriber, topic)
+        for key in list(self._waiters):
+            kept = [w for w in self._waiters[key] if address_key(w.client) != akey]
+            self._set_waiters(key, kept)
+        return had
+
+    def subscriptions(self) -> list[tuple[Any, Topic]]:
+        return [(s, t) for t, subs in self._topics.items() for s in subs.values()]
+
+    def subscribers(self) -> list[Any]:
+        """One address per subscriber or waiter (the actors worth probing)."""
+        found: dict[AddressKey, Any] = {}
+        for subs in self._topics.values():
+            found.update(subs)
+        for waiters in self._waiters.values():
+            found.update((address_key(w.client), w.client) for w in waiters)
+        return list(found.values())
+
+    def _forget_copy_if_idle(self) -> None:
+        if not self._topics:
+            self._copy = None  # ~ the scope's size in memory, only while someone listens
+
+    # ---- waiters ---------------------------------------------------------------------
+
+    def wait(self, waiter: Waiter) -> None:
+        """Answer ``waiter`` when its name is registered (the caller checked it is not)."""
+        self._waiters.setdefault(waiter.key, []).append(waiter)
+
+    def expired(self, now: float) -> list[Waiter]:
+        """Remove and return the waiters whose deadline has passed."""
+        late: list[Waiter] = []
+        for key in list(self._waiters):
+            waiting = self._waiters[key]
+            late.extend(w for w in waiting if w.deadline <= now)
+            self._set_waiters(key, [w for w in waiting if w.deadline > now])
+        return late
+
+    def waiting(self) -> int:
+        return sum(len(w) for w in self._waiters.values())
+
+    def _set_waiters(self, key: NameKey, waiters: list[Waiter]) -> None:
+        if waiters:
+            self._waiters[key] = waiters
+        else:
+            self._waiters.pop(key, None)
+
+    # ---- changes ---------------------------------------------------------------------
+
+    def apply(self, update: MirrorUpdate) -> Applied:
+        """Bring the copy to ``update``'s end state; the events and answers it makes."""
+        applied = Applied()
+        for entry in update.entries:
+            for waiter in self._waiters.pop(entry.key, ()):
+                applied.answered.append((waiter, entry))
+        copy = self._copy
+        if copy is None or not self._topics:
+            return applied
+        groups = {t.group for t in self._topics if isinstance(t, GroupTopic)}
+        before = _memberships(copy, groups, update) if groups else {}
+        names: list[NameChange] = []
+        for kind, name in update.dropped_names:
+            old = copy.unregister(name, kind)
+            if old is not None:
+                reason = update.reasons.get(old.key, why.NORMAL)
+                names.append(NameChange("unregistered", old, reason))
+        for entry in update.entries:
+            change = _put(copy, entry, update.reasons.get(entry.key, why.NORMAL))
+            if change is not None:
+                names.append(change)
+        for member in update.members:
+            copy.join(
+                member.group, member.address, member.node, member.meta,
+                incarnation=member.incarnation,
+            )  # fmt: skip
+        for group, address in update.dropped_members:
+            copy.leave(group, address)
+        for change in names:
+            recipients = self._names_recipients(change.entry)
+            if recipients:
+                applied.events.append((recipients, change))
+        for member_change in _member_changes(copy, before, names, update):
+            group_topic = GroupTopic(member_change.member.group)
+            applied.events.append((list(self._topics[group_topic].values()), member_change))
+        return applied
+
+    def _names_recipients(self, entry: Entry) -> list[Any]:
+        recipients: dict[AddressKey, Any] = {}
+        for topic, subscribers in self._topics.items():
+            if isinstance(topic, NamesTopic) and topic.matches(entry):
+                recipients.update(subscribers)
+        return list(recipients.values())
+
+
+def _put(copy: NameTable, entry: Entry, reason: str) -> NameChange | None:
+    """Put ``entry`` into the copy; the change it is, if any."""
+    old = copy.whereis(entry.name, entry.kind)
+    moved = old is not None and address_key(old.address) != address_key(entry.address)
+    if moved:
+        copy.unregister(entry.name, entry.kind)
+    copy.register(
+        entry.name, entry.kind, entry.address, entry.node, entry.meta,
+        incarnation=entry.incarnation, registered_at=entry.registered_at,
+        version=entry.version,
+    )  # fmt: skip
+    if old is None:
+        return NameChange("registered", entry, reason)
+    if moved:
+        return NameChange("moved", entry, reason, previous=old)
+    if dict(old.meta) != dict(entry.meta):
+        return NameChange("meta", entry, reason)
+    return None
+
+
+Memberships = dict[tuple[str, AddressKey], tuple[Any, Member | None]]
+
+
+def _memberships(copy: NameTable, groups: set[str], update: MirrorUpdate) -> Memberships:
+    """Each of ``groups``' row of every address ``update`` may move in or out of it,
+    before the update: ``(group, address key) -> (address, row or None)``."""
+    touched: dict[AddressKey, Any] = {}
+    for kind, name in update.dropped_names:
+        old = copy.whereis(name, kind)
+        if old is not None:
+            touched[address_key(old.address)] = old.address
+    for entry in update.entries:
+        touched[address_key(entry.address)] = entry.address
+        old = copy.whereis(entry.name, entry.kind)
+        if old is not None:
+            touched[address_key(old.address)] = old.address
+    for member in update.members:
+        touched[address_key(member.address)] = member.address
+    for _, address in update.dropped_members:
+        touched[address_key(address)] = address
+    return {
+        (group, akey): (address, copy.membership(group, address))
+        for group in groups
+        for akey, address in touched.items()
+    }
+
+
+def _member_changes(
+    copy: NameTable, before: Memberships, names: list[NameChange], update: MirrorUpdate
+) -> list[MemberChange]:
+    """Who joined or left a subscribed group between ``before`` and the copy now."""
+    by_address = {address_key(c.entry.address): c.reason for c in names}
+    by_address.update(
+        (address_key(c.previous.address), c.reason) for c in names if c.previous is not None
+    )
+    changes: list[MemberChange] = []
+    for (group, akey), (address, was) in before.items():
+        now = copy.membership(group, address)
+        if (was is None) == (now is None):
+            continue
+        reason = update.reasons.get((group, akey)) or by_address.get(akey, why.NORMAL)
+        if was is None:
+            assert now is not None
+            changes.append(MemberChange("joined", now, reason))
+        else:
+            changes.append(MemberChange("left", was, reason))
+    return changes
