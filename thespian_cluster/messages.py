@@ -17,8 +17,9 @@ Errors come back as :class:`RegistryError` replies with a stable ``code``
 
 **One public surface.** This module also re-exports the public messages of the other
 protocol modules, :mod:`thespian_cluster.cluster_messages` (node membership, health,
-partitions) and :mod:`thespian_cluster.global_messages` (the global registry's status and
-``NameConflict``), so every request, reply and event a user sends or receives imports
+partitions), :mod:`thespian_cluster.global_messages` (the global registry's status and
+``NameConflict``) and :mod:`thespian_cluster.event_messages` (name and group events,
+``AwaitName``), so every request, reply and event a user sends or receives imports
 from here and from ``thespian_cluster``::
 
     from thespian_cluster import GetNodeStatus, NodeDown, NodeUp, SubscribeNodeEvents
@@ -90,6 +91,24 @@ if TYPE_CHECKING:  # at run time by __getattr__ below: they import this module
         UnsubscribeNodeEvents,
         UnsubscribePartitionEvents,
         WritableChanged,
+    )
+    from thespian_cluster.event_messages import (
+        AwaitName,
+        GroupEvent,
+        GroupSnapshot,
+        MemberJoined,
+        MemberLeft,
+        MetaChanged,
+        NameEvent,
+        NameMoved,
+        NameRegistered,
+        NamesSnapshot,
+        NameUnregistered,
+        Resync,
+        SubscribeGroup,
+        SubscribeNames,
+        UnsubscribeGroup,
+        UnsubscribeNames,
     )
     from thespian_cluster.global_messages import (
         GetGlobalStatus,
@@ -611,6 +630,7 @@ PROTOCOL_MODULES: Final = (
     "thespian_cluster.messages",
     "thespian_cluster.cluster_messages",
     "thespian_cluster.global_messages",
+    "thespian_cluster.event_messages",
 )
 
 #: Classes of the protocol modules that only a node's own actors exchange: exported
@@ -636,6 +656,7 @@ INTERNAL_MESSAGES: Final = frozenset(
 __all__ = [
     "ActorExiting",
     "AlreadyRegistered",
+    "AwaitName",
     "ChildCount",
     "ChildDeleted",
     "ChildInfo",
@@ -655,21 +676,31 @@ __all__ = [
     "GetNodeStatus",
     "GetPartitionStatus",
     "GlobalStatus",
+    "GroupEvent",
     "GroupList",
     "GroupMember",
     "GroupMembers",
     "GroupMembersReply",
+    "GroupSnapshot",
     "JoinGroup",
     "JoinedGroup",
     "LeaveGroup",
     "LeftGroup",
     "ListGroups",
     "ListNames",
+    "MemberJoined",
+    "MemberLeft",
     "Message",
+    "MetaChanged",
     "MetaUpdated",
     "NameConflict",
+    "NameEvent",
     "NameList",
     "NameLost",
+    "NameMoved",
+    "NameRegistered",
+    "NameUnregistered",
+    "NamesSnapshot",
     "NodeDown",
     "NodeHealthInfo",
     "NodeHealthReply",
@@ -688,9 +719,12 @@ __all__ = [
     "Reply",
     "Request",
     "RestartChild",
+    "Resync",
     "ShutdownSupervisor",
     "StartChild",
     "StartSupervisor",
+    "SubscribeGroup",
+    "SubscribeNames",
     "SubscribeNodeEvents",
     "SubscribePartitionEvents",
     "Subscribed",
@@ -703,6 +737,8 @@ __all__ = [
     "UnregisterMany",
     "Unregistered",
     "UnregisteredMany",
+    "UnsubscribeGroup",
+    "UnsubscribeNames",
     "UnsubscribeNodeEvents",
     "UnsubscribePartitionEvents",
     "Unsubscribed",
