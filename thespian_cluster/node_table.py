@@ -32,6 +32,7 @@ of a transaction and an unpickle). The rules that keep it right:
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
 import mmap
 import os
@@ -68,6 +69,7 @@ _REGISTRY_KEY = b"r"
 _GLOBAL_NAME_PREFIX = b"N:"
 _GLOBAL_MEMBER_PREFIX = b"M:"
 _AGENT_PREFIX = b"a:"
+_EVENTS_PREFIX = b"e:"  # + scope + NUL + a digest: event subscriptions and waits
 _UNMIRRORED_KEY = b"u"  # set: the global backend does not feed the mirror (its name)
 _PICKLE = pickle.HIGHEST_PROTOCOL
 VERSION_FILE = "version"
@@ -286,7 +288,8 @@ class TableWriter:
         removed_names: Iterable[tuple[str, Name]] = (),
         members: Iterable[Member] = (),
         removed_members: Iterable[tuple[str, Any]] = (),
-    ) -> None:
+    ) -> int:
+        """Record these changes in one commit; the table's version after it."""
         with self._version_file.locked():
             with self._env.begin(write=True) as txn:
                 for entry in entries:
@@ -302,9 +305,10 @@ class TableWriter:
                     txn.delete(_member_key(group, address))
                 version = self._bump(txn)
             self._version_file.publish_locked(version)  # after the commit, never before
+        return version
 
-    def write_removal(self, removal: Removal, address: Any) -> None:
-        self.write(
+    def write_removal(self, removal: Removal, address: Any) -> int:
+        return self.write(
             removed_names=[e.key for e in removal.names],
             removed_members=[(g, address) for g in removal.groups],
         )
@@ -313,12 +317,35 @@ class TableWriter:
         """Publish the Registry's own address for actors and clients on this host."""
         self._commit_put(_REGISTRY_KEY, _encode(address))
 
-    def _commit_put(self, key: bytes, value: bytes) -> None:
+    def _commit_put(self, key: bytes, value: bytes | None) -> None:
+        """Put ``value`` under ``key`` (None: delete it) in one commit."""
         with self._version_file.locked():
             with self._env.begin(write=True) as txn:
-                txn.put(key, value)
+                if value is None:
+                    txn.delete(key)
+                else:
+                    txn.put(key, value)
                 version = self._bump(txn)
             self._version_file.publish_locked(version)
+
+    def version(self) -> int:
+        """The table's version now (every writer's commits count)."""
+        with self._env.begin() as txn:
+            return _stored_version(txn)
+
+    # ---- the subscriptions and waits of a scope's events (actors/event_service.py) ---
+
+    def put_event_record(self, scope: str, key: Any, record: Any) -> None:
+        """Keep ``record`` (a subscription or a wait) under ``key`` for a restarted host."""
+        self._commit_put(_event_key(scope, key), _encode(record))
+
+    def drop_event_record(self, scope: str, key: Any) -> None:
+        self._commit_put(_event_key(scope, key), None)
+
+    def event_records(self, scope: str) -> list[Any]:
+        """Every record kept for ``scope``; unreadable ones are skipped."""
+        with self._env.begin() as txn:
+            return _event_records(txn, scope)
 
     @staticmethod
     def _bump(txn: Any) -> int:
@@ -336,15 +363,18 @@ class GlobalMirror(TableWriter):
     transactions and the version file's lock orders their publications.
     """
 
-    def write_update(self, update: MirrorUpdate) -> None:
+    def write_update(self, update: MirrorUpdate) -> int | None:
         """Bring the mirror to the replica's state after one apply or install, in one
         commit (see :class:`~thespian_cluster.core.replica.MirrorUpdate`).
 
         Args:
             update: from :func:`~thespian_cluster.core.replica.mirror_update`.
+
+        Returns:
+            The table's version after the commit (None: nothing to write).
         """
         if not update:
-            return
+            return None
 
         def change(txn: Any) -> None:
             for kind, name in update.dropped_names:
@@ -356,9 +386,9 @@ class GlobalMirror(TableWriter):
             for member in update.members:
                 txn.put(_global_member_key(member.group, member.address), _encode(member))
 
-        self._commit(change)
+        return self._commit(change)
 
-    def replace(self, entries: Iterable[Entry], members: Iterable[Member]) -> None:
+    def replace(self, entries: Iterable[Entry], members: Iterable[Member]) -> int:
         """Make the mirror hold exactly ``entries`` and ``members``."""
 
         def rewrite(txn: Any) -> None:
@@ -370,7 +400,7 @@ class GlobalMirror(TableWriter):
             for member in members:
                 txn.put(_global_member_key(member.group, member.address), _encode(member))
 
-        self._commit(rewrite)
+        return self._commit(rewrite)
 
     def declare(self, fed: bool, backend: str) -> None:
         """Say whether the global backend (named ``backend``) keeps this mirror. An
@@ -397,12 +427,13 @@ class GlobalMirror(TableWriter):
             [m for m in members if (m.node, m.incarnation) == (node, incarnation)],
         )
 
-    def _commit(self, change: Callable[[Any], None]) -> None:
+    def _commit(self, change: Callable[[Any], None]) -> int:
         with self._version_file.locked():
             with self._env.begin(write=True) as txn:
                 change(txn)
                 version = self._bump(txn)
             self._version_file.publish_locked(version)
+        return version
 
 
 def publish_agent(node_dir: Path, role: str, address: Any) -> None:
@@ -574,6 +605,12 @@ class TableReader:
             _check_mirrored(txn)
             return _global_records(txn)
 
+    def event_records(self, scope: str) -> list[Any]:
+        """The subscriptions and waits kept for ``scope`` (what a test or a diagnosis
+        needs to see)."""
+        with _environment(self._path).begin() as txn:
+            return _event_records(txn, scope)
+
     def agent(self, role: str) -> Any | None:
         """Where this node's ``role`` actor is, as it last published (None: unknown)."""
         with _environment(self._path).begin() as txn:
@@ -585,6 +622,21 @@ class TableReader:
         with _environment(self._path).begin() as txn:
             raw = txn.get(_REGISTRY_KEY)
         return _decode(raw) if raw is not None else None
+
+
+def _event_records(txn: Any, scope: str) -> list[Any]:
+    records = []
+    for key in _keys_under(txn, _EVENTS_PREFIX + scope.encode() + b"\0"):
+        record = _decoded(txn.get(key))
+        if record is not None:
+            records.append(record)
+    return records
+
+
+def _event_key(scope: str, key: Any) -> bytes:
+    # A digest: a topic's prefix or group may be 255 characters, LMDB keys stop at 511.
+    digest = hashlib.blake2b(repr(key).encode(), digest_size=20).hexdigest()
+    return _EVENTS_PREFIX + scope.encode() + b"\0" + digest.encode()
 
 
 def _check_mirrored(txn: Any) -> None:

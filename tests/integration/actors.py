@@ -9,7 +9,7 @@ from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest
 
-from thespian_cluster import NormalExit, RegistryExitHook, SupervisedBy
+from thespian_cluster import Message, NormalExit, RegistryExitHook, SupervisedBy
 
 
 class Worker(Actor):
@@ -102,3 +102,21 @@ class BadConfigWorker(Worker):
         if message == "configure":
             raise ValueError("BadConfigWorker cannot be configured")
         super().receiveMessage(message, sender)
+
+
+class EventLog(Actor):
+    """Keeps every protocol message it is sent, in order (events, replies);
+    ``("send", to, message)`` sends ``message`` on its behalf (so replies land here);
+    ``"events"`` answers the list so far."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[Any] = []
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if message == "events":
+            self.send(sender, list(self.seen))
+        elif isinstance(message, tuple) and len(message) == 3 and message[0] == "send":
+            self.send(message[1], message[2])
+        elif isinstance(message, Message):
+            self.seen.append(message)

@@ -119,7 +119,10 @@ def test_a_dead_subscriber_is_dropped_with_its_waits() -> None:
     scope.subscribe(SUB2, NamesTopic())
     scope.wait(Waiter(("server", "later"), SUB, "request", deadline=10.0))
     assert sorted(scope.subscribers()) == [SUB2, SUB]
-    assert set(scope.drop(SUB)) == {NamesTopic(), GroupTopic("g")}
+    topics, waits = scope.drop(SUB)
+    assert set(topics) == {NamesTopic(), GroupTopic("g")} and [w.request for w in waits] == [
+        "request"
+    ]
     assert scope.waiting() == 0
     events = _events(scope, MirrorUpdate(entries=(_entry("later"),)))
     assert [r for r, _ in events] == [[SUB2]]

@@ -11,6 +11,8 @@ for the rest, :class:`FrontDoor` decides:
   answered here from the node table's global mirror, which the global backend keeps:
   no extra message, so a global ``Whereis`` costs what a local one does. A backend
   that keeps no mirror (``feeds_node_table = False``) gets them forwarded instead;
+* **global events** (``SubscribeNames``, ``SubscribeGroup``, their unsubscribes and
+  ``AwaitName`` with ``scope="global"``) go to RegistryDist too, which serves them;
 * **node requests** (``ClusterNodes``, ``GetNodeStatus``, ...) go to NodeMonitor,
   and **partition requests** to SplitBrainDetector, the same way.
 
@@ -24,6 +26,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from thespian_cluster.actors.event_service import EVENT_REQUESTS
 from thespian_cluster.backends.reads import read_reply, whereis_reply
 from thespian_cluster.cluster_messages import (
     ClusterNodes,
@@ -79,7 +82,7 @@ PARTITION_REQUESTS = (
     UnsubscribePartitionEvents,
 )
 ROUTES: dict[type, str] = {
-    **{t: "registry_dist" for t in (*GLOBAL_WRITES, GetGlobalStatus)},
+    **{t: "registry_dist" for t in (*GLOBAL_WRITES, *EVENT_REQUESTS, GetGlobalStatus)},
     **{t: "node_monitor" for t in NODE_REQUESTS},
     **{t: "split_brain_detector" for t in PARTITION_REQUESTS},
 }

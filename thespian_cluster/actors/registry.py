@@ -66,6 +66,7 @@ from thespian.actors import (
 )
 from thespian.system.messages.status import Thespian_ActorStatus, Thespian_StatusReq
 
+from thespian_cluster.actors.event_service import EVENT_REQUESTS, EventService, ObservedTable
 from thespian_cluster.actors.front_door import FrontDoor
 from thespian_cluster.actors.liveness import listening, refused
 from thespian_cluster.backends import RegistryBehavior, load_backend
@@ -117,7 +118,7 @@ from thespian_cluster.messages import (
     Whereis,
     new_request_id,
 )
-from thespian_cluster.node_table import TableWriter
+from thespian_cluster.node_table import TableReader
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.validation import entry_problem, member_problem, revalidate
 
@@ -130,6 +131,7 @@ _short.maxstring = _short.maxother = 80
 
 
 _HOMES_TIMER = "thespian_cluster.registry.homes"  # the wakeup payload of homing deadlines
+_EVENTS_TIMER = "thespian_cluster.registry.events"  # ... and of AwaitName deadlines
 #: Seconds a RegistryDist may take to answer a forwarded write: it answers within its
 #: own deadline (5 s), so past this (plus a heartbeat timeout for its node to be seen
 #: down) the node is gone and the client gets ``RegistryError(timeout)``.
@@ -166,7 +168,8 @@ class Registry(Actor):
     def __init__(self) -> None:
         super().__init__()
         self.backend: RegistryBehavior | None = None
-        self.table: TableWriter | None = None
+        self.table: ObservedTable | None = None
+        self.events: EventService | None = None  # subscriptions and waits, scope local
         self.front_door: FrontDoor | None = None
         self.settings: ClusterSettings | None = None
         self._early: list[tuple[Any, ActorAddress]] = []  # requests before configuration
@@ -213,6 +216,8 @@ class Registry(Actor):
         elif isinstance(message, WakeupMessage):
             if message.payload == _HOMES_TIMER:
                 self._homes_timer()
+            elif message.payload == _EVENTS_TIMER:
+                self._events_tick()
             else:
                 self._probe_batch()
         elif isinstance(message, DeadEnvelope):
@@ -239,6 +244,8 @@ class Registry(Actor):
             if isinstance(checked, Request):
                 if self._front_door.handles(checked):
                     self._elsewhere(checked, sender)
+                elif isinstance(checked, EVENT_REQUESTS):
+                    self._event_service.handle(checked, sender)
                 else:
                     self.send(sender, self._answer(checked))
             elif isinstance(checked, ActorExiting):
@@ -253,7 +260,7 @@ class Registry(Actor):
             return
         self.settings = settings
         self.backend = load_backend(settings.registry_backend, settings.node_name)
-        self.table = TableWriter(settings.node_dir)
+        self.table = ObservedTable(settings.node_dir)
         loaded = self.table.load(check_entry=entry_problem, check_member=member_problem)
         for key, reason in loaded.dropped:
             logger.warning("registry dropped node table record {}: {}", _short.repr(key), reason)
@@ -265,6 +272,19 @@ class Registry(Actor):
                 len(loaded.members),
             )
         self.table.set_registry(self.myAddress)
+        reader = TableReader(settings.node_dir)
+        backend = self.backend
+        self.events = EventService(
+            "local",
+            self.table,
+            self.send,
+            records=reader.records,
+            lookup=lambda key: backend.whereis(key[1], key[0]),
+            probe_interval=settings.liveness_probe_interval,
+            arm=lambda seconds: self.wakeupAfter(seconds, payload=_EVENTS_TIMER),
+        )
+        self.table.events = self.events
+        self.events.restore()
         distributed = settings.cluster_enabled and self.backend.is_distributed()
         if settings.cluster_enabled and not distributed:
             logger.warning(
@@ -510,9 +530,19 @@ class Registry(Actor):
         return self.front_door
 
     @property
-    def _table(self) -> TableWriter:
+    def _table(self) -> ObservedTable:
         assert self.table is not None
         return self.table
+
+    @property
+    def _event_service(self) -> EventService:
+        assert self.events is not None
+        return self.events
+
+    def _events_tick(self) -> None:
+        settings = self.settings
+        assert settings is not None
+        self._event_service.tick(time.monotonic(), refused, settings.liveness_probe_batch)
 
     # ---- names -----------------------------------------------------------------------
 
@@ -723,6 +753,8 @@ class Registry(Actor):
             dist = self.front_door.reader.agent("registry_dist")
             if dist is not None:  # it frees the actor's global names, if it has any
                 self.send(dist, ActorExiting(address=address))
+        if self.events is not None:
+            self.events.dead(address)
         removal: Removal = self._backend.remove_address(address)
         if removal:
             try:
@@ -741,6 +773,7 @@ class Registry(Actor):
         settings = self.settings
         assert settings is not None
         try:
+            self._events_tick()
             watched = self._backend.watched_addresses()
             if watched:
                 start = self._probe_cursor % len(watched)

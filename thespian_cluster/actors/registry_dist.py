@@ -47,6 +47,7 @@ from thespian.actors import (
 )
 
 from thespian_cluster.actors.cluster_members import ConfigureComponent
+from thespian_cluster.actors.event_service import EVENT_REQUESTS, EventService, ObservedMirror
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
 from thespian_cluster.backends.loading import backend_config, scope_backend
@@ -91,7 +92,8 @@ class RegistryDist(Actor, ScopeHost):
         self.node = core.NO_NODE
         self.address = None
         self.backend: GlobalBackend | None = None
-        self._mirror: GlobalMirror | None = None
+        self._mirror: ObservedMirror | None = None
+        self.events: EventService | None = None  # subscriptions and waits, scope global
         self._open: dict[int, Deferred] = {}
         self._early: list[tuple[Any, ActorAddress]] = []
         self._parent_pid = os.getppid()
@@ -162,6 +164,7 @@ class RegistryDist(Actor, ScopeHost):
         elif isinstance(message, ActorExiting):
             if isinstance(message.address, ActorAddress):
                 backend.owner_died(message.address, "died")
+                self._event_service.dead(message.address)
         elif isinstance(message, ClusterView):
             self._on_view(backend, message)
         elif isinstance(message, PartitionStatus):
@@ -188,7 +191,7 @@ class RegistryDist(Actor, ScopeHost):
         self.address = self.myAddress
         identity = read_identity(settings.node_dir)
         self.node = NodeId(settings.node_name, identity.incarnation)
-        self._mirror = GlobalMirror(settings.node_dir)
+        self._mirror = ObservedMirror(settings.node_dir)
         config = backend_config(settings.registry_backend, settings.backend)
         backend_class: type[GlobalBackend] = (
             _NoGlobalScope if config is None else scope_backend(settings.registry_backend)
@@ -197,11 +200,32 @@ class RegistryDist(Actor, ScopeHost):
         restarted = TableReader(settings.node_dir).agent(_STARTED_ROLE) == identity.incarnation
         self._wake_pair = _socket_pair()
         self._mirror.declare(backend_class.feeds_node_table, settings.registry_backend)
+        reader = TableReader(settings.node_dir)
+        feeds = backend_class.feeds_node_table
+        self.events = EventService(
+            "global",
+            self._mirror,
+            self.send,
+            records=reader.global_records,
+            lookup=lambda key: reader.lookup(key[1], key[0], "global"),
+            probe_interval=settings.liveness_probe_interval,
+            unavailable=None
+            if feeds
+            else f"{settings.registry_backend} keeps no mirror of the global scope: no events",
+        )
+        self._mirror.events = self.events
         self.backend = backend_class(self, config)
         self.backend.start(restarted)
+        if feeds:
+            self.events.restore()
         publish_agent(settings.node_dir, _STARTED_ROLE, identity.incarnation)
         publish_agent(settings.node_dir, "registry_dist", self.myAddress)
         self.wakeupAfter(self.backend.tick_interval)
+
+    @property
+    def _event_service(self) -> EventService:
+        assert self.events is not None
+        return self.events
 
     def _stop(self, backend: GlobalBackend) -> None:
         try:
@@ -233,6 +257,9 @@ class RegistryDist(Actor, ScopeHost):
         if not isinstance(checked, Request):
             if isinstance(checked, RegistryError):
                 self.send(to, checked)
+            return
+        if isinstance(checked, EVENT_REQUESTS):
+            self._event_service.handle(checked, to)  # answers itself, maybe much later
             return
         deferred = self._defer(checked, to)
         try:
@@ -299,6 +326,7 @@ class RegistryDist(Actor, ScopeHost):
             for deferred in [d for d in self._open.values() if now >= d.deadline]:
                 deferred.expire(f"the global backend did not answer in {timeout:g} s")
             backend.tick(now)
+            self._event_service.tick(now, self.probe_dead, self.settings.liveness_probe_batch)
         finally:
             self.wakeupAfter(backend.tick_interval)
 

@@ -137,6 +137,9 @@ class ScopeEvents:
         self._topics.setdefault(topic, {})[address_key(subscriber)] = subscriber
         return self.snapshot(topic)
 
+    def subscribed(self, subscriber: Any, topic: Topic) -> bool:
+        return address_key(subscriber) in self._topics.get(topic, {})
+
     def snapshot(self, topic: Topic) -> list[Entry] | list[Member]:
         copy = self._copy
         assert copy is not None, "load() the copy first"
@@ -154,16 +157,18 @@ class ScopeEvents:
         self._forget_copy_if_idle()
         return True
 
-    def drop(self, subscriber: Any) -> list[Topic]:
-        """Forget a dead subscriber's subscriptions and waits; the topics it had."""
+    def drop(self, subscriber: Any) -> tuple[list[Topic], list[Waiter]]:
+        """Forget a dead subscriber's subscriptions and waits; those it had."""
         akey = address_key(subscriber)
         had = [t for t, subs in self._topics.items() if akey in subs]
         for topic in had:
             self.unsubscribe(subscriber, topic)
+        dropped: list[Waiter] = []
         for key in list(self._waiters):
-            kept = [w for w in self._waiters[key] if address_key(w.client) != akey]
-            self._set_waiters(key, kept)
-        return had
+            waiting = self._waiters[key]
+            dropped.extend(w for w in waiting if address_key(w.client) == akey)
+            self._set_waiters(key, [w for w in waiting if address_key(w.client) != akey])
+        return had, dropped
 
     def subscriptions(self) -> list[tuple[Any, Topic]]:
         return [(s, t) for t, subs in self._topics.items() for s in subs.values()]
@@ -195,6 +200,13 @@ class ScopeEvents:
             late.extend(w for w in waiting if w.deadline <= now)
             self._set_waiters(key, [w for w in waiting if w.deadline > now])
         return late
+
+    def waited_keys(self) -> list[NameKey]:
+        return list(self._waiters)
+
+    def take_waiters(self, key: NameKey) -> list[Waiter]:
+        """Remove and return the waiters of ``key`` (its name exists: answer them)."""
+        return self._waiters.pop(key, [])
 
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
