@@ -1,0 +1,137 @@
+"""Name events and AwaitName in scope global, across real node processes.
+
+Each node has an :class:`~tests.integration.actors.EventLog` subscribed through its own
+node's Registry; the writes come from three nodes at once and one node is SIGKILLed in
+the middle of them. What every surviving subscriber sees is checked against what was
+acknowledged and against the node's own table at the end.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+import pytest
+
+from tests.conftest import wait_for
+from tests.integration.actors import EventLog, Worker
+from thespian_cluster import (
+    AwaitName,
+    ListNames,
+    NameRegistered,
+    NamesSnapshot,
+    NameUnregistered,
+    Register,
+    Registered,
+    Resync,
+    SubscribeNames,
+    WhereisReply,
+)
+from thespian_cluster.local_cluster import ClusterNode, LocalCluster
+from thespian_cluster.node_table import TableReader
+
+pytestmark = pytest.mark.cluster
+
+PER_NODE = 40
+
+
+def _three(cluster: LocalCluster) -> tuple[ClusterNode, ClusterNode, ClusterNode]:
+    a = cluster.start("a")
+    b, c = cluster.start("b", leader=a), cluster.start("c", leader=a)
+    cluster.wait_formed(["a", "b", "c"])
+    return a, b, c
+
+
+def _seen(node: ClusterNode, log: Any) -> list[Any]:
+    return node.client().ask(log, "events", 10) or []
+
+
+def _replay(snapshot: NamesSnapshot, events: list[Any]) -> dict[str, Any]:
+    """The table the events make of the snapshot; fails on a lost or doubled event."""
+    table = {info.name: info.address for info in snapshot.names}
+    for event in events:
+        assert not isinstance(event, Resync), "no stream restarted in this test"
+        if isinstance(event, NameRegistered):
+            assert event.name not in table, f"{event.name} registered twice"
+            table[event.name] = event.address
+        elif isinstance(event, NameUnregistered):
+            assert table.pop(event.name, None) == event.address, f"{event.name}: not held"
+    return table
+
+
+def test_every_node_sees_each_change_once_and_a_dead_nodes_names_go_with_node_down(
+    cluster: LocalCluster,
+) -> None:
+    a, b, c = _three(cluster)
+    logs, snapshots = {}, {}
+    for node in (a, b):
+        log = node.client().createActor(EventLog)
+        snapshot = node.ask(SubscribeNames(subscriber=log, scope="global"))
+        assert isinstance(snapshot, NamesSnapshot) and snapshot.names == []
+        logs[node.name], snapshots[node.name] = log, snapshot
+    acknowledged: dict[str, list[str]] = {"a": [], "b": [], "c": []}
+
+    def register_from(node: ClusterNode) -> None:
+        owner = node.client().createActor(Worker)
+        for index in range(PER_NODE):
+            name = f"{node.name}-{index}"
+            try:
+                reply = node.ask(Register(name=name, address=owner, scope="global"), 5)
+            except Exception:  # c is killed under its own writes
+                return
+            if isinstance(reply, Registered):
+                acknowledged[node.name].append(name)
+
+    writers = [threading.Thread(target=register_from, args=(n,)) for n in (a, b, c)]
+    for writer in writers:
+        writer.start()
+    wait_for(lambda: len(acknowledged["c"]) >= PER_NODE // 4, 30, "c's first writes")
+    c.kill()
+    for writer in writers:
+        writer.join(60)
+    survivors = set(acknowledged["a"] + acknowledged["b"])
+    assert len(survivors) == 2 * PER_NODE and acknowledged["c"]
+
+    for node in (a, b):
+        final = {i.name for i in node.ask(ListNames(scope="global")).names}
+        assert final == survivors
+
+        def settled(node: ClusterNode = node) -> list[Any] | None:
+            events = _seen(node, logs[node.name])
+            made = _replay(snapshots[node.name], events)
+            return events if set(made) == survivors else None
+
+        events = wait_for(settled, 30, f"{node.name}'s events to reach its table")
+        registered = [e.name for e in events if isinstance(e, NameRegistered)]
+        assert sorted(registered) == sorted(survivors | set(acknowledged["c"]) & set(registered))
+        for name in acknowledged["c"]:  # acknowledged, then purged with its node
+            gone = [e for e in events if isinstance(e, NameUnregistered) and e.name == name]
+            assert [e.reason for e in gone] == ["node_down"], (node.name, name, gone)
+        assert all(e.reason == "normal" for e in events if isinstance(e, NameRegistered))
+        versions = [e.version for e in events]
+        assert versions == sorted(versions) and versions[0] > snapshots[node.name].version
+
+
+def test_await_on_one_node_is_answered_by_a_registration_on_another(
+    cluster: LocalCluster,
+) -> None:
+    a, b, _ = _three(cluster)
+    waiters = [a.client().createActor(EventLog) for _ in range(3)]
+    for waiter in waiters:
+        request = AwaitName(name="coordinator", scope="global", timeout=30)
+        a.client().tell(waiter, ("send", a.registry(), request))
+    kept = TableReader(a.node_dir)
+    wait_for(lambda: len(kept.event_records("global")) == 3, 10, "the waits at a's RegistryDist")
+    owner = b.client().createActor(Worker)
+    registered_at = time.monotonic()
+    assert isinstance(
+        b.ask(Register(name="coordinator", address=owner, scope="global")), Registered
+    )
+    for waiter in waiters:
+        answer = wait_for(lambda w=waiter: _seen(a, w), 10, "the await's answer")[0]
+        assert isinstance(answer, WhereisReply) and answer.address == owner
+    lag = time.monotonic() - registered_at
+    assert lag < 5.0
+    now = a.ask(AwaitName(name="coordinator", scope="global", timeout=1))
+    assert isinstance(now, WhereisReply) and now.address == owner
