@@ -104,8 +104,11 @@ def test_every_node_sees_each_change_once_and_a_dead_nodes_names_go_with_node_do
 
         events = wait_for(settled, 30, f"{node.name}'s events to reach its table")
         registered = [e.name for e in events if isinstance(e, NameRegistered)]
-        assert sorted(registered) == sorted(survivors | set(acknowledged["c"]) & set(registered))
-        for name in acknowledged["c"]:  # acknowledged, then purged with its node
+        assert len(registered) == len(set(registered)), "a name registered twice"
+        assert survivors | set(acknowledged["c"]) <= set(registered)
+        # c may die after its write was applied and before it answered its client
+        assert {n for n in registered if n not in survivors} <= {f"c-{i}" for i in range(PER_NODE)}
+        for name in [n for n in registered if n.startswith("c-")]:  # purged with its node
             gone = [e for e in events if isinstance(e, NameUnregistered) and e.name == name]
             assert [e.reason for e in gone] == ["node_down"], (node.name, name, gone)
         assert all(e.reason == "normal" for e in events if isinstance(e, NameRegistered))
