@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -60,10 +62,18 @@ def _replay(snapshot: NamesSnapshot, events: list[Any]) -> dict[str, Any]:
     return table
 
 
+@pytest.fixture(params=["global", "etcd"])
+def cluster_of(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LocalCluster]:
+    """A cluster on the built-in global backend, or on etcd (the session's server)."""
+    settings = request.getfixturevalue("etcd_backend") if request.param == "etcd" else {}
+    with LocalCluster(tmp_path, **settings) as cluster:
+        yield cluster
+
+
 def test_every_node_sees_each_change_once_and_a_dead_nodes_names_go_with_node_down(
-    cluster: LocalCluster,
+    cluster_of: LocalCluster,
 ) -> None:
-    a, b, c = _three(cluster)
+    a, b, c = _three(cluster_of)
     logs, snapshots = {}, {}
     for node in (a, b):
         log = node.client().createActor(EventLog)
@@ -94,8 +104,11 @@ def test_every_node_sees_each_change_once_and_a_dead_nodes_names_go_with_node_do
     assert len(survivors) == 2 * PER_NODE and acknowledged["c"]
 
     for node in (a, b):
-        final = {i.name for i in node.ask(ListNames(scope="global")).names}
-        assert final == survivors
+
+        def purged(node: ClusterNode = node) -> bool:  # c's names go once it is seen down
+            return {i.name for i in node.ask(ListNames(scope="global")).names} == survivors
+
+        wait_for(purged, 30, f"c's names purged on {node.name}")
 
         def settled(node: ClusterNode = node) -> list[Any] | None:
             events = _seen(node, logs[node.name])

@@ -38,6 +38,7 @@ touches the view and the mirror.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import queue
 import threading
@@ -67,8 +68,9 @@ from thespian_cluster.backends.etcd.view import (
 )
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
 from thespian_cluster.cluster_messages import ClusterView
+from thespian_cluster.core import reasons as why
 from thespian_cluster.core.addresses import address_key
-from thespian_cluster.core.replica import NodeId
+from thespian_cluster.core.replica import MirrorUpdate, NodeId
 from thespian_cluster.core.sequencer import Resolver
 from thespian_cluster.core.table import Entry, Member
 from thespian_cluster.global_messages import GlobalStatus, NameLost
@@ -99,6 +101,7 @@ _T = TypeVar("_T")
 TXN_BYTES = 1 << 20
 RETRY_AFTER = 0.5  # seconds between attempts to reach etcd again (session, lease)
 RETRY_PAUSE = 0.2  # seconds between attempts of a write while etcd is unavailable
+_MAX_REMEMBERED = 10_000  # dead owners and down nodes kept for event reasons
 
 
 class EtcdConfig(BaseModel):
@@ -217,6 +220,9 @@ class EtcdBackend(GlobalBackend):
         # Nodes down whose lease revocation is queued. Replaced, never mutated: the
         # writer threads read it.
         self._down: frozenset[NodeId] = frozenset()
+        # For the reasons of name events: nodes seen down, owners seen dead (bounded).
+        self._gone_nodes: set[NodeId] = set()
+        self._dead_owners: set[Any] = set()
         self._live: frozenset[str] = frozenset()  # node names in the latest view
         self._probe_cursor = 0
 
@@ -348,6 +354,9 @@ class EtcdBackend(GlobalBackend):
     # ---- hooks ---------------------------------------------------------------------------
 
     def owner_died(self, address: Any, reason: str) -> None:
+        if len(self._dead_owners) >= _MAX_REMEMBERED:
+            self._dead_owners.clear()
+        self._dead_owners.add(address_key(address))
         mine = (self.me.name, self.me.incarnation)
         keys = []
         for record in self.view.owned_by_address(address):
@@ -360,6 +369,9 @@ class EtcdBackend(GlobalBackend):
             )
 
     def node_down(self, node: NodeId, reason: str) -> None:
+        if len(self._gone_nodes) >= _MAX_REMEMBERED:
+            self._gone_nodes.clear()
+        self._gone_nodes.add(node)
         known = self.view.node_lease(node.name)
         if known is None or known[0] != node.incarnation:
             return  # not that incarnation's lease (a restarted node has a new one)
@@ -458,19 +470,39 @@ class EtcdBackend(GlobalBackend):
     def _apply(self, applied: Any, from_watch: bool) -> None:
         if applied.update:
             try:
-                self.host.mirror.write_update(applied.update)
+                self.host.mirror.write_update(self._with_reasons(applied, from_watch))
             except Exception:
                 logger.exception("etcd backend could not update the mirror; rewriting it")
                 self.host.mirror.replace(self.view.entries(), self.view.members())
         if from_watch:
             # A loss this node did not ask for (its own releases were applied from their
             # answers first): tell each owner it hosts, once, with the reason.
-            why = "lease_expired" if self._lease_lost else "deleted_in_etcd"
+            cause = "lease_expired" if self._lease_lost else "deleted_in_etcd"
             for entry in applied.removed_entries:
                 if (entry.node, entry.incarnation) == (self.me.name, self.me.incarnation):
                     self.host.send(
-                        entry.address, NameLost(name=entry.name, kind=entry.kind, reason=why)
+                        entry.address, NameLost(name=entry.name, kind=entry.kind, reason=cause)
                     )
+
+    def _with_reasons(self, applied: Any, from_watch: bool) -> MirrorUpdate:
+        """``applied.update`` saying why each removal happened, as far as this node
+        can tell: the owner's node went down, the owner died, or (for this node's own
+        names, deleted without its asking) lost."""
+        update: MirrorUpdate = applied.update
+        reasons: dict[Any, str] = dict(update.reasons)  # the view's: keys on an ended lease
+        mine = (self.me.name, self.me.incarnation)
+        removed: list[tuple[Any, Entry | Member]] = [(e.key, e) for e in applied.removed_entries]
+        removed += [((m.group, address_key(m.address)), m) for m in applied.removed_members]
+        for key, owner in removed:
+            if key in reasons:
+                continue
+            if NodeId(owner.node, owner.incarnation) in self._gone_nodes:
+                reasons[key] = why.NODE_DOWN
+            elif address_key(owner.address) in self._dead_owners:
+                reasons[key] = why.OWNER_DIED
+            elif from_watch and (owner.node, owner.incarnation) == mine:
+                reasons[key] = why.LOST
+        return dataclasses.replace(update, reasons=reasons) if reasons else update
 
     def _on_session(self, news: _Session) -> None:
         if news.lease is not None:

@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import quote, unquote
 
+from thespian_cluster.core import reasons as why
 from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.replica import MirrorUpdate
 from thespian_cluster.core.table import Entry, Member, Name
@@ -332,8 +333,20 @@ def _applied(puts: dict[str, Record], drops: dict[str, Record]) -> Applied:
         for k, r in drops.items()
         if r.member is not None and k not in puts
     ]
+    # A node's lease revoked or expired deletes its node record and every key on its
+    # lease in one revision: those went with their node.
+    ended = {r.node[1] for k, r in drops.items() if r.node is not None and k not in puts}
+    reasons: dict[Any, str] = {}
+    for key, record in drops.items():
+        if key in puts or not record.lease or record.lease not in ended:
+            continue
+        if record.entry is not None:
+            reasons[record.entry.key] = why.NODE_DOWN
+        elif record.member is not None:
+            reasons[(record.member.group, address_key(record.member.address))] = why.NODE_DOWN
+    update = (tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members))
     return Applied(
-        MirrorUpdate(tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members)),
+        MirrorUpdate(*update, reasons),
         [r.entry for k, r in drops.items() if r.entry is not None and k not in puts],
         [r.member for k, r in drops.items() if r.member is not None and k not in puts],
     )
