@@ -19,6 +19,7 @@ def test_every_example_is_tested() -> None:
         "client_lookup.py",
         "custom_backend.py",
         "mcp_registry.py",
+        "tool_watcher.py",
         "worker_pool.py",
     ]
 
