@@ -124,3 +124,22 @@ class Loader(Actor):
             Register(name=name, address=job.owner, scope=job.scope),
         )
         self.next += 1
+
+
+class EventRecorder(Actor):
+    """Subscribes where it is told (``("subscribe", registry, request)``) and keeps the
+    ``time.monotonic()`` at which each ``NameRegistered`` arrived; ``("times",)``
+    answers ``{name: arrival}`` (one clock for every process of a host)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.arrivals: dict[Any, float] = {}
+
+    def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        kind = type(message).__name__
+        if kind == "NameRegistered":
+            self.arrivals.setdefault(message.name, time.monotonic())
+        elif isinstance(message, tuple) and message[:1] == ("subscribe",):
+            self.send(message[1], message[2])
+        elif message == ("times",):
+            self.send(sender, dict(self.arrivals))
