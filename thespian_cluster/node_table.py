@@ -317,14 +317,10 @@ class TableWriter:
         """Publish the Registry's own address for actors and clients on this host."""
         self._commit_put(_REGISTRY_KEY, _encode(address))
 
-    def _commit_put(self, key: bytes, value: bytes | None) -> None:
-        """Put ``value`` under ``key`` (None: delete it) in one commit."""
+    def _commit_put(self, key: bytes, value: bytes) -> None:
         with self._version_file.locked():
             with self._env.begin(write=True) as txn:
-                if value is None:
-                    txn.delete(key)
-                else:
-                    txn.put(key, value)
+                txn.put(key, value)
                 version = self._bump(txn)
             self._version_file.publish_locked(version)
 
@@ -333,25 +329,32 @@ class TableWriter:
         with self._env.begin() as txn:
             return _stored_version(txn)
 
-    # ---- the subscriptions and waits of a scope's events (actors/event_service.py) ---
-
-    def put_event_record(self, scope: str, key: Any, record: Any) -> None:
-        """Keep ``record`` (a subscription or a wait) under ``key`` for a restarted host."""
-        self._commit_put(_event_key(scope, key), _encode(record))
-
-    def drop_event_record(self, scope: str, key: Any) -> None:
-        self._commit_put(_event_key(scope, key), None)
-
-    def event_records(self, scope: str) -> list[Any]:
-        """Every record kept for ``scope``; unreadable ones are skipped."""
-        with self._env.begin() as txn:
-            return _event_records(txn, scope)
-
     @staticmethod
     def _bump(txn: Any) -> int:
         version = _stored_version(txn) + 1
         txn.put(_VERSION_KEY, _VERSION.pack(version))
         return version
+
+    # ---- the subscriptions and waits of a scope's events (actors/event_service.py) ---
+    # Written without bumping the version: no name changes, so readers' caches stay.
+
+    def put_event_record(self, scope: str, key: Any, record: Any) -> None:
+        """Keep ``record`` (a subscription or a wait) under ``key`` for a restarted host."""
+        with self._env.begin(write=True) as txn:
+            txn.put(_event_key(scope, key), _encode(record))
+
+    def drop_event_records(self, scope: str, keys: Iterable[Any], raw: bool = False) -> None:
+        """Forget the records under ``keys`` (``raw``: LMDB keys, as
+        :meth:`event_records` gives them) in one commit."""
+        with self._env.begin(write=True) as txn:
+            for key in keys:
+                txn.delete(key if raw else _event_key(scope, key))
+
+    def event_records(self, scope: str) -> list[tuple[bytes, Any]]:
+        """``(LMDB key, record)`` of every record kept for ``scope``; a record that does
+        not decode comes as ``(key, None)``."""
+        with self._env.begin() as txn:
+            return _event_records(txn, scope)
 
 
 class GlobalMirror(TableWriter):
@@ -609,7 +612,7 @@ class TableReader:
         """The subscriptions and waits kept for ``scope`` (what a test or a diagnosis
         needs to see)."""
         with _environment(self._path).begin() as txn:
-            return _event_records(txn, scope)
+            return [record for _, record in _event_records(txn, scope)]
 
     def agent(self, role: str) -> Any | None:
         """Where this node's ``role`` actor is, as it last published (None: unknown)."""
@@ -624,13 +627,11 @@ class TableReader:
         return _decode(raw) if raw is not None else None
 
 
-def _event_records(txn: Any, scope: str) -> list[Any]:
-    records = []
-    for key in _keys_under(txn, _EVENTS_PREFIX + scope.encode() + b"\0"):
-        record = _decoded(txn.get(key))
-        if record is not None:
-            records.append(record)
-    return records
+def _event_records(txn: Any, scope: str) -> list[tuple[bytes, Any]]:
+    return [
+        (key, _decoded(txn.get(key)))
+        for key in _keys_under(txn, _EVENTS_PREFIX + scope.encode() + b"\0")
+    ]
 
 
 def _event_key(scope: str, key: Any) -> bytes:

@@ -153,6 +153,7 @@ class Host:
         self.address = None
         self.mirror = Mirror()
         self.woke = threading.Event()
+        self.ready = False  # the backend said the mirror holds the scope
 
     def send(self, to: Any, message: Any) -> None:
         pass
@@ -162,6 +163,9 @@ class Host:
 
     def wake(self) -> None:
         self.woke.set()
+
+    def caught_up(self) -> None:
+        self.ready = True
 
 
 @pytest.fixture

@@ -141,3 +141,43 @@ def test_waiters_are_answered_by_the_first_put_or_expire() -> None:
     assert applied.answered == [(first, entry), (second, entry)] and applied.events == []
     assert scope.expired(now=6.0) == [late]
     assert scope.waiting() == 0
+
+
+def test_the_steps_of_one_delta_are_reported_in_order_each_with_its_reason() -> None:
+    """A delta that purges a dead owner and gives its name to another, then registers
+    and drops a name: four events in that order (the end state alone would say one
+    NameMoved and nothing about the short-lived name)."""
+    from thespian_cluster.core.replica import (
+        Changes,
+        DropName,
+        NodeId,
+        PurgeAddress,
+        PutName,
+        apply_effect,
+        mirror_update,
+    )
+    from thespian_cluster.core.table import NameTable
+
+    node = NodeId("n1", "i1")
+    table = NameTable()
+    table.register("x", "server", A, "n1", {}, incarnation="i1")
+    scope = ScopeEvents()
+    scope.load(table.names(), [])
+    scope.subscribe(SUB, NamesTopic())
+    changes = Changes()
+    effects = [
+        PurgeAddress(A),
+        PutName("server", "x", B, node, {}, 1.0),
+        PutName("server", "brief", B, node, {}, 1.0),
+        DropName("server", "brief"),
+    ]
+    for seq, effect in enumerate(effects, 1):
+        apply_effect(table, effect, (1, seq), changes)
+    events = [c for _, c in scope.apply(mirror_update(table, changes)).events]
+    assert [(c.kind, c.entry.name, c.reason) for c in events] == [  # type: ignore[union-attr]
+        ("unregistered", "x", why.OWNER_DIED),
+        ("registered", "x", why.NORMAL),
+        ("registered", "brief", why.NORMAL),
+        ("unregistered", "brief", why.NORMAL),
+    ]
+    assert scope.snapshot(NamesTopic()) == [table.whereis("x", "server")]

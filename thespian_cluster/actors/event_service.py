@@ -28,6 +28,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from loguru import logger
+from thespian.actors import ActorAddress
 
 from thespian_cluster.backends.reads import whereis_reply
 from thespian_cluster.cluster_messages import Unsubscribed
@@ -70,6 +71,7 @@ from thespian_cluster.messages import (
     Whereis,
 )
 from thespian_cluster.node_table import GlobalMirror, TableWriter
+from thespian_cluster.validation import revalidate
 
 #: The requests an :class:`EventService` answers.
 EVENT_REQUESTS = (SubscribeNames, UnsubscribeNames, SubscribeGroup, UnsubscribeGroup, AwaitName)
@@ -88,6 +90,8 @@ class EventService:
         records: the scope's entries and explicit memberships as committed now.
         lookup: the scope's entry of a name key now, or None.
         probe_interval: seconds between two probes of a batch of subscribers.
+        hold_timeout: how long a request may wait for :meth:`ready` before it is
+            answered ``unavailable``.
         arm: ask the host to call :meth:`tick` in that many seconds (a wait's deadline);
             a host that ticks often anyway passes None.
         unavailable: why this scope cannot report changes, or None if it can.
@@ -101,6 +105,7 @@ class EventService:
         records: Records,
         lookup: Callable[[NameKey], Entry | None],
         probe_interval: float,
+        hold_timeout: float,
         arm: Callable[[float], None] | None = None,
         unavailable: str | None = None,
     ) -> None:
@@ -111,34 +116,61 @@ class EventService:
         self._lookup = lookup
         self._unavailable = unavailable
         self._probe_interval = probe_interval
+        self._hold_timeout = hold_timeout
         self._arm = arm
         self._events = ScopeEvents()
         self._probe_cursor = 0
         self._next_probe = 0.0
+        self._ready = False
+        self._held: list[tuple[Request, Any, float]] = []  # before ready: (request, client, since)
 
     # ---- start ---------------------------------------------------------------------
 
-    def restore(self) -> None:
-        """After the host (re)started: take up the kept subscriptions (each gets a
-        :class:`Resync`) and waits."""
-        kept = self._table.event_records(self.scope)
-        subscriptions = [r for r in kept if _is_subscription(r)]
-        waits = [r for r in kept if isinstance(r, Waiter)]
+    def ready(self) -> None:
+        """The scope's records are complete (the host started, its backend caught up):
+        take up the kept subscriptions and waits, then the requests held until now.
+        Later calls do nothing."""
+        if self._ready:
+            return
+        self._ready = True
+        try:
+            self._restore()
+        except Exception:  # the kept records are lost, not the host
+            logger.exception("{} events: could not take up the kept subscriptions", self.scope)
+        held, self._held = self._held, []
+        for request, client, _ in held:
+            self.handle(request, client)
+
+    def _restore(self) -> None:
+        subscriptions: list[tuple[Any, Topic]] = []
+        waits: list[Waiter] = []
+        bad: list[Any] = []
+        for key, record in self._table.event_records(self.scope):
+            if _is_subscription(record):
+                subscriptions.append(record)
+            elif _is_wait(record):
+                waits.append(record)
+            else:
+                bad.append(key)
+        if bad:
+            logger.warning("{} events: dropped {} unreadable record(s)", self.scope, len(bad))
+            self._table.drop_event_records(self.scope, bad, raw=True)
         if subscriptions:
             self._ensure_copy()
-            version = self._table.version()
             for subscriber, topic in subscriptions:
                 self._events.subscribe(subscriber, topic)
-                self._resync(subscriber, topic, version, "restarted")
+            self._resync(subscriptions, "restarted")
         for waiter in waits:
             entry = self._lookup(waiter.key)
             if entry is not None:
-                self._answer(waiter, entry)
+                self._answer([(waiter, entry)])
             else:
                 self._events.wait(waiter)
+                if self._arm is not None:
+                    self._arm(max(0.0, waiter.deadline - time.monotonic()))
         if subscriptions or waits:
             logger.info(
-                "{} events: took up {} subscription(s) and {} wait(s) after a restart",
+                "{} events: took up {} subscription(s) and {} wait(s)",
                 self.scope,
                 len(subscriptions),
                 len(waits),
@@ -147,17 +179,30 @@ class EventService:
     # ---- requests ------------------------------------------------------------------
 
     def handle(self, request: Request, client: Any) -> None:
-        """Answer one of :data:`EVENT_REQUESTS` (validated)."""
+        """Answer one of :data:`EVENT_REQUESTS` (validated); always answers."""
         if self._unavailable is not None:
             self._send(client, _error(request, ErrorCode.UNKNOWN_REQUEST, self._unavailable))
             return
+        if not self._ready:
+            self._held.append((request, client, time.monotonic()))
+            return
+        try:
+            self._handle(request, client)
+        except Exception as exc:  # a failed LMDB write, a record that cannot be sent
+            logger.exception("{} events failed on {}", self.scope, type(request).__name__)
+            failure = _error(request, ErrorCode.BACKEND_FAILURE, f"{type(exc).__name__}: {exc}")
+            self._send(client, failure)
+
+    def _handle(self, request: Request, client: Any) -> None:
         if isinstance(request, AwaitName):
             self._await(request, client)
         elif isinstance(request, SubscribeNames | SubscribeGroup):
             topic = _topic(request)
             self._ensure_copy()
             if not self._events.subscribed(request.subscriber, topic):
-                self._keep(request.subscriber, topic)
+                self._table.put_event_record(
+                    self.scope, _record_key(request.subscriber, topic), (request.subscriber, topic)
+                )
             self._events.subscribe(request.subscriber, topic)
             version = self._table.version()
             self._send(client, self._snapshot(topic, request.request_id, version))
@@ -165,7 +210,7 @@ class EventService:
             topic = _topic(request)
             was = self._events.unsubscribe(request.subscriber, topic)
             if was:
-                self._table.drop_event_record(self.scope, _record_key(request.subscriber, topic))
+                self._table.drop_event_records(self.scope, [_record_key(request.subscriber, topic)])
             self._send(client, Unsubscribed(request_id=request.request_id, was_subscribed=was))
 
     def _await(self, request: AwaitName, client: Any) -> None:
@@ -175,20 +220,25 @@ class EventService:
             self._send(client, whereis_reply(_as_whereis(request), entry))
             return
         waiter = Waiter(key, client, request, time.monotonic() + request.timeout)
-        self._events.wait(waiter)
         self._table.put_event_record(self.scope, _wait_key(waiter), waiter)
+        self._events.wait(waiter)
         if self._arm is not None:
             self._arm(request.timeout)
 
     # ---- changes -------------------------------------------------------------------
 
     def changed(self, update: MirrorUpdate, version: int | None) -> None:
-        """The host committed ``update`` at ``version``: tell whom it concerns."""
-        if version is None or not update:
+        """The host committed ``update`` at ``version``: tell whom it concerns. Never
+        raises (the change is committed whatever its events do)."""
+        if version is None or not update or not self._ready:
             return
-        applied = self._events.apply(update)
-        for waiter, entry in applied.answered:
-            self._answer(waiter, entry)
+        try:
+            applied = self._events.apply(update)
+        except Exception:  # the copy no longer matches: rebuild it and resync everyone
+            logger.exception("{} events: a change did not apply to the copy", self.scope)
+            self.reloaded()
+            return
+        self._answer(applied.answered)
         for recipients, change in applied.events:
             event = self._event(change, version)
             for subscriber in recipients:
@@ -196,50 +246,63 @@ class EventService:
 
     def reloaded(self) -> None:
         """The host rewrote the scope whole: every subscriber gets a fresh snapshot."""
-        for key in self._events.waited_keys():
-            entry = self._lookup(key)
-            if entry is not None:
-                for waiter in self._events.take_waiters(key):
-                    self._answer(waiter, entry)
-        subscriptions = self._events.subscriptions()
-        if not subscriptions:
+        if not self._ready:
             return
-        self._events.load(*self._records())
-        version = self._table.version()
-        for subscriber, topic in subscriptions:
-            self._resync(subscriber, topic, version, "reloaded")
+        try:
+            for key in self._events.waited_keys():
+                entry = self._lookup(key)
+                if entry is not None:
+                    self._answer([(w, entry) for w in self._events.take_waiters(key)])
+            subscriptions = self._events.subscriptions()
+            if subscriptions:
+                self._events.load(*self._records())
+                self._resync(subscriptions, "reloaded")
+        except Exception:
+            logger.exception("{} events: could not resync after a reload", self.scope)
 
     # ---- time and deaths -----------------------------------------------------------
 
     def tick(
         self, now: float, probe_dead: Callable[[Sequence[Any]], list[Any]], batch: int
     ) -> None:
-        """Expire waits; every ``probe_interval``, probe up to ``batch`` subscribers and
-        drop the dead ones."""
-        for waiter in self._events.expired(now):
-            self._table.drop_event_record(self.scope, _wait_key(waiter))
+        """Expire waits and held requests; every ``probe_interval``, probe up to
+        ``batch`` subscribers and drop the dead ones. Never raises."""
+        try:
+            self._expire(now)
+            if now >= self._next_probe:
+                self._next_probe = now + self._probe_interval
+                watched = self._events.subscribers()
+                if watched:
+                    start = self._probe_cursor % len(watched)
+                    chosen = (watched[start:] + watched[:start])[:batch]
+                    self._probe_cursor = start + len(chosen)
+                    for address in probe_dead(chosen):
+                        self.dead(address)
+        except Exception:
+            logger.exception("{} events: a tick failed", self.scope)
+
+    def _expire(self, now: float) -> None:
+        late = [h for h in self._held if now - h[2] >= self._hold_timeout]
+        if late:
+            self._held = [h for h in self._held if now - h[2] < self._hold_timeout]
+            for request, client, _ in late:
+                detail = f"scope {self.scope} is not caught up yet"
+                self._send(client, _error(request, ErrorCode.UNAVAILABLE, detail))
+        expired = self._events.expired(now)
+        for waiter in expired:
             request = waiter.request
             detail = f"no {request.kind} {request.name!r} within {request.timeout:g} s"
-            self._send(waiter.client, _error(request, ErrorCode.TIMEOUT, detail))
-        if now < self._next_probe:
-            return
-        self._next_probe = now + self._probe_interval
-        watched = self._events.subscribers()
-        if not watched:
-            return
-        start = self._probe_cursor % len(watched)
-        chosen = (watched[start:] + watched[:start])[:batch]
-        self._probe_cursor = start + len(chosen)
-        for address in probe_dead(chosen):
-            self.dead(address)
+            self._tell(waiter.client, _error(request, ErrorCode.TIMEOUT, detail))
+        self._drop_waits(expired)
 
     def dead(self, address: Any) -> None:
         """``address``'s actor is dead: drop its subscriptions and waits."""
-        topics, waits = self._events.drop(address)
-        for topic in topics:
-            self._table.drop_event_record(self.scope, _record_key(address, topic))
-        for waiter in waits:
-            self._table.drop_event_record(self.scope, _wait_key(waiter))
+        try:
+            topics, waits = self._events.drop(address)
+            keys = [_record_key(address, topic) for topic in topics]
+            self._table.drop_event_records(self.scope, keys + [_wait_key(w) for w in waits])
+        except Exception:
+            logger.exception("{} events: could not drop dead subscriber {}", self.scope, address)
 
     # ---- messages ------------------------------------------------------------------
 
@@ -247,33 +310,43 @@ class EventService:
         if not self._events.has_copy:
             self._events.load(*self._records())
 
-    def _keep(self, subscriber: Any, topic: Topic) -> None:
-        self._table.put_event_record(
-            self.scope, _record_key(subscriber, topic), (subscriber, topic)
-        )
-
     def _snapshot(
         self, topic: Topic, request_id: str, version: int
     ) -> NamesSnapshot | GroupSnapshot:
         rows = self._events.snapshot(topic)
         if isinstance(topic, GroupTopic):
-            members = [GroupMember.of(m) for m in rows if isinstance(m, Member)]
+            members = _readable(rows, GroupMember.of)
             return GroupSnapshot(
                 request_id=request_id, scope=self.scope, group=topic.group, members=members,
                 version=version,
             )  # fmt: skip
-        names = [RegistrationInfo.of(e) for e in rows if isinstance(e, Entry)]
+        names = _readable(rows, RegistrationInfo.of)
         return NamesSnapshot(
             request_id=request_id, scope=self.scope, kind=topic.kind, prefix=topic.prefix,
             names=names, version=version,
         )  # fmt: skip
 
-    def _resync(self, subscriber: Any, topic: Topic, version: int, reason: str) -> None:
-        self._tell(subscriber, Resync(snapshot=self._snapshot(topic, "", version), reason=reason))
+    def _resync(self, subscriptions: list[tuple[Any, Topic]], reason: str) -> None:
+        version = self._table.version()
+        snapshots: dict[Topic, NamesSnapshot | GroupSnapshot] = {}  # one per topic
+        for subscriber, topic in subscriptions:
+            if topic not in snapshots:
+                snapshots[topic] = self._snapshot(topic, "", version)
+            self._tell(subscriber, Resync(snapshot=snapshots[topic], reason=reason))
 
-    def _answer(self, waiter: Waiter, entry: Entry) -> None:
-        self._table.drop_event_record(self.scope, _wait_key(waiter))
-        self._send(waiter.client, whereis_reply(_as_whereis(waiter.request), entry))
+    def _answer(self, answered: list[tuple[Waiter, Entry]]) -> None:
+        """Answer each waiter first, then forget its record (a record left behind is
+        only answered again after a restart, where the name exists: at once)."""
+        for waiter, entry in answered:
+            self._tell(waiter.client, whereis_reply(_as_whereis(waiter.request), entry))
+        self._drop_waits([w for w, _ in answered])
+
+    def _drop_waits(self, waits: list[Waiter]) -> None:
+        if waits:
+            try:
+                self._table.drop_event_records(self.scope, [_wait_key(w) for w in waits])
+            except Exception:
+                logger.exception("{} events: could not drop {} wait(s)", self.scope, len(waits))
 
     def _event(self, change: Change, version: int) -> Message:
         if isinstance(change, MemberChange):
@@ -299,9 +372,9 @@ class EventService:
         )
         return event.model_construct(**fields)
 
-    def _tell(self, subscriber: Any, event: Any) -> None:
+    def _tell(self, subscriber: Any, message: Any) -> None:
         try:
-            self._send(subscriber, event)
+            self._send(subscriber, message)
         except Exception:  # one bad subscriber address must not stop the others' events
             logger.exception("{} events: could not send to {}", self.scope, subscriber)
 
@@ -313,11 +386,43 @@ def _topic(request: Any) -> Topic:
 
 
 def _is_subscription(record: Any) -> bool:
-    return (
-        isinstance(record, tuple)
-        and len(record) == 2
-        and isinstance(record[1], NamesTopic | GroupTopic)
-    )
+    """A kept ``(subscriber, topic)`` as this version writes it (records come from disk)."""
+    if not (isinstance(record, tuple) and len(record) == 2):
+        return False
+    subscriber, topic = record
+    if isinstance(topic, GroupTopic):
+        fields_ok = type(topic.group) is str
+    elif isinstance(topic, NamesTopic):
+        fields_ok = all(v is None or type(v) is str for v in (topic.kind, topic.prefix))
+    else:
+        return False
+    return fields_ok and isinstance(subscriber, ActorAddress)
+
+
+def _is_wait(record: Any) -> bool:
+    """A kept :class:`Waiter` whose request is a valid ``AwaitName`` today."""
+    if not isinstance(record, Waiter):
+        return False
+    try:
+        return (
+            isinstance(record.client, ActorAddress)
+            and isinstance(revalidate(record.request), AwaitName)
+            and isinstance(record.deadline, float)
+            and record.key == (record.request.kind, record.request.name)
+        )
+    except Exception:  # a field layout of another version: not ours to use
+        return False
+
+
+def _readable(rows: Sequence[Any], build: Callable[[Any], Any]) -> list[Any]:
+    """Each row as a reply row; one that cannot be built is skipped (and logged)."""
+    built = []
+    for row in rows:
+        try:
+            built.append(build(row))
+        except Exception as exc:
+            logger.warning("events skipped a record they cannot send: {!r} ({})", row, exc)
+    return built
 
 
 def _record_key(subscriber: Any, topic: Topic) -> Any:
@@ -325,7 +430,13 @@ def _record_key(subscriber: Any, topic: Topic) -> Any:
 
 
 def _wait_key(waiter: Waiter) -> Any:
-    return ("wait", address_key(waiter.client), waiter.request.request_id)
+    return (
+        "wait",
+        address_key(waiter.client),
+        waiter.request.request_id,
+        waiter.key,
+        waiter.deadline,
+    )
 
 
 def _as_whereis(request: AwaitName) -> Whereis:
@@ -354,13 +465,13 @@ class ObservedTable(TableWriter):
     ) -> int:
         update = MirrorUpdate(
             tuple(entries), tuple(removed_names), tuple(members), tuple(removed_members),
-            reasons or {},
+            reasons=reasons or {},
         )  # fmt: skip
         version = super().write(
             update.entries, update.dropped_names, update.members, update.dropped_members
         )
         if self.events is not None:
-            self.events.changed(update, version)
+            self.events.changed(update, version)  # never raises: the write stands
         return version
 
     def write_removal(self, removal: Removal, address: Any) -> int:

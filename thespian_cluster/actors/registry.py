@@ -281,10 +281,11 @@ class Registry(Actor):
             records=reader.records,
             lookup=lambda key: backend.whereis(key[1], key[0]),
             probe_interval=settings.liveness_probe_interval,
+            hold_timeout=0.0,  # ready at once: nothing is ever held
             arm=lambda seconds: self.wakeupAfter(seconds, payload=_EVENTS_TIMER),
         )
         self.table.events = self.events
-        self.events.restore()
+        self.events.ready()
         distributed = settings.cluster_enabled and self.backend.is_distributed()
         if settings.cluster_enabled and not distributed:
             logger.warning(

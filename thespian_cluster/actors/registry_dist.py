@@ -111,6 +111,10 @@ class RegistryDist(Actor, ScopeHost):
         assert self._mirror is not None
         return self._mirror
 
+    def caught_up(self) -> None:
+        if self.events is not None and self.backend is not None and self.backend.feeds_node_table:
+            self.events.ready()
+
     def probe_dead(self, addresses: Sequence[Any]) -> list[Any]:
         return refused(addresses)
 
@@ -209,6 +213,7 @@ class RegistryDist(Actor, ScopeHost):
             records=reader.global_records,
             lookup=lambda key: reader.lookup(key[1], key[0], "global"),
             probe_interval=settings.liveness_probe_interval,
+            hold_timeout=settings.global_request_timeout,
             unavailable=None
             if feeds
             else f"{settings.registry_backend} keeps no mirror of the global scope: no events",
@@ -216,8 +221,8 @@ class RegistryDist(Actor, ScopeHost):
         self._mirror.events = self.events
         self.backend = backend_class(self, config)
         self.backend.start(restarted)
-        if feeds:
-            self.events.restore()
+        if feeds and not backend_class.catches_up:
+            self.events.ready()
         publish_agent(settings.node_dir, _STARTED_ROLE, identity.incarnation)
         publish_agent(settings.node_dir, "registry_dist", self.myAddress)
         self.wakeupAfter(self.backend.tick_interval)
@@ -325,8 +330,10 @@ class RegistryDist(Actor, ScopeHost):
             timeout = self.settings.global_request_timeout
             for deferred in [d for d in self._open.values() if now >= d.deadline]:
                 deferred.expire(f"the global backend did not answer in {timeout:g} s")
-            backend.tick(now)
-            self._event_service.tick(now, self.probe_dead, self.settings.liveness_probe_batch)
+            try:
+                backend.tick(now)
+            finally:  # waits expire whatever the backend does
+                self._event_service.tick(now, self.probe_dead, self.settings.liveness_probe_batch)
         finally:
             self.wakeupAfter(backend.tick_interval)
 

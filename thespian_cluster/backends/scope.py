@@ -137,6 +137,11 @@ class ScopeHost(ABC):
         """The addresses whose port refuses connections now (their actor is dead)."""
 
     @abstractmethod
+    def caught_up(self) -> None:
+        """The mirror holds the whole scope now (for a backend with ``catches_up``):
+        name events start from here. Later calls do nothing."""
+
+    @abstractmethod
     def wake(self) -> None:
         """Thread-safe: have the host call :meth:`GlobalBackend.woken` in its thread soon.
 
@@ -160,6 +165,10 @@ class GlobalBackend(ABC):
     tick_interval: ClassVar[float] = 0.1
     #: Does this backend keep :attr:`ScopeHost.mirror`? If not, reads come to :meth:`read`.
     feeds_node_table: ClassVar[bool] = True
+    #: Is the mirror still incomplete when :meth:`start` returns (a backend that learns
+    #: the scope from its peers or its store)? Then it calls :meth:`ScopeHost.caught_up`
+    #: once it holds the whole scope, and name events wait for that.
+    catches_up: ClassVar[bool] = False
 
     def __init__(self, host: ScopeHost, config: BaseModel) -> None:
         self.host = host

@@ -161,6 +161,7 @@ class SequencedBackend(GlobalBackend):
 
     tick_interval = TICK
     config_model = SequencedConfig
+    catches_up = True  # a restarted node's mirror holds its own names until a snapshot
 
     def __init__(self, host: ScopeHost, config: BaseModel) -> None:
         super().__init__(host, config)
@@ -189,6 +190,7 @@ class SequencedBackend(GlobalBackend):
         self._next_retry = 0.0
         self._next_heartbeat = 0.0
         self._catch_up = SnapshotPacer(gap_wait=GAP_WAIT, first_wait=SNAPSHOT_WAIT)
+        self._caught_up = False  # told the host the mirror holds a real term's table
         self._takeover_since = 0.0
         self._joining: dict[NodeId, float] = {}  # arrived, asked Collect at our term: since
         self.writable = True  # False while SplitBrainDetector says this side must not write
@@ -668,6 +670,9 @@ class SequencedBackend(GlobalBackend):
     # ---- timers ------------------------------------------------------------------------
 
     def tick(self, now: float) -> None:
+        if not self._caught_up and self._replica.term.epoch > 0 and not self._behind():
+            self._caught_up = True  # a real term's table, not our restart's own names
+            self.host.caught_up()
         if self.leader == self.me.name:
             if self.takeover is not None and now - self._takeover_since > TAKEOVER_RETRY:
                 # A Collect or its answer went missing (a peer restarting): ask again.

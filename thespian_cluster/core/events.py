@@ -37,7 +37,7 @@ from typing import Any, Literal
 
 from thespian_cluster.core import reasons as why
 from thespian_cluster.core.addresses import AddressKey, address_key
-from thespian_cluster.core.replica import MirrorUpdate, build_table
+from thespian_cluster.core.replica import MirrorUpdate, Step, build_table
 from thespian_cluster.core.table import Entry, Member, NameKey, NameTable
 
 NameChangeKind = Literal["registered", "unregistered", "moved", "meta"]
@@ -220,41 +220,64 @@ class ScopeEvents:
     # ---- changes ---------------------------------------------------------------------
 
     def apply(self, update: MirrorUpdate) -> Applied:
-        """Bring the copy to ``update``'s end state; the events and answers it makes."""
+        """Bring the copy to ``update``'s end state; the events and answers it makes,
+        step by step in the order the update's steps were applied."""
         applied = Applied()
-        for entry in update.entries:
-            for waiter in self._waiters.pop(entry.key, ()):
-                applied.answered.append((waiter, entry))
+        steps = update.steps or _end_state_steps(update)
+        for kind, item, _ in steps:
+            if kind == "put":
+                for waiter in self._waiters.pop(item.key, ()):
+                    applied.answered.append((waiter, item))
         copy = self._copy
         if copy is None or not self._topics:
             return applied
         groups = {t.group for t in self._topics if isinstance(t, GroupTopic)}
-        before = _memberships(copy, groups, update) if groups else {}
-        names: list[NameChange] = []
-        for kind, name in update.dropped_names:
-            old = copy.unregister(name, kind)
+        for step in steps:
+            self._step(copy, groups, step, applied)
+        return applied
+
+    def _step(self, copy: NameTable, groups: set[str], step: Step, applied: Applied) -> None:
+        kind, item, reason = step
+        touched: dict[AddressKey, Any] = {}  # addresses that may move in or out of a group
+        if kind in ("put", "drop"):
+            name_key = item.key if kind == "put" else item
+            old = copy.whereis(name_key[1], name_key[0])
             if old is not None:
-                reason = update.reasons.get(old.key, why.NORMAL)
-                names.append(NameChange("unregistered", old, reason))
-        for entry in update.entries:
-            change = _put(copy, entry, update.reasons.get(entry.key, why.NORMAL))
-            if change is not None:
-                names.append(change)
-        for member in update.members:
-            copy.join(
-                member.group, member.address, member.node, member.meta,
-                incarnation=member.incarnation,
-            )  # fmt: skip
-        for group, address in update.dropped_members:
-            copy.leave(group, address)
-        for change in names:
+                touched[address_key(old.address)] = old.address
+            if kind == "put":
+                touched[address_key(item.address)] = item.address
+        else:
+            address = item.address if kind == "join" else item[1]
+            touched[address_key(address)] = address
+        before = {
+            (group, akey): (address, copy.membership(group, address))
+            for group in groups
+            for akey, address in touched.items()
+        }
+        change: NameChange | None = None
+        if kind == "put":
+            change = _put(copy, item, reason)
+        elif kind == "drop":
+            gone = copy.unregister(item[1], item[0])
+            change = NameChange("unregistered", gone, reason) if gone is not None else None
+        elif kind == "join":
+            copy.join(item.group, item.address, item.node, item.meta, incarnation=item.incarnation)
+        else:
+            copy.leave(item[0], item[1])
+        if change is not None:
             recipients = self._names_recipients(change.entry)
             if recipients:
                 applied.events.append((recipients, change))
-        for member_change in _member_changes(copy, before, names, update):
-            group_topic = GroupTopic(member_change.member.group)
-            applied.events.append((list(self._topics[group_topic].values()), member_change))
-        return applied
+        for (group, _), (address, was) in before.items():
+            now = copy.membership(group, address)
+            if (was is None) == (now is None):
+                continue
+            subscribers = list(self._topics[GroupTopic(group)].values())
+            if was is None:
+                assert now is not None
+                applied.events.append((subscribers, MemberChange("joined", now, reason)))
+            else:
+                applied.events.append((subscribers, MemberChange("left", was, reason)))
 
     def _names_recipients(self, entry: Entry) -> list[Any]:
         recipients: dict[AddressKey, Any] = {}
@@ -284,50 +307,19 @@ def _put(copy: NameTable, entry: Entry, reason: str) -> NameChange | None:
     return None
 
 
-Memberships = dict[tuple[str, AddressKey], tuple[Any, Member | None]]
-
-
-def _memberships(copy: NameTable, groups: set[str], update: MirrorUpdate) -> Memberships:
-    """Each of ``groups``' row of every address ``update`` may move in or out of it,
-    before the update: ``(group, address key) -> (address, row or None)``."""
-    touched: dict[AddressKey, Any] = {}
-    for kind, name in update.dropped_names:
-        old = copy.whereis(name, kind)
-        if old is not None:
-            touched[address_key(old.address)] = old.address
-    for entry in update.entries:
-        touched[address_key(entry.address)] = entry.address
-        old = copy.whereis(entry.name, entry.kind)
-        if old is not None:
-            touched[address_key(old.address)] = old.address
-    for member in update.members:
-        touched[address_key(member.address)] = member.address
-    for _, address in update.dropped_members:
-        touched[address_key(address)] = address
-    return {
-        (group, akey): (address, copy.membership(group, address))
-        for group in groups
-        for akey, address in touched.items()
-    }
-
-
-def _member_changes(
-    copy: NameTable, before: Memberships, names: list[NameChange], update: MirrorUpdate
-) -> list[MemberChange]:
-    """Who joined or left a subscribed group between ``before`` and the copy now."""
-    by_address = {address_key(c.entry.address): c.reason for c in names}
-    by_address.update(
-        (address_key(c.previous.address), c.reason) for c in names if c.previous is not None
-    )
-    changes: list[MemberChange] = []
-    for (group, akey), (address, was) in before.items():
-        now = copy.membership(group, address)
-        if (was is None) == (now is None):
-            continue
-        reason = update.reasons.get((group, akey)) or by_address.get(akey, why.NORMAL)
-        if was is None:
-            assert now is not None
-            changes.append(MemberChange("joined", now, reason))
-        else:
-            changes.append(MemberChange("left", was, reason))
-    return changes
+def _end_state_steps(update: MirrorUpdate) -> list[Step]:
+    """Steps for an update that carries only end states (drops, then puts)."""
+    reasons = update.reasons
+    steps: list[Step] = [
+        ("drop", key, reasons.get(key, why.NORMAL)) for key in update.dropped_names
+    ]
+    steps += [("put", e, reasons.get(e.key, why.NORMAL)) for e in update.entries]
+    steps += [
+        ("join", m, reasons.get((m.group, address_key(m.address)), why.NORMAL))
+        for m in update.members
+    ]
+    steps += [
+        ("leave", (g, a), reasons.get((g, address_key(a)), why.NORMAL))
+        for g, a in update.dropped_members
+    ]
+    return steps

@@ -343,13 +343,17 @@ class Changes:
     joined: list[Member] = field(default_factory=list)
     left: list[tuple[str, Any]] = field(default_factory=list)
     need_snapshot: SnapshotRequest | None = None
-    #: Why a name or membership went or moved, when it was not asked for (see
-    #: :mod:`thespian_cluster.core.reasons`): by name key, or by
-    #: ``(group, address_key)``. What is not here changed for ``normal`` reasons.
-    reasons: dict[Any, str] = field(default_factory=dict)
+    #: Every effect that changed the table, in the order it was applied, with why
+    #: (:mod:`thespian_cluster.core.reasons`): what name events are made of.
+    steps: list[Step] = field(default_factory=list)
 
     def __bool__(self) -> bool:
         return bool(self.registered or self.unregistered or self.joined or self.left)
+
+
+#: One change of the table, for events: ``("put", Entry)``, ``("drop", NameKey)``,
+#: ``("join", Member)`` or ``("leave", (group, address))``, then its reason.
+Step = tuple[str, Any, str]
 
 
 @dataclass(frozen=True, slots=True)
@@ -368,7 +372,10 @@ class MirrorUpdate:
     dropped_names: tuple[NameKey, ...] = ()
     members: tuple[Member, ...] = ()
     dropped_members: tuple[tuple[str, Any], ...] = ()  # (group, address)
-    #: As :attr:`Changes.reasons`: for the events of the change, never for the copy.
+    #: For name events, never for the copy: the change as :attr:`Changes.steps` (in
+    #: order), or, without steps, why keys went (by name key or ``(group,
+    #: address_key)``; what is not there changed for ``normal`` reasons).
+    steps: tuple[Step, ...] = ()
     reasons: Mapping[Any, str] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
@@ -409,12 +416,9 @@ def mirror_update(table: NameTable, changes: Changes) -> MirrorUpdate:
         else:
             members.append(member)
     return MirrorUpdate(
-        tuple(entries),
-        tuple(dropped_names),
-        tuple(members),
-        tuple(dropped_members),
-        changes.reasons,
-    )
+        tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members),
+        tuple(changes.steps),
+    )  # fmt: skip
 
 
 # ---- applying effects -----------------------------------------------------------------
@@ -446,11 +450,13 @@ def apply_effect(table: NameTable, effect: Effect, version: Version, changes: Ch
         )
         assert isinstance(entry, Entry)  # the old owner is gone or is this owner
         changes.registered.append(entry)
+        changes.steps.append(("put", entry, why.NORMAL))
         return True
     if isinstance(effect, DropName):
         removed = table.unregister(effect.name, effect.kind)
         if removed is not None:
             changes.unregistered.append(removed)
+            changes.steps.append(("drop", removed.key, why.NORMAL))
         return removed is not None
     if isinstance(effect, PutMember):
         member = table.join(
@@ -461,10 +467,12 @@ def apply_effect(table: NameTable, effect: Effect, version: Version, changes: Ch
             incarnation=sys.intern(effect.node.incarnation),
         )
         changes.joined.append(member)
+        changes.steps.append(("join", member, why.NORMAL))
         return True
     if isinstance(effect, DropMember):
         if table.leave(effect.group, effect.address):
             changes.left.append((effect.group, effect.address))
+            changes.steps.append(("leave", (effect.group, effect.address), why.NORMAL))
             return True
         return False
     if isinstance(effect, PurgeAddress):
@@ -492,10 +500,8 @@ def apply_effect(table: NameTable, effect: Effect, version: Version, changes: Ch
 def _because(
     changes: Changes, reason: str, entries: Iterable[Entry], members: Iterable[tuple[str, Any]]
 ) -> None:
-    for entry in entries:
-        changes.reasons[entry.key] = reason
-    for group, address in members:
-        changes.reasons[(group, address_key(address))] = reason
+    changes.steps.extend(("drop", entry.key, reason) for entry in entries)
+    changes.steps.extend(("leave", member, reason) for member in members)
 
 
 def build_table(entries: Iterable[Entry], members: Iterable[Member]) -> NameTable:
@@ -643,24 +649,30 @@ class Replica:
         old_names, old_members = table_state(self.table)
         self.table = build_table(snapshot.entries, snapshot.members)
         new_names, new_members = table_state(self.table)
+        # What a snapshot no longer holds was purged where it was decided (a merge that
+        # dropped a down node's names, deltas this replica missed); a name it gives
+        # another owner was won by that owner (a merge's conflict).
+        gone = [e for k, e in old_names.items() if k not in new_names]
+        left = [(m.group, m.address) for k, m in old_members.items() if k not in new_members]
+        changes.unregistered.extend(gone)
+        changes.left.extend(left)
+        _because(changes, why.PURGED, gone, left)
         for key, entry in new_names.items():
             old = old_names.get(key)
             if old != entry:
+                reason = why.NORMAL
                 if old is not None and (
                     not owned_by(old, owner_id(entry))
                     or address_key(old.address) != address_key(entry.address)
                 ):
                     changes.unregistered.append(old)
-                    changes.reasons[key] = why.CONFLICT  # another owner won it (a merge)
+                    reason = why.CONFLICT
                 changes.registered.append(entry)
-        # What a snapshot no longer holds was purged where it was decided (a merge that
-        # dropped a down node's names, deltas this replica missed).
-        gone = [e for k, e in old_names.items() if k not in new_names]
-        left = [(m.group, m.address) for k, m in old_members.items() if k not in new_members]
-        changes.unregistered.extend(gone)
-        changes.joined.extend(m for k, m in new_members.items() if old_members.get(k) != m)
-        changes.left.extend(left)
-        _because(changes, why.PURGED, gone, left)
+                changes.steps.append(("put", entry, reason))
+        for member_key, member in new_members.items():
+            if old_members.get(member_key) != member:
+                changes.joined.append(member)
+                changes.steps.append(("join", member, why.NORMAL))
         if snapshot.term != self.term:
             self._known_seq = 0
             self._buffer.clear()

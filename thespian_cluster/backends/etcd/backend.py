@@ -188,6 +188,7 @@ class EtcdBackend(GlobalBackend):
     """See the module docstring."""
 
     config_model = EtcdConfig
+    catches_up = True  # the mirror is empty until the first listing
 
     def __init__(self, host: ScopeHost, config: BaseModel) -> None:
         super().__init__(host, config)
@@ -532,6 +533,7 @@ class EtcdBackend(GlobalBackend):
         if self._ready or not self.lease or not self.view.revision:
             return
         self._ready = True
+        self.host.caught_up()
         waiting, self._waiting = self._waiting, []
         for request, deferred in waiting:
             if not deferred.done:

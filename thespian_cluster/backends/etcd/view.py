@@ -346,7 +346,7 @@ def _applied(puts: dict[str, Record], drops: dict[str, Record]) -> Applied:
             reasons[(record.member.group, address_key(record.member.address))] = why.NODE_DOWN
     update = (tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members))
     return Applied(
-        MirrorUpdate(*update, reasons),
+        MirrorUpdate(*update, reasons=reasons),
         [r.entry for k, r in drops.items() if r.entry is not None and k not in puts],
         [r.member for k, r in drops.items() if r.member is not None and k not in puts],
     )
