@@ -19,6 +19,12 @@ are handed to the node's RegistryDist, which answers directly::
   ``purged``, ``lost``; :mod:`thespian_cluster.core.reasons`) and a ``version``: the
   node table's version when this node applied it. Versions grow along a stream; the
   snapshot's version is where the stream starts.
+* **A lost event says so**: every event and :class:`Resync` carries ``seq``, which
+  counts the messages this node's scope sent to that subscriber (1, 2, 3, ...; the
+  snapshot reply says where the count stood). Thespian drops a message whose transmit
+  timed out (an outgoing queue far beyond what the transport moves: hundreds of
+  subscribers under a burst of writes); a subscriber that sees ``seq`` jump has lost
+  events, and subscribes again for a fresh snapshot.
 * **A stream that restarted says so**: when the actor holding the subscriptions is
   restarted (its supervisor restarts it after a crash) or the node reloads the scope
   whole (a backend re-listing its store), each subscriber gets a :class:`Resync` with a
@@ -111,6 +117,7 @@ class NamesSnapshot(Reply):
     prefix: str | None
     names: list[RegistrationInfo]
     version: int
+    seq: int = 0  #: the subscriber's count of messages so far: the next event is seq + 1
 
 
 class GroupSnapshot(Reply):
@@ -120,6 +127,7 @@ class GroupSnapshot(Reply):
     group: str
     members: list[GroupMember]
     version: int
+    seq: int = 0  #: as :attr:`NamesSnapshot.seq`
 
 
 # ---- events -----------------------------------------------------------------------
@@ -137,6 +145,7 @@ class NameEvent(Message):
     meta: dict[str, Any] = Field(default_factory=dict)
     reason: str
     version: int
+    seq: int = 0  #: this subscriber's message count: a jump means events were lost
 
 
 class NameRegistered(NameEvent):
@@ -168,6 +177,7 @@ class GroupEvent(Message):
     meta: dict[str, Any] = Field(default_factory=dict)
     reason: str
     version: int
+    seq: int = 0  #: as :attr:`NameEvent.seq`
 
 
 class MemberJoined(GroupEvent):
@@ -186,3 +196,4 @@ class Resync(Message):
 
     snapshot: NamesSnapshot | GroupSnapshot
     reason: str
+    seq: int = 0  #: as :attr:`NameEvent.seq` (1 after a restart: the count restarted)

@@ -8,6 +8,8 @@ acknowledged and against the node's own table at the end.
 
 from __future__ import annotations
 
+import os
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +34,7 @@ from thespian_cluster import (
 )
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster
 from thespian_cluster.node_table import TableReader
+from thespian_cluster.supervisors.os_process import pid_listening_on
 
 pytestmark = pytest.mark.cluster
 
@@ -125,6 +128,7 @@ def test_every_node_sees_each_change_once_and_a_dead_nodes_names_go_with_node_do
             gone = [e for e in events if isinstance(e, NameUnregistered) and e.name == name]
             assert [e.reason for e in gone] == ["node_down"], (node.name, name, gone)
         assert all(e.reason == "normal" for e in events if isinstance(e, NameRegistered))
+        assert [e.seq for e in events] == list(range(1, len(events) + 1))  # none lost
         versions = [e.version for e in events]
         assert versions == sorted(versions) and versions[0] > snapshots[node.name].version
 
@@ -151,3 +155,37 @@ def test_await_on_one_node_is_answered_by_a_registration_on_another(
     assert lag < 5.0
     now = a.ask(AwaitName(name="coordinator", scope="global", timeout=1))
     assert isinstance(now, WhereisReply) and now.address == owner
+
+
+def test_a_restarted_registry_dist_resyncs_with_the_whole_scope_and_no_false_events(
+    cluster: LocalCluster,
+) -> None:
+    """A restarted RegistryDist's mirror holds only its own names until a snapshot
+    comes: the Resync waits for that, so it carries the whole scope, and names that
+    never changed are not reported as registered."""
+    a, b, c = _three(cluster)
+    for node in (a, c):
+        owner = node.client().createActor(Worker)
+        for index in range(5):
+            request = Register(name=f"{node.name}-{index}", address=owner, scope="global")
+            assert isinstance(node.ask(request), Registered)
+    log = b.client().createActor(EventLog)
+    wait_for(lambda: len(b.ask(ListNames(scope="global")).names) == 10, 10, "b sees all")
+    snapshot = b.ask(SubscribeNames(subscriber=log, scope="global"))
+    assert len(snapshot.names) == 10
+    dist = TableReader(b.node_dir).agent("registry_dist")
+    pid = pid_listening_on(dist.addressDetails.sockname[1])
+    assert pid is not None
+    os.kill(pid, signal.SIGKILL)
+    resync = wait_for(lambda: _seen(b, log), 30, "the resync")[0]
+    assert isinstance(resync, Resync) and resync.reason == "restarted"
+    assert sorted(i.name for i in resync.snapshot.names) == sorted(
+        f"{n}-{i}" for n in "ac" for i in range(5)
+    )
+    late = a.client().createActor(Worker)
+    assert isinstance(b.ask(Register(name="after", address=late, scope="global")), Registered)
+    events = wait_for(lambda: (e := _seen(b, log)) and len(e) >= 2 and e, 10, "the next")
+    assert [(type(e).__name__, getattr(e, "name", None)) for e in events] == [
+        ("Resync", None),
+        ("NameRegistered", "after"),
+    ]

@@ -86,6 +86,7 @@ def test_names_snapshot_then_every_change_once_with_reasons(node: Node) -> None:
     assert events[1].meta == {"v": 2} and events[3].address == first
     versions = [e.version for e in events]
     assert versions == sorted(versions) and versions[0] > snapshot.version
+    assert snapshot.seq == 0 and [e.seq for e in events] == [1, 2, 3, 4]  # none lost
     assert all(e.scope == "local" for e in events)
     bye = node.ask(UnsubscribeNames(subscriber=log))
     assert isinstance(bye, Unsubscribed) and bye.was_subscribed
@@ -162,11 +163,12 @@ def test_a_restarted_registry_resyncs_its_subscribers_and_keeps_waiting(node: No
     )
     node._registry = new
     resync = _events(node, log, 1, "the resync")[0]
-    assert isinstance(resync, Resync) and resync.reason == "restarted"
+    assert isinstance(resync, Resync) and resync.reason == "restarted" and resync.seq == 1
     assert [i.name for i in resync.snapshot.names] == ["kept"]
     node.ask(Register(name="awaited", address=owner))
     events = _events(node, log, 2)
     assert isinstance(events[1], NameRegistered) and events[1].name == "awaited"
+    assert events[1].seq == 2
     answer = _events(node, waiter, 1, "the await survived")[0]
     assert isinstance(answer, WhereisReply) and answer.address == owner
 

@@ -47,10 +47,12 @@ from thespian_cluster.core.replica import MirrorUpdate
 from thespian_cluster.core.table import Entry, Member, Name, NameKey, Removal
 from thespian_cluster.event_messages import (
     AwaitName,
+    GroupEvent,
     GroupSnapshot,
     MemberJoined,
     MemberLeft,
     MetaChanged,
+    NameEvent,
     NameMoved,
     NameRegistered,
     NamesSnapshot,
@@ -64,7 +66,6 @@ from thespian_cluster.event_messages import (
 from thespian_cluster.messages import (
     ErrorCode,
     GroupMember,
-    Message,
     RegistrationInfo,
     RegistryError,
     Request,
@@ -122,6 +123,7 @@ class EventService:
         self._probe_cursor = 0
         self._next_probe = 0.0
         self._ready = False
+        self._sent: dict[Any, int] = {}  # subscriber's address key -> messages sent (seq)
         self._held: list[tuple[Request, Any, float]] = []  # before ready: (request, client, since)
 
     # ---- start ---------------------------------------------------------------------
@@ -205,7 +207,9 @@ class EventService:
                 )
             self._events.subscribe(request.subscriber, topic)
             version = self._table.version()
-            self._send(client, self._snapshot(topic, request.request_id, version))
+            seq = self._sent.setdefault(address_key(request.subscriber), 0)
+            snapshot = self._snapshot(topic, request.request_id, version)
+            self._send(client, snapshot.model_copy(update={"seq": seq}))
         elif isinstance(request, UnsubscribeNames | UnsubscribeGroup):
             topic = _topic(request)
             was = self._events.unsubscribe(request.subscriber, topic)
@@ -240,9 +244,9 @@ class EventService:
             return
         self._answer(applied.answered)
         for recipients, change in applied.events:
-            event = self._event(change, version)
+            kind, fields = self._event(change, version)
             for subscriber in recipients:
-                self._tell(subscriber, event)
+                self._tell(subscriber, kind.model_construct(**fields, seq=self._count(subscriber)))
 
     def reloaded(self) -> None:
         """The host rewrote the scope whole: every subscriber gets a fresh snapshot."""
@@ -298,6 +302,7 @@ class EventService:
     def dead(self, address: Any) -> None:
         """``address``'s actor is dead: drop its subscriptions and waits."""
         try:
+            self._sent.pop(address_key(address), None)
             topics, waits = self._events.drop(address)
             keys = [_record_key(address, topic) for topic in topics]
             self._table.drop_event_records(self.scope, keys + [_wait_key(w) for w in waits])
@@ -332,7 +337,8 @@ class EventService:
         for subscriber, topic in subscriptions:
             if topic not in snapshots:
                 snapshots[topic] = self._snapshot(topic, "", version)
-            self._tell(subscriber, Resync(snapshot=snapshots[topic], reason=reason))
+            seq = self._count(subscriber, restarted=reason == "restarted")
+            self._tell(subscriber, Resync(snapshot=snapshots[topic], reason=reason, seq=seq))
 
     def _answer(self, answered: list[tuple[Waiter, Entry]]) -> None:
         """Answer each waiter first, then forget its record (a record left behind is
@@ -348,14 +354,25 @@ class EventService:
             except Exception:
                 logger.exception("{} events: could not drop {} wait(s)", self.scope, len(waits))
 
-    def _event(self, change: Change, version: int) -> Message:
+    def _count(self, subscriber: Any, restarted: bool = False) -> int:
+        """The ``seq`` of the next message to ``subscriber`` (counted)."""
+        akey = address_key(subscriber)
+        seq = (0 if restarted else self._sent.get(akey, 0)) + 1
+        self._sent[akey] = seq
+        return seq
+
+    def _event(
+        self, change: Change, version: int
+    ) -> tuple[type[NameEvent | GroupEvent], dict[str, Any]]:
+        """The event class and fields of ``change`` (the recipient's ``seq`` to add)."""
         if isinstance(change, MemberChange):
             member = change.member
             kind = MemberJoined if change.kind == "joined" else MemberLeft
-            return kind.model_construct(
-                scope=self.scope, group=member.group, address=member.address, node=member.node,
-                meta=dict(member.meta), reason=change.reason, version=version,
-            )  # fmt: skip
+            return kind, {
+                "scope": self.scope, "group": member.group, "address": member.address,
+                "node": member.node, "meta": dict(member.meta), "reason": change.reason,
+                "version": version,
+            }  # fmt: skip
         entry = change.entry
         fields = {
             "scope": self.scope, "name": entry.name, "kind": entry.kind,
@@ -364,13 +381,13 @@ class EventService:
         }  # fmt: skip
         if change.kind == "moved":
             assert change.previous is not None
-            return NameMoved.model_construct(
-                **fields, previous=change.previous.address, previous_node=change.previous.node
-            )
+            fields["previous"] = change.previous.address
+            fields["previous_node"] = change.previous.node
+            return NameMoved, fields
         event = {"registered": NameRegistered, "unregistered": NameUnregistered}.get(
             change.kind, MetaChanged
         )
-        return event.model_construct(**fields)
+        return event, fields
 
     def _tell(self, subscriber: Any, message: Any) -> None:
         try:
