@@ -181,3 +181,33 @@ def test_the_steps_of_one_delta_are_reported_in_order_each_with_its_reason() -> 
         ("unregistered", "brief", why.NORMAL),
     ]
     assert scope.snapshot(NamesTopic()) == [table.whereis("x", "server")]
+
+
+def test_a_batch_compares_group_rows_once_so_an_actor_that_stays_is_not_reported() -> None:
+    """A snapshot that drops n1 and puts n2, both on A: A stays in ``servers``
+    throughout, so ``servers`` subscribers hear nothing (the names' subscribers do)."""
+    scope = ScopeEvents()
+    n1, n2 = _entry("n1"), _entry("n2")
+    scope.load([n1], [])
+    scope.subscribe(SUB, GroupTopic("servers"))
+    scope.subscribe(SUB2, NamesTopic())
+    batch = ("batch", (("drop", n1.key, why.PURGED), ("put", n2, why.NORMAL)), why.NORMAL)
+    events = _events(scope, MirrorUpdate(steps=(batch,)))
+    assert events == [
+        ([SUB2], NameChange("unregistered", n1, why.PURGED)),
+        ([SUB2], NameChange("registered", n2)),
+    ]
+    # the same two as ordered steps: A is out of the group between them
+    scope.load([n1], [])
+    ordered = (("drop", n1.key, why.NORMAL), ("put", n2, why.NORMAL))
+    kinds = [c.kind for _, c in _events(scope, MirrorUpdate(steps=ordered))]
+    assert kinds == ["unregistered", "left", "registered", "joined"]
+
+
+def test_a_copy_left_without_subscribers_is_not_used_again() -> None:
+    """A subscribe that failed after loading the copy leaves it behind: the next
+    change drops it, so a later subscribe reloads the scope instead of trusting it."""
+    scope = ScopeEvents()
+    scope.load([], [])  # loaded, then the subscribe's record write failed
+    scope.apply(MirrorUpdate(entries=(_entry("missed"),)))
+    assert not scope.has_copy

@@ -68,6 +68,7 @@ from thespian_cluster.messages import (
     GroupMember,
     RegistrationInfo,
     RegistryError,
+    Reply,
     Request,
     Whereis,
 )
@@ -140,8 +141,8 @@ class EventService:
         except Exception:  # the kept records are lost, not the host
             logger.exception("{} events: could not take up the kept subscriptions", self.scope)
         held, self._held = self._held, []
-        for request, client, _ in held:
-            self.handle(request, client)
+        for request, client, since in held:
+            self.handle(request, client, since)
 
     def _restore(self) -> None:
         subscriptions: list[tuple[Any, Topic]] = []
@@ -180,8 +181,9 @@ class EventService:
 
     # ---- requests ------------------------------------------------------------------
 
-    def handle(self, request: Request, client: Any) -> None:
-        """Answer one of :data:`EVENT_REQUESTS` (validated); always answers."""
+    def handle(self, request: Request, client: Any, since: float | None = None) -> None:
+        """Answer one of :data:`EVENT_REQUESTS` (validated); always answers. ``since``:
+        when it arrived, if it was held until now (an await's deadline counts from it)."""
         if self._unavailable is not None:
             self._send(client, _error(request, ErrorCode.UNKNOWN_REQUEST, self._unavailable))
             return
@@ -189,15 +191,15 @@ class EventService:
             self._held.append((request, client, time.monotonic()))
             return
         try:
-            self._handle(request, client)
+            self._handle(request, client, time.monotonic() if since is None else since)
         except Exception as exc:  # a failed LMDB write, a record that cannot be sent
             logger.exception("{} events failed on {}", self.scope, type(request).__name__)
             failure = _error(request, ErrorCode.BACKEND_FAILURE, f"{type(exc).__name__}: {exc}")
             self._send(client, failure)
 
-    def _handle(self, request: Request, client: Any) -> None:
+    def _handle(self, request: Request, client: Any, since: float) -> None:
         if isinstance(request, AwaitName):
-            self._await(request, client)
+            self._await(request, client, since)
         elif isinstance(request, SubscribeNames | SubscribeGroup):
             topic = _topic(request)
             self._ensure_copy()
@@ -213,17 +215,19 @@ class EventService:
         elif isinstance(request, UnsubscribeNames | UnsubscribeGroup):
             topic = _topic(request)
             was = self._events.unsubscribe(request.subscriber, topic)
+            if not self._events.subscribes(request.subscriber):
+                self._sent.pop(address_key(request.subscriber), None)
             if was:
                 self._table.drop_event_records(self.scope, [_record_key(request.subscriber, topic)])
             self._send(client, Unsubscribed(request_id=request.request_id, was_subscribed=was))
 
-    def _await(self, request: AwaitName, client: Any) -> None:
+    def _await(self, request: AwaitName, client: Any, since: float) -> None:
         key = (request.kind, request.name)
         entry = self._lookup(key)
         if entry is not None:
             self._send(client, whereis_reply(_as_whereis(request), entry))
             return
-        waiter = Waiter(key, client, request, time.monotonic() + request.timeout)
+        waiter = Waiter(key, client, request, since + request.timeout)
         self._table.put_event_record(self.scope, _wait_key(waiter), waiter)
         self._events.wait(waiter)
         if self._arm is not None:
@@ -286,12 +290,20 @@ class EventService:
             logger.exception("{} events: a tick failed", self.scope)
 
     def _expire(self, now: float) -> None:
-        late = [h for h in self._held if now - h[2] >= self._hold_timeout]
+        def limit(request: Request) -> float:  # an await held past its own timeout ends
+            timeout = request.timeout if isinstance(request, AwaitName) else self._hold_timeout
+            return min(timeout, self._hold_timeout)
+
+        late = [h for h in self._held if now - h[2] >= limit(h[0])]
         if late:
-            self._held = [h for h in self._held if now - h[2] < self._hold_timeout]
+            self._held = [h for h in self._held if now - h[2] < limit(h[0])]
             for request, client, _ in late:
-                detail = f"scope {self.scope} is not caught up yet"
-                self._send(client, _error(request, ErrorCode.UNAVAILABLE, detail))
+                if isinstance(request, AwaitName) and request.timeout <= self._hold_timeout:
+                    detail = f"no {request.kind} {request.name!r} within {request.timeout:g} s"
+                    self._tell(client, _error(request, ErrorCode.TIMEOUT, detail))
+                else:
+                    detail = f"scope {self.scope} is not caught up yet"
+                    self._tell(client, _error(request, ErrorCode.UNAVAILABLE, detail))
         expired = self._events.expired(now)
         for waiter in expired:
             request = waiter.request
@@ -337,14 +349,20 @@ class EventService:
         for subscriber, topic in subscriptions:
             if topic not in snapshots:
                 snapshots[topic] = self._snapshot(topic, "", version)
-            seq = self._count(subscriber, restarted=reason == "restarted")
+            seq = self._count(subscriber)  # a restarted host counts from 0 again
             self._tell(subscriber, Resync(snapshot=snapshots[topic], reason=reason, seq=seq))
 
     def _answer(self, answered: list[tuple[Waiter, Entry]]) -> None:
         """Answer each waiter first, then forget its record (a record left behind is
         only answered again after a restart, where the name exists: at once)."""
         for waiter, entry in answered:
-            self._tell(waiter.client, whereis_reply(_as_whereis(waiter.request), entry))
+            reply: Reply
+            try:
+                reply = whereis_reply(_as_whereis(waiter.request), entry)
+            except Exception as exc:  # an entry that cannot be put in a reply
+                detail = f"{type(exc).__name__}: {exc}"
+                reply = _error(waiter.request, ErrorCode.BACKEND_FAILURE, detail)
+            self._tell(waiter.client, reply)
         self._drop_waits([w for w, _ in answered])
 
     def _drop_waits(self, waits: list[Waiter]) -> None:
@@ -354,10 +372,10 @@ class EventService:
             except Exception:
                 logger.exception("{} events: could not drop {} wait(s)", self.scope, len(waits))
 
-    def _count(self, subscriber: Any, restarted: bool = False) -> int:
+    def _count(self, subscriber: Any) -> int:
         """The ``seq`` of the next message to ``subscriber`` (counted)."""
         akey = address_key(subscriber)
-        seq = (0 if restarted else self._sent.get(akey, 0)) + 1
+        seq = self._sent.get(akey, 0) + 1
         self._sent[akey] = seq
         return seq
 

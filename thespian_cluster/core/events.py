@@ -31,7 +31,7 @@ actor hosting the scope (Registry for ``local``, RegistryDist for ``global``) se
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -137,6 +137,11 @@ class ScopeEvents:
         self._topics.setdefault(topic, {})[address_key(subscriber)] = subscriber
         return self.snapshot(topic)
 
+    def subscribes(self, subscriber: Any) -> bool:
+        """Has ``subscriber`` any subscription left?"""
+        akey = address_key(subscriber)
+        return any(akey in subs for subs in self._topics.values())
+
     def subscribed(self, subscriber: Any, topic: Topic) -> bool:
         return address_key(subscriber) in self._topics.get(topic, {})
 
@@ -221,54 +226,66 @@ class ScopeEvents:
 
     def apply(self, update: MirrorUpdate) -> Applied:
         """Bring the copy to ``update``'s end state; the events and answers it makes,
-        step by step in the order the update's steps were applied."""
+        step by step in the order the update's steps were applied (a ``batch`` step,
+        whose parts have no order, as one: its members' rows are compared once)."""
         applied = Applied()
-        steps = update.steps or _end_state_steps(update)
-        for kind, item, _ in steps:
+        steps = update.steps or (("batch", tuple(_end_state_steps(update)), why.NORMAL),)
+        copy = self._copy
+        if copy is not None and not self._topics:
+            self._copy = copy = None  # nobody listens (a subscribe that failed half-way)
+        if copy is not None:
+            groups = {t.group for t in self._topics if isinstance(t, GroupTopic)}
+            for step in steps:
+                parts = step[1] if step[0] == "batch" else (step,)
+                self._steps(copy, groups, parts, applied)
+        # Waiters last: if a step raised, they are still here for the host's resync.
+        for kind, item, _ in _flat(steps):
             if kind == "put":
                 for waiter in self._waiters.pop(item.key, ()):
                     applied.answered.append((waiter, item))
-        copy = self._copy
-        if copy is None or not self._topics:
-            return applied
-        groups = {t.group for t in self._topics if isinstance(t, GroupTopic)}
-        for step in steps:
-            self._step(copy, groups, step, applied)
         return applied
 
-    def _step(self, copy: NameTable, groups: set[str], step: Step, applied: Applied) -> None:
-        kind, item, reason = step
-        touched: dict[AddressKey, Any] = {}  # addresses that may move in or out of a group
-        if kind in ("put", "drop"):
-            name_key = item.key if kind == "put" else item
-            old = copy.whereis(name_key[1], name_key[0])
-            if old is not None:
-                touched[address_key(old.address)] = old.address
-            if kind == "put":
-                touched[address_key(item.address)] = item.address
-        else:
-            address = item.address if kind == "join" else item[1]
-            touched[address_key(address)] = address
+    def _steps(
+        self, copy: NameTable, groups: set[str], steps: Sequence[Step], applied: Applied
+    ) -> None:
+        """Apply ``steps`` to the copy: each one's name event in order, then whoever
+        joined or left a subscribed group between before and after them all."""
+        touched: dict[AddressKey, tuple[Any, str]] = {}  # address -> (address, reason)
+        for kind, item, reason in steps:
+            if kind in ("put", "drop"):
+                name_key = item.key if kind == "put" else item
+                old = copy.whereis(name_key[1], name_key[0])
+                if old is not None:
+                    touched[address_key(old.address)] = (old.address, reason)
+                if kind == "put":
+                    touched[address_key(item.address)] = (item.address, reason)
+            else:
+                address = item.address if kind == "join" else item[1]
+                touched[address_key(address)] = (address, reason)
         before = {
-            (group, akey): (address, copy.membership(group, address))
+            (group, akey): copy.membership(group, address)
             for group in groups
-            for akey, address in touched.items()
+            for akey, (address, _) in touched.items()
         }
-        change: NameChange | None = None
-        if kind == "put":
-            change = _put(copy, item, reason)
-        elif kind == "drop":
-            gone = copy.unregister(item[1], item[0])
-            change = NameChange("unregistered", gone, reason) if gone is not None else None
-        elif kind == "join":
-            copy.join(item.group, item.address, item.node, item.meta, incarnation=item.incarnation)
-        else:
-            copy.leave(item[0], item[1])
-        if change is not None:
-            recipients = self._names_recipients(change.entry)
-            if recipients:
-                applied.events.append((recipients, change))
-        for (group, _), (address, was) in before.items():
+        for kind, item, reason in steps:
+            change: NameChange | None = None
+            if kind == "put":
+                change = _put(copy, item, reason)
+            elif kind == "drop":
+                gone = copy.unregister(item[1], item[0])
+                change = NameChange("unregistered", gone, reason) if gone is not None else None
+            elif kind == "join":
+                copy.join(
+                    item.group, item.address, item.node, item.meta, incarnation=item.incarnation
+                )
+            else:
+                copy.leave(item[0], item[1])
+            if change is not None:
+                recipients = self._names_recipients(change.entry)
+                if recipients:
+                    applied.events.append((recipients, change))
+        for (group, akey), was in before.items():
+            address, reason = touched[akey]
             now = copy.membership(group, address)
             if (was is None) == (now is None):
                 continue
@@ -305,6 +322,14 @@ def _put(copy: NameTable, entry: Entry, reason: str) -> NameChange | None:
     if dict(old.meta) != dict(entry.meta):
         return NameChange("meta", entry, reason)
     return None
+
+
+def _flat(steps: Iterable[Step]) -> Iterator[Step]:
+    for step in steps:
+        if step[0] == "batch":
+            yield from step[1]
+        else:
+            yield step
 
 
 def _end_state_steps(update: MirrorUpdate) -> list[Step]:

@@ -352,7 +352,8 @@ class Changes:
 
 
 #: One change of the table, for events: ``("put", Entry)``, ``("drop", NameKey)``,
-#: ``("join", Member)`` or ``("leave", (group, address))``, then its reason.
+#: ``("join", Member)`` or ``("leave", (group, address))``, then its reason; or
+#: ``("batch", steps, _)``: changes without an order among them (a snapshot's).
 Step = tuple[str, Any, str]
 
 
@@ -656,7 +657,12 @@ class Replica:
         left = [(m.group, m.address) for k, m in old_members.items() if k not in new_members]
         changes.unregistered.extend(gone)
         changes.left.extend(left)
-        _because(changes, why.PURGED, gone, left)
+        # One batch: a snapshot's differences have no order among themselves.
+        steps: list[Step] = [("drop", e.key, why.PURGED) for e in gone]
+        steps += [("leave", m, why.PURGED) for m in left]
+        # Another owner in a takeover's merge (seq 0) won the name in a conflict; in a
+        # catch-up, the name changed hands while this replica was not following.
+        moved_reason = why.CONFLICT if snapshot.seq == 0 else why.PURGED
         for key, entry in new_names.items():
             old = old_names.get(key)
             if old != entry:
@@ -666,13 +672,15 @@ class Replica:
                     or address_key(old.address) != address_key(entry.address)
                 ):
                     changes.unregistered.append(old)
-                    reason = why.CONFLICT
+                    reason = moved_reason
                 changes.registered.append(entry)
-                changes.steps.append(("put", entry, reason))
+                steps.append(("put", entry, reason))
         for member_key, member in new_members.items():
             if old_members.get(member_key) != member:
                 changes.joined.append(member)
-                changes.steps.append(("join", member, why.NORMAL))
+                steps.append(("join", member, why.NORMAL))
+        if steps:
+            changes.steps.append(("batch", tuple(steps), why.NORMAL))
         if snapshot.term != self.term:
             self._known_seq = 0
             self._buffer.clear()

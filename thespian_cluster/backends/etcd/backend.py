@@ -443,6 +443,7 @@ class EtcdBackend(GlobalBackend):
                 self._apply(self.view.apply(news.changes, watched_to=news.revision), True)
             elif isinstance(news, _Listed):
                 self._apply(self.view.replace(news.changes, news.revision), True)
+                self.host.caught_up()  # the mirror holds the prefix: events may start
                 self._session_ready()
             elif isinstance(news, _Session):
                 self._on_session(news)
@@ -533,7 +534,6 @@ class EtcdBackend(GlobalBackend):
         if self._ready or not self.lease or not self.view.revision:
             return
         self._ready = True
-        self.host.caught_up()
         waiting, self._waiting = self._waiting, []
         for request, deferred in waiting:
             if not deferred.done:
