@@ -202,11 +202,12 @@ class EventService:
             self._await(request, client, since)
         elif isinstance(request, SubscribeNames | SubscribeGroup):
             topic = _topic(request)
-            self._ensure_copy()
             if not self._events.subscribed(request.subscriber, topic):
+                # Kept first: if this write fails, no copy is left behind without a topic.
                 self._table.put_event_record(
                     self.scope, _record_key(request.subscriber, topic), (request.subscriber, topic)
                 )
+            self._ensure_copy()
             self._events.subscribe(request.subscriber, topic)
             version = self._table.version()
             seq = self._sent.setdefault(address_key(request.subscriber), 0)
@@ -238,8 +239,8 @@ class EventService:
     def changed(self, update: MirrorUpdate, version: int | None) -> None:
         """The host committed ``update`` at ``version``: tell whom it concerns. Never
         raises (the change is committed whatever its events do)."""
-        if version is None or not update or not self._ready:
-            return
+        if version is None or not update or not self._ready or self._events.idle:
+            return  # the usual case on a hot path (every local write): nothing to do
         try:
             applied = self._events.apply(update)
         except Exception:  # the copy no longer matches: rebuild it and resync everyone
@@ -313,11 +314,15 @@ class EventService:
 
     def dead(self, address: Any) -> None:
         """``address``'s actor is dead: drop its subscriptions and waits."""
+        if self._events.idle:
+            return  # every dead actor of the node comes here: no commit when nobody listens
         try:
             self._sent.pop(address_key(address), None)
             topics, waits = self._events.drop(address)
             keys = [_record_key(address, topic) for topic in topics]
-            self._table.drop_event_records(self.scope, keys + [_wait_key(w) for w in waits])
+            keys += [_wait_key(w) for w in waits]
+            if keys:
+                self._table.drop_event_records(self.scope, keys)
         except Exception:
             logger.exception("{} events: could not drop dead subscriber {}", self.scope, address)
 

@@ -213,6 +213,11 @@ class ScopeEvents:
         """Remove and return the waiters of ``key`` (its name exists: answer them)."""
         return self._waiters.pop(key, [])
 
+    @property
+    def idle(self) -> bool:
+        """Nobody subscribes or waits: a change has nothing to tell."""
+        return not self._topics and not self._waiters
+
     def waiting(self) -> int:
         return sum(len(w) for w in self._waiters.values())
 
