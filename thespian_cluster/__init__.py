@@ -35,6 +35,7 @@ from thespian_cluster.node import (
 )
 from thespian_cluster.node_table import NotMirrored, TableReader, lookup
 from thespian_cluster.settings import ClusterSettings, SettingsError
+from thespian_cluster.supervisors.singleton import ClusterSingleton
 from thespian_cluster.supervisors.supervisor import Supervisor
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
     "BackendLoadError",
     "ChildSpec",
     "ClusterSettings",
+    "ClusterSingleton",
     "Conflict",
     "Entry",
     "GlobalGroupsBackend",

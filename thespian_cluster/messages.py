@@ -116,6 +116,11 @@ if TYPE_CHECKING:  # at run time by __getattr__ below: they import this module
         NameConflict,
         NameLost,
     )
+    from thespian_cluster.singleton_messages import (
+        ConfigureSingleton,
+        GetSingletonStatus,
+        SingletonStatus,
+    )
 
 #: Validation context of a receiver (``model_validate(..., context=RECEIVED)``): turns on
 #: the checks only a receiver needs, such as "this address is a real TCP actor address"
@@ -575,6 +580,8 @@ class ChildInfo(Message):
     running: bool
     type: Literal["worker", "supervisor"]
     up: bool = False
+    #: ``cluster``: a cluster singleton's manager (``GetSingletonStatus`` says more).
+    placement: Literal["node", "cluster"] = "node"
 
 
 class ChildStarted(Reply):
@@ -631,6 +638,7 @@ PROTOCOL_MODULES: Final = (
     "thespian_cluster.cluster_messages",
     "thespian_cluster.global_messages",
     "thespian_cluster.event_messages",
+    "thespian_cluster.singleton_messages",
 )
 
 #: Classes of the protocol modules that only a node's own actors exchange: exported
@@ -665,6 +673,7 @@ __all__ = [
     "ChildrenReply",
     "ClusterNodes",
     "ClusterNodesReply",
+    "ConfigureSingleton",
     "ConfigureSupervisor",
     "CountChildren",
     "DeleteChild",
@@ -675,6 +684,7 @@ __all__ = [
     "GetNodeHealth",
     "GetNodeStatus",
     "GetPartitionStatus",
+    "GetSingletonStatus",
     "GlobalStatus",
     "GroupEvent",
     "GroupList",
@@ -721,6 +731,7 @@ __all__ = [
     "RestartChild",
     "Resync",
     "ShutdownSupervisor",
+    "SingletonStatus",
     "StartChild",
     "StartSupervisor",
     "SubscribeGroup",

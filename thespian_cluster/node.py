@@ -67,6 +67,7 @@ from thespian_cluster.supervisors.node import (
     StartNode,
 )
 from thespian_cluster.supervisors.os_process import is_dead, pid_listening_on
+from thespian_cluster.supervisors.singleton import NODE_NAME_ENV, PAUSE_FENCE_ENV
 from thespian_cluster.transport import (
     BASE_ADDRESS_ENV,
     BIND_HOST_ENV,
@@ -342,6 +343,14 @@ def start_node(settings: ClusterSettings, log_to_stderr: bool = True) -> Node:
     new_identity(settings.node_dir)
     # Everything below is inherited by the admin and every actor process it forks.
     os.environ[NODE_DIR_ENV] = str(settings.node_dir)
+    os.environ[NODE_NAME_ENV] = settings.node_name
+    # A singleton manager silent this long may have been declared down by its peers.
+    os.environ[PAUSE_FENCE_ENV] = str(
+        max(
+            settings.cluster_heartbeat_interval,
+            settings.cluster_heartbeat_timeout - 2 * settings.cluster_heartbeat_interval,
+        )
+    )
     move_thespian_internal_log(settings.node_dir)
     bind_node_to(settings.host)
     limit_idle_sockets()

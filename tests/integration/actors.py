@@ -120,3 +120,42 @@ class EventLog(Actor):
             self.send(message[1], message[2])
         elif isinstance(message, Message):
             self.seen.append(message)
+
+
+class SingletonProbe(Actor):
+    """A cluster singleton's instance for the tests.
+
+    Answers "who" with (node name, pid); its init message is a log path, to which it
+    appends "<monotonic> <node> <pid> start" and then a "tick" line every 50 ms while
+    it runs (tests check from the log that no two instances ran at once). "crash"
+    raises in a way that kills the process; "exit_normally" exits as OTP's normal.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.node = os.environ.get("THESPIAN_CLUSTER_NODE_NAME", "?")
+        self.log: str | None = None
+        self.supervised_by: SupervisedBy | None = None
+
+    def write(self, what: str) -> None:
+        if self.log is not None:
+            with open(self.log, "a") as log:
+                log.write(f"{time.monotonic():.4f} {self.node} {os.getpid()} {what}\n")
+
+    def receiveMessage(self, message: Any, sender: Any) -> None:
+        if isinstance(message, str) and message.startswith("log:"):
+            self.log = message[4:]
+            self.write("start")
+            self.wakeupAfter(0.05)
+        elif isinstance(message, SupervisedBy):
+            self.supervised_by = message
+        elif type(message).__name__ == "WakeupMessage":
+            self.write("tick")
+            self.wakeupAfter(0.05)
+        elif message == "who":
+            self.send(sender, (self.node, os.getpid()))
+        elif message == "crash":
+            os._exit(3)
+        elif message == "exit_normally" and self.supervised_by is not None:
+            self.send(self.supervised_by.supervisor, NormalExit(child_id=self.supervised_by.child_id))
+            self.send(self.myAddress, ActorExitRequest())

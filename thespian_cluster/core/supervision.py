@@ -44,11 +44,12 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 RestartType = Literal["permanent", "transient", "temporary"]
 Strategy = Literal["one_for_one", "one_for_all", "rest_for_one"]
 Shutdown = float | Literal["brutal_kill"]
+Placement = Literal["node", "cluster"]
 
 
 class RegisterAs(BaseModel):
@@ -68,6 +69,10 @@ class ChildSpec(BaseModel):
     when given, is sent to the child right after every start (Thespian actors get
     their arguments as messages). ``shutdown`` is the seconds a child gets to exit
     after ``ActorExitRequest`` before it is killed, or ``"brutal_kill"``.
+
+    ``placement="cluster"`` makes the child a **cluster singleton**: declared on every
+    node, it runs on one node at a time, under its ``register_as`` name (which must be
+    global); see :mod:`thespian_cluster.core.singleton`.
     """
 
     model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
@@ -78,6 +83,15 @@ class ChildSpec(BaseModel):
     register_as: RegisterAs | None = None
     requirements: dict[str, Any] | None = None
     init_message: Any = None
+    placement: Placement = "node"
+
+    @model_validator(mode="after")
+    def _singleton_has_a_global_name(self) -> ChildSpec:
+        if self.placement == "cluster" and (
+            self.register_as is None or self.register_as.scope != "global"
+        ):
+            raise ValueError("placement='cluster' needs register_as with scope='global'")
+        return self
 
     @field_validator("actor_class")
     @classmethod

@@ -98,7 +98,9 @@ from thespian_cluster.messages import (
     TerminateChild,
     WhichChildren,
 )
+from thespian_cluster.singleton_messages import ConfigureSingleton
 from thespian_cluster.supervisors.os_process import child_pid, kill
+from thespian_cluster.supervisors.singleton import ClusterSingleton
 
 
 class _Stop:
@@ -549,6 +551,8 @@ class Supervisor(Actor):
         state = self.core.child(child_id)
         assert state is not None
         spec = state.spec
+        if spec.placement == "cluster":
+            return self._start_singleton_manager(spec)
         address = self.createActor(spec.actor_class, targetActorRequirements=spec.requirements)
         self.core.started(child_id, address, time.time())
         self._normal.discard(child_id)
@@ -559,6 +563,19 @@ class Supervisor(Actor):
         self.send(address, SupervisedBy(supervisor=self.myAddress, child_id=child_id))
         if spec.register_as is not None:
             self._register(spec, address)
+        return address
+
+    def _start_singleton_manager(self, spec: ChildSpec) -> Any:
+        """A cluster singleton's child here is its manager: it claims the lock and runs
+        the instance if it wins (the manager registers the names, not this supervisor)."""
+        address = self.createActor(ClusterSingleton)
+        self.core.started(spec.id, address, time.time())
+        self._normal.discard(spec.id)
+        config = ConfigureSingleton(
+            spec=spec, max_restarts=self.core.max_restarts, max_seconds=self.core.max_seconds
+        )
+        self.send(address, config)
+        self.send(address, SupervisedBy(supervisor=self.myAddress, child_id=spec.id))
         return address
 
     def _register(self, spec: ChildSpec, address: Any) -> None:
@@ -647,6 +664,7 @@ def _info(state: ChildState, now: float, starting: _Start | None) -> ChildInfo:
         running=state.running,
         type="supervisor" if _is_supervisor(state.spec) else "worker",
         up=state.running and not in_start,
+        placement=state.spec.placement,
     )
 
 
