@@ -85,6 +85,7 @@ def _environment(path: Path) -> Any:
     key = (os.getpid(), str(path))
     env = _environments.get(key)
     if env is None:
+        _close_inherited(str(path))
         path.mkdir(parents=True, exist_ok=True)
         # No fsync: the table must survive a crash of the Registry's process (the OS
         # keeps committed pages), not of the host, whose actors die with it anyway.
@@ -99,6 +100,21 @@ def _environment(path: Path) -> Any:
             )
         _environments[key] = env
     return env
+
+
+def _close_inherited(path: str) -> None:
+    """Close the environments of ``path`` this process inherited from its parent.
+
+    Thespian forks every actor from its parent's process, so an actor whose parent had
+    the table open inherits that environment, which LMDB forbids using after a fork and
+    py-lmdb 3 counts as open in this process (it refuses a second open of the same
+    files). Closing the inherited copy touches only this process: LMDB clears the
+    reader slots of the calling pid alone, and this process holds none of the parent's
+    fcntl locks.
+    """
+    pid = os.getpid()
+    for key in [k for k in _environments if k[1] == path and k[0] != pid]:
+        _environments.pop(key).close()
 
 
 class _TablePickler(pickle.Pickler):

@@ -1,0 +1,202 @@
+"""Cluster singletons on real nodes: one instance, moved when its node dies, restarted by
+its restart type; the probe's log (thespian_cluster.testing.singletons) says exactly
+when each instance ran, so "never two at once" is checked over the whole test."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from pathlib import Path
+
+import pytest
+
+from thespian_cluster import ListNames, Whereis
+from thespian_cluster.local_cluster import ClusterNode, LocalCluster, wait_for
+from thespian_cluster.netns import subscribe_timed, timed_events
+from thespian_cluster.settings import ClusterSettings
+from thespian_cluster.testing.singletons import (
+    Declared,
+    answering,
+    declare,
+    overlaps,
+    probe_spec,
+    runs,
+)
+
+pytestmark = pytest.mark.cluster
+
+NAMES = ["a", "b", "c"]
+DEFAULTS = ClusterSettings.build()
+
+
+def start_three(cluster: LocalCluster) -> dict[str, ClusterNode]:
+    first = cluster.start("a", cluster_nodes=NAMES)
+    for name in NAMES[1:]:
+        cluster.start(name, leader=first, cluster_nodes=NAMES)
+    cluster.wait_formed(NAMES)
+    return dict(cluster.nodes)
+
+
+def one_instance(nodes: list[ClusterNode], timeout: float = 10.0) -> tuple[str, int]:
+    """Wait until every node finds the same instance and it answers; its (node, pid)."""
+
+    def agreed() -> tuple[str, int] | None:
+        seen = {answering(n) for n in nodes}
+        return next(iter(seen)) if len(seen) == 1 and None not in seen else None
+
+    return wait_for(agreed, timeout, "every node to find the one instance")
+
+
+def test_one_instance_runs_and_moves_within_detection_plus_a_second_after_sigkill(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    log = tmp_path / "instances.log"
+    nodes = start_three(cluster)
+    declared = {n: declare(node, [probe_spec(log)]) for n, node in nodes.items()}
+    holder, _ = one_instance(list(nodes.values()))
+    roles = {n: d.status() for n, d in declared.items()}
+    assert {n: s.role for n, s in roles.items() if s} == {
+        n: ("running" if n == holder else "standby") for n in NAMES
+    }
+    assert all(s is not None and s.holder_node == holder for s in roles.values())
+    locks = nodes[holder].ask(ListNames(kind="singleton", scope="global")).names
+    assert [(i.name, i.node, i.meta) for i in locks] == [("coord", holder, {"state": "running"})]
+
+    moves = []
+    for _ in range(2):
+        survivors = [node for n, node in nodes.items() if n != holder]
+        watch = {s.name: subscribe_timed(s) for s in survivors}
+        killed = time.monotonic()
+        nodes[holder].kill()
+        new_holder, _ = one_instance(survivors)
+        answered = time.monotonic()
+        assert new_holder != holder
+        downs = [
+            at
+            for s in survivors
+            for at, event in timed_events(s, watch[s.name])
+            if type(event).__name__ == "NodeDown" and event.node == holder
+        ]
+        detected = min(downs) - killed
+        moves.append((answered - killed, detected))
+        assert answered - killed <= detected + 1.0, (answered - killed, detected)
+        # The killed node comes back (a new incarnation) and stands by.
+        back = cluster.start(holder, leader=survivors[0], cluster_nodes=NAMES)
+        nodes[holder] = back
+        cluster.wait_formed(NAMES)
+        declared[holder] = declare(back, [probe_spec(log)])
+        wait_for(
+            lambda d=declared[holder]: (s := d.status()) is not None and s.role == "standby",
+            10,
+            "the restarted node to stand by",
+        )
+        assert one_instance(list(nodes.values()))[0] == new_holder
+        holder = new_holder
+    print("moves (kill -> new instance answers, kill -> detected), s:", moves)
+    print("median move", statistics.median(m for m, _ in moves))
+    assert overlaps(runs(log)) == []
+
+
+def test_restart_types_and_intensity_as_in_otp(cluster: LocalCluster, tmp_path: Path) -> None:
+    log = tmp_path / "instances.log"
+    node = cluster.start("a", cluster_nodes=["a"])
+    specs = [
+        probe_spec(log, "perm", "permanent"),
+        probe_spec(log, "trans", "transient"),
+        probe_spec(log, "temp", "temporary"),
+    ]
+    declared = declare(node, specs, max_restarts=2, max_seconds=30)
+    client = node.client()
+
+    def instance(name: str, not_: object = None) -> object:
+        """The instance registered as ``name`` (other than ``not_``), once it answers."""
+
+        def found() -> object:
+            address = node.ask(Whereis(name=name, scope="global")).address
+            if address is None or address == not_ or client.ask(address, "who", 1) is None:
+                return None
+            return address
+
+        return wait_for(found, 10, f"{name} up")
+
+    # permanent: restarted after a crash, on this node, the name following it.
+    first = instance("perm")
+    client.tell(first, "crash")
+    wait_for(
+        lambda: (s := declared.status("perm")) is not None and s.restarts == 1 and s.instance,
+        10,
+        "perm restarted",
+    )
+    instance("perm", not_=first)
+
+    # transient: a crash restarts it; a normal exit finishes it, cluster-wide.
+    crashed = instance("trans")
+    client.tell(crashed, "crash")
+    client.tell(instance("trans", not_=crashed), "exit_normally")
+    wait_for(lambda: (s := declared.status("trans")) and s.role == "finished", 10, "trans done")
+    assert declared.status("trans").restarts == 1  # type: ignore[union-attr]
+    assert node.ask(Whereis(name="trans", scope="global")).address is None
+    lock = node.ask(Whereis(name="trans", kind="singleton", scope="global"))
+    assert lock.meta == {"state": "finished"}
+
+    # temporary: never restarted, even after a crash.
+    client.tell(instance("temp"), "crash")
+    wait_for(lambda: (s := declared.status("temp")) and s.role == "finished", 10, "temp done")
+    assert declared.status("temp").restarts == 0  # type: ignore[union-attr]
+
+    # intensity: max_restarts=2 in 30 s; perm has used one. Two more crashes exceed it:
+    # its manager escalates (exits), the supervisor restarts the manager, which claims
+    # the lock again and starts a fresh instance.
+    old_manager = declared.managers["perm"]
+    victim = instance("perm")
+    client.tell(victim, "crash")
+    client.tell(instance("perm", not_=victim), "crash")
+    children = wait_for(
+        lambda: next(
+            (c for c in _children(declared) if c.id == "perm" and c.address != old_manager), None
+        ),
+        15,
+        "a new manager for perm",
+    )
+    assert children.restart_count >= 1
+    wait_for(lambda: answering(node, "perm"), 10, "the new manager's instance to answer")
+    assert len(runs(log)) == 7  # perm x4, trans x2, temp x1: each a process of its own
+
+
+def _children(declared: Declared) -> list:
+    from thespian_cluster import ChildrenReply, WhichChildren, ask
+
+    reply = ask(declared.node.client(), declared.supervisor, WhichChildren(), 5)
+    return reply.children if isinstance(reply, ChildrenReply) else []
+
+
+def test_a_paused_holder_stops_its_instance_when_it_resumes(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    log = tmp_path / "instances.log"
+    nodes = start_three(cluster)
+    declared = {n: declare(node, [probe_spec(log)]) for n, node in nodes.items()}
+    holder, stale_pid = one_instance(list(nodes.values()))
+    survivors = [node for n, node in nodes.items() if n != holder]
+    nodes[holder].pause()
+    paused = time.monotonic()
+    new_holder, _ = one_instance(survivors, timeout=DEFAULTS.cluster_heartbeat_timeout + 10)
+    moved = time.monotonic() - paused
+    assert new_holder != holder
+    assert moved <= DEFAULTS.cluster_heartbeat_timeout + 1.0, moved
+    nodes[holder].resume()
+    resumed = time.monotonic()
+    wait_for(
+        lambda: (s := declared[holder].status()) is not None and s.instance is None,
+        10,
+        "the resumed holder to stop its stale instance",
+    )
+    status = declared[holder].status()
+    assert status is not None and "paused" in (status.last_stop or ""), status
+    one_instance(list(nodes.values()))
+    stale = next(r for r in runs(log) if r.pid == stale_pid)
+    print(f"stale instance ran {stale.last - resumed:.3f} s after the resume")
+    assert stale.last - resumed < 0.5
+    # Apart from that stale tail, the instances never overlapped.
+    others = [r for r in runs(log) if r.pid != stale_pid]
+    assert overlaps(others) == []
