@@ -31,6 +31,7 @@ from thespian.actors import ActorSystem, ActorSystemException
 from thespian_cluster import __version__
 from thespian_cluster.backends.loading import BackendLoadError
 from thespian_cluster.cluster_messages import GetNodeStatus, NodeStatusReply
+from thespian_cluster.core.singleton import LOCK_KIND
 from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus
 from thespian_cluster.logs import configure_logging
 from thespian_cluster.messages import (
@@ -415,6 +416,13 @@ def collect_status(system: ActorSystem) -> dict[str, Any]:
     local = ask(system, registry, ListNames(), TIMEOUT)
     if isinstance(local, NameList):
         report["local_names"] = len(local.names)
+    if "global" in report:
+        locks = ask(system, registry, ListNames(kind=LOCK_KIND, scope="global"), TIMEOUT)
+        if isinstance(locks, NameList):
+            report["singletons"] = [
+                {"name": i.name, "node": i.node, "state": i.meta.get("state", "?")}
+                for i in locks.names
+            ]
     return report
 
 
@@ -473,6 +481,13 @@ def status_renderables(report: dict[str, Any]) -> list[Any]:
                 f"here; {g['pending']} writes pending"
             )
         )
+    if report.get("singletons"):
+        table = Table(title="cluster singletons", title_justify="left")
+        for column in ("name", "runs on", "state"):
+            table.add_column(column)
+        for one in report["singletons"]:
+            table.add_row(str(one["name"]), one["node"], one["state"])
+        parts.append(table)
     tree = Tree(f"NodeSupervisor {report['root']}")
     _render_tree(tree, report["tree"])
     parts.append(tree)

@@ -10,13 +10,16 @@ Then, step by step, each with its timing:
 3. the capability groups (``tool_servers``, ...) span the nodes;
 4. a supervised worker registered as ``worker`` (``RegisterAs(scope="global")``) is
    SIGKILLed; its supervisor restarts it and the name follows the new process;
-5. node ``gamma`` is SIGKILLed: every survivor reports it down and its names vanish;
-   then it comes back as a new incarnation;
-6. the node that sequences global claims is SIGKILLed: another takes over and claims
+5. a cluster singleton ``coordinator`` (``placement="cluster"``) is declared on every
+   node and runs on one of them, ``gamma``;
+6. node ``gamma`` is SIGKILLed: every survivor reports it down, the coordinator starts
+   on another node (timed from the kill), and gamma's names vanish; then it comes back
+   as a new incarnation;
+7. the node that sequences global claims is SIGKILLed: another takes over and claims
    succeed again;
-7. a node hangs (SIGSTOP): suspect, then down, and the partition status under the
+8. a node hangs (SIGSTOP): suspect, then down, and the partition status under the
    default strategy; SIGCONT heals it;
-8. everything is stopped and no process is left.
+9. everything is stopped and no process is left.
 
 Every step checks what it shows. A step that does not behave says what it expected
 and what happened, and the demo exits 1; it exits 0 only when every step passed.
@@ -90,6 +93,20 @@ class DemoWorkers(Supervisor):
                 id="worker",
                 actor_class=DemoServer,
                 register_as=RegisterAs(name="worker", scope="global"),
+            )
+        ]
+
+
+class DemoSingletons(Supervisor):
+    """Declares the cluster's one ``coordinator``: started on every node, it runs on one."""
+
+    def child_specs(self) -> list[ChildSpec]:
+        return [
+            ChildSpec(
+                id="coordinator",
+                actor_class=DemoServer,
+                placement="cluster",
+                register_as=RegisterAs(name="coordinator", scope="global"),
             )
         ]
 
@@ -197,6 +214,7 @@ def _scenario(cluster: LocalCluster, t: Timeline) -> None:
     actors = _register(nodes, t)
     _groups(nodes, t)
     _supervised_worker(nodes, t)
+    _singleton(nodes, t)
     _node_death(cluster, nodes, t)
     _sequencer_death(cluster, nodes, actors, t)
     _hung_node(cluster, t)
@@ -353,10 +371,39 @@ def _supervised_worker(nodes: dict[str, ClusterNode], t: Timeline) -> None:
     )
 
 
+def _coordinator(node: ClusterNode, not_on: str | None = None) -> tuple[str, int] | None:
+    """Where ``node`` finds the coordinator (unless on ``not_on``) and its pid, if it
+    answers."""
+    found = node.ask(Whereis(name="coordinator", scope="global"))
+    if found.address is None or found.node is None or found.node == not_on:
+        return None
+    pid = ask(node.client(), found.address, "pid", 2.0)
+    return (found.node, pid) if isinstance(pid, int) else None
+
+
+def _singleton(nodes: dict[str, ClusterNode], t: Timeline) -> None:
+    t.say("5. a singleton 'coordinator' declared on every node (gamma first)")
+    for name in ("gamma", "alpha", "beta"):
+        client = nodes[name].client()
+        started = ask(client, client.createActor(DemoSingletons), StartSupervisor(), WAIT)
+        if not isinstance(started, ChildrenReply):
+            raise StepFailed(f"{name}'s singleton supervisor to start", f"it answered {started!r}")
+        if name == "gamma":
+            t.expect(lambda: _coordinator(nodes["gamma"]), "the coordinator to run on gamma")
+    where = [_coordinator(n) for n in nodes.values()]
+    if len(set(where)) != 1 or where[0] is None or where[0][0] != "gamma":
+        raise StepFailed("every node to find the one coordinator on gamma", f"they found {where}")
+    t.say(
+        f"   it runs on gamma (pid {where[0][1]}); alpha and beta stand by, "
+        "watching its lock (a global name)"
+    )
+
+
 def _node_death(cluster: LocalCluster, nodes: dict[str, ClusterNode], t: Timeline) -> None:
     gamma = nodes["gamma"]
     survivors = [nodes["alpha"], nodes["beta"]]
-    t.say("5. SIGKILL the whole of node gamma (its process group)")
+    t.say("6. SIGKILL the whole of node gamma (its process group)")
+    killed = time.monotonic()
     gamma.kill()
     _, took = t.expect(
         lambda: all(n.health_of("gamma") == "down" for n in survivors),
@@ -366,6 +413,16 @@ def _node_death(cluster: LocalCluster, nodes: dict[str, ClusterNode], t: Timelin
     t.say(
         f"   alpha and beta: gamma down ({reason.reason if reason else '?'}) "
         f"{took * 1000:.0f} ms after the kill"
+    )
+
+    def moved() -> tuple[str, int] | None:
+        seen = {_coordinator(n, not_on="gamma") for n in survivors}
+        return next(iter(seen)) if len(seen) == 1 else None
+
+    (node, pid), _ = t.expect(moved, "the coordinator to run on alpha or beta")
+    t.say(
+        f"   the coordinator moved to {node} (pid {pid}): answering there "
+        f"{(time.monotonic() - killed) * 1000:.0f} ms after the kill"
     )
     gone = [name for name, (_, on, _) in REGISTRATIONS.items() if on == "gamma"]
 
@@ -401,10 +458,10 @@ def _sequencer_death(
     in_etcd = status.sequencer == "etcd"
     seq_name = NODES[0] if in_etcd else status.sequencer
     if in_etcd:
-        t.say(f"6. SIGKILL {seq_name} (etcd orders the claims: there is no sequencer to replace)")
+        t.say(f"7. SIGKILL {seq_name} (etcd orders the claims: there is no sequencer to replace)")
     else:
         t.say(
-            f"6. SIGKILL {seq_name}, the node that sequences global claims (epoch {status.epoch})"
+            f"7. SIGKILL {seq_name}, the node that sequences global claims (epoch {status.epoch})"
         )
     cluster.nodes[seq_name].kill()
     rest = [n for name, n in nodes.items() if name != seq_name]
@@ -441,7 +498,7 @@ def _sequencer_death(
 def _hung_node(cluster: LocalCluster, t: Timeline) -> None:
     hung = cluster.nodes["gamma"]
     watcher = cluster.nodes["beta"]
-    t.say(f"7. SIGSTOP node {hung.name} (hung: its processes are alive but silent)")
+    t.say(f"8. SIGSTOP node {hung.name} (hung: its processes are alive but silent)")
     hung.pause()
     _, took = t.expect(lambda: watcher.health_of(hung.name) == "suspect", "suspect")
     t.say(f"   {watcher.name}: {hung.name} suspect after {took:.2f} s")

@@ -113,9 +113,11 @@ def ask(
     """Send ``request`` to ``address`` and return the reply to it.
 
     Thespian's ``ask()`` returns whatever message arrives first; a late answer to an
-    earlier request that timed out would pass for this one's. So a reply that
-    carries another ``request_id`` than ``request``'s (or, with ``expect``, is not
-    of that type) is skipped, and the wait goes on until ``timeout``.
+    earlier request that timed out would pass for this one's. So for a request with
+    a ``request_id``, a reply that carries another one or none (a late ``"pid"``
+    answer, say) is skipped — only Thespian's ``PoisonMessage`` about the request
+    itself passes — and so is, with ``expect``, a reply not of that type; the wait
+    goes on until ``timeout``.
 
     Args:
         system: the client handle (:func:`connect`) or the node's own system.
@@ -146,8 +148,14 @@ def ask(
 def _answers(reply: Any, wanted: str | None, expect: type | tuple[type, ...] | None) -> bool:
     if expect is not None and not isinstance(reply, expect):
         return False
+    if wanted is None:
+        return True
     got = getattr(reply, "request_id", None)
-    return wanted is None or got is None or got == wanted
+    if got is not None:
+        return bool(got == wanted)
+    # No request_id: Thespian's word about this very request (a PoisonMessage), never
+    # a stray late answer to some other ask of this client (a "pid", a tuple).
+    return getattr(getattr(reply, "poisonMessage", None), "request_id", None) == wanted
 
 
 @dataclass(frozen=True)

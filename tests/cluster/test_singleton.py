@@ -4,20 +4,23 @@ when each instance ran, so "never two at once" is checked over the whole test.""
 
 from __future__ import annotations
 
+import json
 import statistics
 import time
 from pathlib import Path
 
 import pytest
 
+from tests.integration._cli import run_cli
 from thespian_cluster import ListNames, Whereis
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster, wait_for
-from thespian_cluster.netns import subscribe_timed, timed_events
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.testing.singletons import (
     Declared,
     answering,
     declare,
+    move,
+    one_instance,
     overlaps,
     probe_spec,
     runs,
@@ -37,16 +40,6 @@ def start_three(cluster: LocalCluster) -> dict[str, ClusterNode]:
     return dict(cluster.nodes)
 
 
-def one_instance(nodes: list[ClusterNode], timeout: float = 10.0) -> tuple[str, int]:
-    """Wait until every node finds the same instance and it answers; its (node, pid)."""
-
-    def agreed() -> tuple[str, int] | None:
-        seen = {answering(n) for n in nodes}
-        return next(iter(seen)) if len(seen) == 1 and None not in seen else None
-
-    return wait_for(agreed, timeout, "every node to find the one instance")
-
-
 def test_one_instance_runs_and_moves_within_detection_plus_a_second_after_sigkill(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
@@ -61,27 +54,24 @@ def test_one_instance_runs_and_moves_within_detection_plus_a_second_after_sigkil
     assert all(s is not None and s.holder_node == holder for s in roles.values())
     locks = nodes[holder].ask(ListNames(kind="singleton", scope="global")).names
     assert [(i.name, i.node, i.meta) for i in locks] == [("coord", holder, {"state": "running"})]
+    # `status` lists the singletons and where they run, as JSON and for a person.
+    other = nodes[next(n for n in NAMES if n != holder)]
+    shown = run_cli("status", "--json", "--port", str(other.port), cookie=other.cookie)
+    assert json.loads(shown.stdout)["singletons"] == [
+        {"name": "coord", "node": holder, "state": "running"}
+    ]
+    table = run_cli("status", "--port", str(other.port), cookie=other.cookie).stdout
+    assert "cluster singletons" in table and "coord" in table.split("cluster singletons")[1]
 
     moves = []
     for _ in range(2):
-        survivors = [node for n, node in nodes.items() if n != holder]
-        watch = {s.name: subscribe_timed(s) for s in survivors}
-        killed = time.monotonic()
-        nodes[holder].kill()
-        new_holder, _ = one_instance(survivors)
-        answered = time.monotonic()
-        assert new_holder != holder
-        downs = [
-            at
-            for s in survivors
-            for at, event in timed_events(s, watch[s.name])
-            if type(event).__name__ == "NodeDown" and event.node == holder
-        ]
-        detected = min(downs) - killed
-        moves.append((answered - killed, detected))
-        assert answered - killed <= detected + 1.0, (answered - killed, detected)
+        moved = move(nodes, holder, nodes[holder].kill)
+        assert moved.to[0] != holder
+        assert moved.answered <= moved.detected + 1.0, moved
+        moves.append((moved.answered, moved.detected))
         # The killed node comes back (a new incarnation) and stands by.
-        back = cluster.start(holder, leader=survivors[0], cluster_nodes=NAMES)
+        survivor = nodes[moved.to[0]]
+        back = cluster.start(holder, leader=survivor, cluster_nodes=NAMES)
         nodes[holder] = back
         cluster.wait_formed(NAMES)
         declared[holder] = declare(back, [probe_spec(log)])
@@ -90,8 +80,8 @@ def test_one_instance_runs_and_moves_within_detection_plus_a_second_after_sigkil
             10,
             "the restarted node to stand by",
         )
-        assert one_instance(list(nodes.values()))[0] == new_holder
-        holder = new_holder
+        assert one_instance(list(nodes.values())) == moved.to
+        holder = moved.to[0]
     print("moves (kill -> new instance answers, kill -> detected), s:", moves)
     print("median move", statistics.median(m for m, _ in moves))
     assert overlaps(runs(log)) == []

@@ -56,9 +56,11 @@ Role = Literal["waiting", "standby", "claiming", "running", "fenced", "finished"
 
 @dataclass(frozen=True)
 class Claim:
-    """Register the lock to this manager with meta ``{"state": state}``."""
+    """Register the lock to this manager with meta ``{"state": state}``; pass ``attempt``
+    back with the reply (a reply to an older claim is stale and ignored)."""
 
     state: str
+    attempt: int = field(default=0, compare=False)
 
 
 @dataclass(frozen=True)
@@ -120,8 +122,11 @@ class SingletonCore:
     holder: LockHolder | None = None
     finished: bool = False
     writable: bool = True
-    #: Our instance: ``none``, ``up`` (running or starting) or ``stopping`` (told to stop).
-    instance: Literal["none", "up", "stopping"] = "none"
+    #: Our instance: ``none``; ``pending`` (asked for, not created yet: a delayed
+    #: restart); ``up`` (created); ``stopping`` (told to stop, its exit not seen yet).
+    instance: Literal["none", "pending", "up", "stopping"] = "none"
+    #: The claims made so far; a reply to any but the last is stale.
+    attempt: int = 0
     last_stop: str | None = None
     _restarts: SupervisorCore = field(init=False)
 
@@ -185,8 +190,10 @@ class SingletonCore:
 
     # ---- replies to our claims ---------------------------------------------------------
 
-    def claimed(self, node: str) -> list[Action]:
-        """The lock is ours (``Registered``)."""
+    def claimed(self, node: str, attempt: int | None = None) -> list[Action]:
+        """The lock is ours (``Registered``) — if this answers our last claim."""
+        if attempt is not None and attempt != self.attempt:
+            return []
         self.holder = LockHolder(self.me, node, FINISHED if self.finished else RUNNING)
         if self.finished:
             self.role = "finished"
@@ -197,29 +204,34 @@ class SingletonCore:
         self.role = "running"
         return self._start()
 
-    def claim_refused(self, holder: LockHolder | None) -> list[Action]:
-        """``AlreadyRegistered`` (``holder``) or an error (None): stand by, retry later."""
-        if holder is not None and self._mine(holder):
-            return self.claimed(holder.node)
-        self.role = "standby" if holder is not None else "waiting"
-        self.holder = holder
+    def claim_refused(self, holder: LockHolder | None, attempt: int | None = None) -> list[Action]:
+        """``AlreadyRegistered`` (``holder``) or an error (None) for our last claim: stand
+        by (stopping an instance we run: the lock is not ours), or retry later."""
+        if attempt is not None and attempt != self.attempt:
+            return []
         if holder is not None and holder.state == FINISHED:
             self.finished = True
-        return [] if holder is not None else [Recheck(self.retry_delay)]
+        if holder is not None and self._mine(holder):
+            return self.claimed(holder.node)
+        if holder is not None:
+            return self._taken(holder, "claimed first")
+        actions = self._lost("the claim failed")
+        self.role = "waiting"
+        return [*actions, Recheck(self.retry_delay)]
 
     # ---- the node's state -------------------------------------------------------------
 
     def writable_changed(self, writable: bool) -> list[Action]:
-        self.writable = writable
+        was, self.writable = self.writable, writable
         if not writable:
             if self.role == "running":
                 self.role = "fenced"
                 return self._stop("this node's side lost a partition (minority_partition)")
             return []
-        if self.role == "fenced":
+        if not was and self.role in ("fenced", "waiting", "standby", "finished"):
+            # Back from the losing side: what this node saw while it could not write
+            # (a purge, its own lock) is not the cluster's word; the heal's merge is.
             return [Recheck(self.settle)]
-        if self.role == "waiting" and self.holder is None:
-            return self._claim()
         return []
 
     def paused(self, gap: float) -> list[Action]:
@@ -233,6 +245,7 @@ class SingletonCore:
     # ---- the instance -----------------------------------------------------------------
 
     def instance_started(self, address: Any, now: float) -> None:
+        self.instance = "up"
         self._restarts.started(self.spec.id, address, now)
 
     def instance_exited(self, normal: bool, now: float) -> list[Action]:
@@ -275,8 +288,8 @@ class SingletonCore:
 
     def _start(self, delay: float = 0.0) -> list[Action]:
         if self.instance != "none":
-            return []  # running already, or stopping: its exit starts the next
-        self.instance = "up"
+            return []  # asked for or running already, or stopping: its exit starts the next
+        self.instance = "pending"
         return [StartInstance(delay)]
 
     def _mine(self, holder: LockHolder | None) -> bool:
@@ -289,7 +302,8 @@ class SingletonCore:
             self.role = "waiting"
             return []
         self.role = "claiming"
-        return [Claim(FINISHED if self.finished else RUNNING)]
+        self.attempt += 1
+        return [Claim(FINISHED if self.finished else RUNNING, self.attempt)]
 
     def _taken(self, holder: LockHolder, reason: str) -> list[Action]:
         """``holder`` (not us) has the lock."""
@@ -307,6 +321,10 @@ class SingletonCore:
         return self._stop(why)
 
     def _stop(self, why: str) -> list[Action]:
+        if self.instance == "pending":
+            self.instance = "none"  # never created: nothing to stop, the start is off
+            self.last_stop = why
+            return []
         if self.instance != "up":
             return []
         self.instance = "stopping"

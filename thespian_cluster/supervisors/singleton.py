@@ -103,6 +103,7 @@ class ClusterSingleton(Actor):
         self.config: ConfigureSingleton | None = None
         self.instance: ActorAddress | None = None
         self._requests: dict[str, str] = {}  # request_id -> what it was for
+        self._claims: dict[str, int] = {}  # a claim's request_id -> its attempt
         self._normal = False  # the instance said NormalExit
         self._failing: str | None = None  # the instance is being stopped after a failed start
         self._stop_started: float | None = None  # a stop under way (its shutdown timer)
@@ -210,14 +211,16 @@ class ClusterSingleton(Actor):
         what = self._requests.pop(reply.request_id, None)
         assert self.core is not None
         if what == "claim":
+            attempt = self._claims.pop(reply.request_id, None)
             if isinstance(reply, Registered):
                 self.node = reply.node
-                self._do(self.core.claimed(reply.node))
+                self._do(self.core.claimed(reply.node, attempt))
             elif isinstance(reply, AlreadyRegistered):
-                self._do(self.core.claim_refused(_holder(reply.owner, reply.node, {})))
+                holder = _holder(reply.owner, reply.node, {})
+                self._do(self.core.claim_refused(holder, attempt))
             else:
                 logger.info("singleton {}: claim refused: {}", self._name, reply.detail)
-                self._do(self.core.claim_refused(None))
+                self._do(self.core.claim_refused(None, attempt))
         elif what == "instance":
             self._instance_registered(reply)
         elif what in ("subscribe", "partition") and isinstance(reply, RegistryError):
@@ -232,7 +235,7 @@ class ClusterSingleton(Actor):
     def _do(self, actions: list[Action]) -> None:
         for action in actions:
             if isinstance(action, Claim):
-                self._claim(action.state)
+                self._claim(action.state, action.attempt)
             elif isinstance(action, StartInstance):
                 if action.delay > 0:
                     self.wakeupAfter(action.delay, payload=("start",))
@@ -257,7 +260,7 @@ class ClusterSingleton(Actor):
                     self._kill(self.instance)
                 self.send(self.myAddress, ActorExitRequest())
 
-    def _claim(self, state: str) -> None:
+    def _claim(self, state: str, attempt: int) -> None:
         request = Register(
             name=self._name,
             address=self.myAddress,
@@ -265,12 +268,13 @@ class ClusterSingleton(Actor):
             scope="global",
             meta={"state": state},
         )
+        self._claims[request.request_id] = attempt
         self._ask(request, "claim")
 
     def _start_instance(self) -> None:
         assert self.core is not None
-        if self.core.role != "running" or self.instance is not None:
-            return  # a delayed start that the lock overtook, or one that runs already
+        if self.core.instance != "pending" or self.instance is not None:
+            return  # a delayed start called off (the lock went meanwhile), or a stale timer
         spec = self._spec
         try:
             address = self.createActor(spec.actor_class, targetActorRequirements=spec.requirements)

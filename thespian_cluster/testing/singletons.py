@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from thespian.actors import Actor, ActorExitRequest, WakeupMessage
 
+from thespian_cluster.cluster_messages import NodeDown
 from thespian_cluster.core.supervision import ChildSpec, RegisterAs, RestartType
-from thespian_cluster.local_cluster import ClusterNode
+from thespian_cluster.local_cluster import ClusterNode, wait_for
 from thespian_cluster.messages import (
     ChildrenReply,
     ConfigureSupervisor,
@@ -27,6 +29,7 @@ from thespian_cluster.messages import (
     SupervisedBy,
     Whereis,
 )
+from thespian_cluster.netns import subscribe_timed, timed_events
 from thespian_cluster.node import ask
 from thespian_cluster.singleton_messages import GetSingletonStatus, SingletonStatus
 
@@ -164,3 +167,44 @@ def overlaps(found: list[Run], slack: float = 0.0) -> list[tuple[Run, Run]]:
             if min(one.last, other.last) - max(one.first, other.first) > slack:
                 pairs.append((one, other))
     return pairs
+
+
+def one_instance(nodes: list[ClusterNode], timeout: float = 15.0) -> tuple[str, int]:
+    """Wait until every node of ``nodes`` finds the same instance and it answers; its
+    ``(node, pid)``."""
+
+    def agreed() -> tuple[str, int] | None:
+        seen = {answering(n) for n in nodes}
+        return next(iter(seen)) if len(seen) == 1 and None not in seen else None
+
+    return wait_for(agreed, timeout, f"{[n.name for n in nodes]} to find one instance")
+
+
+@dataclass(frozen=True)
+class Move:
+    """A singleton moved by a fault: where to, and seconds from the fault to the new
+    instance answering on every survivor, and to the survivors' first ``NodeDown``."""
+
+    to: tuple[str, int]
+    answered: float
+    detected: float
+    at: float  # the fault's moment (monotonic)
+
+
+def move(
+    nodes: dict[str, ClusterNode], holder: str, fault: Callable[[], None], timeout: float = 20.0
+) -> Move:
+    """Apply ``fault`` to ``holder`` (kill it, cut it off) and time the move."""
+    survivors = [n for name, n in nodes.items() if name != holder]
+    logs = {s.name: subscribe_timed(s) for s in survivors}
+    at = time.monotonic()
+    fault()
+    to = one_instance(survivors, timeout)
+    answered = time.monotonic() - at
+    downs = [
+        when
+        for s in survivors
+        for when, event in timed_events(s, logs[s.name])
+        if isinstance(event, NodeDown) and event.node == holder
+    ]
+    return Move(to, answered, min(downs) - at, at)
