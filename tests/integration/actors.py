@@ -120,4 +120,3 @@ class EventLog(Actor):
             self.send(message[1], message[2])
         elif isinstance(message, Message):
             self.seen.append(message)
-

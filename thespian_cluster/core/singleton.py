@@ -127,6 +127,7 @@ class SingletonCore:
     instance: Literal["none", "pending", "up", "stopping"] = "none"
     #: The claims made so far; a reply to any but the last is stale.
     attempt: int = 0
+    _claimed_as: str = RUNNING  # the state the last claim registered the lock with
     last_stop: str | None = None
     _restarts: SupervisorCore = field(init=False)
 
@@ -197,7 +198,9 @@ class SingletonCore:
         self.holder = LockHolder(self.me, node, FINISHED if self.finished else RUNNING)
         if self.finished:
             self.role = "finished"
-            return []
+            # Learnt while a claim as "running" was out: say so in the lock, or a node
+            # that never saw it would start the singleton once this one is gone.
+            return [MarkFinished()] if self._claimed_as != FINISHED else []
         if not self.writable:
             self.role = "fenced"
             return []
@@ -212,6 +215,7 @@ class SingletonCore:
         if holder is not None and holder.state == FINISHED:
             self.finished = True
         if holder is not None and self._mine(holder):
+            self._claimed_as = holder.state  # the lock as it is registered
             return self.claimed(holder.node)
         if holder is not None:
             return self._taken(holder, "claimed first")
@@ -303,7 +307,8 @@ class SingletonCore:
             return []
         self.role = "claiming"
         self.attempt += 1
-        return [Claim(FINISHED if self.finished else RUNNING, self.attempt)]
+        self._claimed_as = FINISHED if self.finished else RUNNING
+        return [Claim(self._claimed_as, self.attempt)]
 
     def _taken(self, holder: LockHolder, reason: str) -> list[Action]:
         """``holder`` (not us) has the lock."""
