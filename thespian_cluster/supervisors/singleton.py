@@ -85,7 +85,9 @@ from thespian_cluster.supervisors.os_process import child_pid, kill
 
 #: Set by ``start_node`` for every process of a node: its name, and the seconds after
 #: which a silent node may be declared down by its peers (the pause fence's default).
-NODE_NAME_ENV = "THESPIAN_CLUSTER_NODE_NAME"
+#: (Not ``..._NODE_NAME``: that one is the ``node_name`` setting, which every node
+#: started from a process that ran ``start_node`` would inherit.)
+NODE_NAME_ENV = "THESPIAN_CLUSTER_THIS_NODE"
 PAUSE_FENCE_ENV = "THESPIAN_CLUSTER_PAUSE_FENCE"
 #: Seconds between the manager's own ticks (the pause check).
 TICK = 0.2

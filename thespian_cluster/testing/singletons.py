@@ -47,7 +47,7 @@ class SingletonProbe(Actor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.node = os.environ.get("THESPIAN_CLUSTER_NODE_NAME", "?")
+        self.node = os.environ.get("THESPIAN_CLUSTER_THIS_NODE", "?")
         self.log: str | None = None
         self.supervised_by: SupervisedBy | None = None
 
