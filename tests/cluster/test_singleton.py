@@ -5,6 +5,8 @@ when each instance ran, so "never two at once" is checked over the whole test.""
 from __future__ import annotations
 
 import json
+import os
+import signal
 import statistics
 import time
 from pathlib import Path
@@ -12,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.integration._cli import run_cli
-from thespian_cluster import ListNames, Whereis
+from thespian_cluster import ChildTerminated, ListNames, TerminateChild, Whereis, ask
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster, wait_for
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.testing.singletons import (
@@ -190,3 +192,41 @@ def test_a_paused_holder_stops_its_instance_when_it_resumes(
     # Apart from that stale tail, the instances never overlapped.
     others = [r for r in runs(log) if r.pid != stale_pid]
     assert overlaps(others) == []
+
+
+def _ppid(pid: int) -> int:
+    with open(f"/proc/{pid}/stat") as stat:
+        return int(stat.read().rsplit(")", 1)[1].split()[1])
+
+
+def test_a_stopped_or_killed_manager_never_leaves_two_instances(
+    cluster: LocalCluster, tmp_path: Path
+) -> None:
+    """TerminateChild of the holder's manager frees the lock only once its instance has
+    exited; a manager SIGKILLed leaves its instance running (Thespian stops children
+    only on a graceful exit), and the next holder makes that orphan go before its own
+    instance takes the name."""
+    log = tmp_path / "instances.log"
+    nodes = start_three(cluster)
+    declared = {n: declare(node, [probe_spec(log)]) for n, node in nodes.items()}
+    holder, pid = one_instance(list(nodes.values()))
+    client = nodes[holder].client()
+    stopped = ask(client, declared[holder].supervisor, TerminateChild(child_id="coord"), 15)
+    assert isinstance(stopped, ChildTerminated)
+    elsewhere, _ = one_instance(list(nodes.values()))
+    assert elsewhere != holder
+    old = next(r for r in runs(log) if r.pid == pid)
+    assert overlaps(runs(log)) == [], (old, runs(log))
+
+    # SIGKILL the new holder's manager (the instance's parent process).
+    _, orphan = one_instance(list(nodes.values()))
+    os.kill(_ppid(orphan), signal.SIGKILL)
+
+    def orphan_gone_and_one_runs() -> tuple[str, int] | None:
+        now = time.monotonic()
+        alive = [r for r in runs(log) if r.last > now - 0.3]
+        found = one_instance(list(nodes.values()))
+        return found if [r.pid for r in alive] == [found[1]] != [orphan] else None
+
+    found = wait_for(orphan_gone_and_one_runs, 20, "the orphan gone and one instance running")
+    assert found[1] != orphan

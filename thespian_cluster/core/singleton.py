@@ -132,7 +132,11 @@ class SingletonCore:
     _restarts: SupervisorCore = field(init=False)
 
     def __post_init__(self) -> None:
-        self._restarts = SupervisorCore("one_for_one", self.max_restarts, self.max_seconds)
+        # A failed start is retried after retry_delay too: its usual cause (the name
+        # still held by an instance of the last holder) clears at that pace, not OTP's.
+        self._restarts = SupervisorCore(
+            "one_for_one", self.max_restarts, self.max_seconds, self.retry_delay
+        )
         self._restarts.add(self.spec)
 
     @property
@@ -153,6 +157,8 @@ class SingletonCore:
         if holder is not None and holder.state == FINISHED:
             self.finished = True
         if self.role == "claiming":
+            if holder is not None and self._mine(holder):
+                return self.claimed(holder.node)  # the table says so: the reply may be lost
             self.holder = holder
             return []  # the claim's reply decides
         if holder is None:
@@ -171,6 +177,8 @@ class SingletonCore:
         if holder.state == FINISHED:
             self.finished = True
         if self._mine(holder):
+            if self.role == "claiming":
+                return self.claimed(holder.node)  # our claim applied: its reply may be lost
             self.holder = holder  # the echo of our own claim or meta update
             return []
         if self.role == "claiming":
@@ -185,6 +193,12 @@ class SingletonCore:
             return []
         return self._lost(f"the lock was released ({reason})") + self._claim()
 
+    def claim_unanswered(self, attempt: int) -> list[Action]:
+        """Claim ``attempt`` had no answer in time (a reply lost): ask again later."""
+        if self.role != "claiming" or attempt != self.attempt:
+            return []
+        return self.claim_refused(None, attempt)
+
     def conflict(self, winner: Any, node: str) -> list[Action]:
         """``NameConflict``: a heal's merge gave the lock to ``winner`` on ``node``."""
         return self._taken(LockHolder(winner, node), "conflict")
@@ -197,10 +211,11 @@ class SingletonCore:
             return []
         self.holder = LockHolder(self.me, node, FINISHED if self.finished else RUNNING)
         if self.finished:
+            actions = self._stop("the singleton is finished")
             self.role = "finished"
             # Learnt while a claim as "running" was out: say so in the lock, or a node
             # that never saw it would start the singleton once this one is gone.
-            return [MarkFinished()] if self._claimed_as != FINISHED else []
+            return [*actions, MarkFinished()] if self._claimed_as != FINISHED else actions
         if not self.writable:
             self.role = "fenced"
             return []

@@ -32,6 +32,7 @@ from thespian.actors import (
     ActorAddress,
     ActorExitRequest,
     ChildActorExited,
+    PoisonMessage,
     WakeupMessage,
 )
 
@@ -69,6 +70,7 @@ from thespian_cluster.messages import (
     ActorExiting,
     AlreadyRegistered,
     ErrorCode,
+    MetaUpdated,
     NormalExit,
     Register,
     Registered,
@@ -93,6 +95,11 @@ PAUSE_FENCE_ENV = "THESPIAN_CLUSTER_PAUSE_FENCE"
 TICK = 0.2
 #: Seconds between attempts to reach a registry or detector that is not up yet.
 RETRY = 0.5
+#: Seconds between two readings of the lock with nothing to prompt them (a lost event
+#: or reply is found by the next one), and after a refusal other than "not up yet".
+RECHECK = 5.0
+#: Seconds a claim may go unanswered before it counts as failed (and is made again).
+CLAIM_TIMEOUT = 10.0
 
 
 class ClusterSingleton(Actor):
@@ -106,6 +113,10 @@ class ClusterSingleton(Actor):
         self.instance: ActorAddress | None = None
         self._requests: dict[str, str] = {}  # request_id -> what it was for
         self._claims: dict[str, int] = {}  # a claim's request_id -> its attempt
+        self._registering: dict[str, Any] = {}  # an instance Register -> that instance
+        self._seq = 0  # the last event's seq: a jump means events were lost
+        self._exit_asked = False  # ActorExitRequest came: only the instance's exit is left
+        self._complained: set[str] = set()  # errors logged once
         self._normal = False  # the instance said NormalExit
         self._failing: str | None = None  # the instance is being stopped after a failed start
         self._stop_started: float | None = None  # a stop under way (its shutdown timer)
@@ -122,14 +133,21 @@ class ClusterSingleton(Actor):
             if isinstance(message, GetSingletonStatus):
                 self.send(sender, _error(message.request_id, "not configured yet"))
             return  # nothing else means anything before the configuration
+        elif self._exit_asked:
+            if isinstance(message, ChildActorExited) and message.childAddress == self.instance:
+                self._gone()
         elif isinstance(message, NameEvent):
             self._lock_event(message)
         elif isinstance(message, NamesSnapshot):
+            self._seq = message.seq
             self._snapshot(message)
         elif isinstance(message, Resync) and isinstance(message.snapshot, NamesSnapshot):
+            self._seq = message.seq
             self._snapshot(message.snapshot)
-        elif isinstance(message, Registered | AlreadyRegistered | RegistryError):
+        elif isinstance(message, Registered | AlreadyRegistered | RegistryError | MetaUpdated):
             self._reply(message)
+        elif isinstance(message, PoisonMessage):
+            self._poisoned(message)
         elif isinstance(message, PartitionStatus | WritableChanged):
             self._requests.pop(getattr(message, "request_id", ""), None)
             self._do(self.core.writable_changed(message.writable))
@@ -166,6 +184,7 @@ class ClusterSingleton(Actor):
         self._subscribe_lock()
         self._tick_due = time.monotonic() + TICK
         self.wakeupAfter(TICK, payload=("tick",))
+        self.wakeupAfter(RECHECK, payload=("recheck",))
 
     @property
     def _name(self) -> Any:
@@ -200,6 +219,13 @@ class ClusterSingleton(Actor):
         self._do(self.core.lock_is(holder))
 
     def _lock_event(self, event: NameEvent) -> None:
+        lost = bool(event.seq) and event.seq != self._seq + 1
+        self._seq = event.seq
+        if lost:
+            # Thespian dropped events (a transmit timed out): the snapshot decides.
+            logger.warning("singleton {}: lock events were lost; reading it again", self._name)
+            self._subscribe_lock()
+            return
         if event.kind != LOCK_KIND or event.name != self._name:
             return
         assert self.core is not None
@@ -209,9 +235,11 @@ class ClusterSingleton(Actor):
             holder = _holder(event.address, event.node, event.meta)
             self._do(self.core.lock_registered(holder, event.reason))
 
-    def _reply(self, reply: Registered | AlreadyRegistered | RegistryError) -> None:
+    def _reply(self, reply: Registered | AlreadyRegistered | RegistryError | MetaUpdated) -> None:
         what = self._requests.pop(reply.request_id, None)
         assert self.core is not None
+        if isinstance(reply, MetaUpdated):
+            return  # the lock says finished now
         if what == "claim":
             attempt = self._claims.pop(reply.request_id, None)
             if isinstance(reply, Registered):
@@ -224,13 +252,40 @@ class ClusterSingleton(Actor):
                 logger.info("singleton {}: claim refused: {}", self._name, reply.detail)
                 self._do(self.core.claim_refused(None, attempt))
         elif what == "instance":
-            self._instance_registered(reply)
+            self._instance_registered(reply, self._registering.pop(reply.request_id, None))
         elif what in ("subscribe", "partition") and isinstance(reply, RegistryError):
-            if what == "partition" and reply.code == ErrorCode.NOT_DISTRIBUTED:
-                return  # a node without a cluster: always writable
-            self.wakeupAfter(RETRY, payload=(what,))
+            if reply.code == ErrorCode.NOT_DISTRIBUTED:
+                if what == "subscribe":
+                    self._complain(
+                        "not_distributed",
+                        "a cluster singleton needs a cluster node (cluster_enabled = true); "
+                        "it will not run here",
+                    )
+                return  # (for the partition verdict: a node without a cluster writes)
+            if reply.code != ErrorCode.UNAVAILABLE:
+                self._complain(reply.code, f"{what}: {reply.code}: {reply.detail}")
+            self.wakeupAfter(RETRY if reply.code == ErrorCode.UNAVAILABLE else RECHECK, (what,))
+        elif what == "finish" and isinstance(reply, RegistryError):
+            # The lock must say finished, or another node restarts the singleton later.
+            logger.warning("singleton {}: marking it finished failed: {}", self._name, reply.detail)
+            self.wakeupAfter(self.config.retry_delay if self.config else RETRY, ("finish",))
         elif isinstance(reply, RegistryError):
             logger.warning("singleton {}: {} failed: {}", self._name, what, reply.detail)
+
+    def _poisoned(self, message: PoisonMessage) -> None:
+        """A request of ours failed twice in the Registry: take it as an error reply."""
+        request = message.poisonMessage
+        request_id = getattr(request, "request_id", None)
+        if isinstance(request_id, str) and request_id in self._requests:
+            why = f"the node could not take our {type(request).__name__}"
+            self._reply(
+                RegistryError(request_id=request_id, code=ErrorCode.UNAVAILABLE, detail=why)
+            )
+
+    def _complain(self, key: str, text: str) -> None:
+        if key not in self._complained:
+            self._complained.add(key)
+            logger.error("singleton {}: {}", self._name, text)
 
     # ---- carrying out the core's actions ----------------------------------------------
 
@@ -246,11 +301,7 @@ class ClusterSingleton(Actor):
             elif isinstance(action, StopInstance):
                 self._stop_instance(action.reason)
             elif isinstance(action, MarkFinished):
-                meta = {"state": FINISHED}
-                self._ask(
-                    UpdateMeta(name=self._name, kind=LOCK_KIND, scope="global", meta=meta),
-                    "finish",
-                )
+                self._mark_finished()
                 logger.info("singleton {} finished; no node starts it again", self._name)
             elif isinstance(action, Recheck):
                 self.wakeupAfter(action.delay, payload=("subscribe",))
@@ -262,6 +313,10 @@ class ClusterSingleton(Actor):
                     self._kill(self.instance)
                 self.send(self.myAddress, ActorExitRequest())
 
+    def _mark_finished(self) -> None:
+        meta = {"state": FINISHED}
+        self._ask(UpdateMeta(name=self._name, kind=LOCK_KIND, scope="global", meta=meta), "finish")
+
     def _claim(self, state: str, attempt: int) -> None:
         request = Register(
             name=self._name,
@@ -272,6 +327,9 @@ class ClusterSingleton(Actor):
         )
         self._claims[request.request_id] = attempt
         self._ask(request, "claim")
+        # A lost reply must not leave the claim open forever (the table's own word, an
+        # event showing the lock ours, ends it sooner).
+        self.wakeupAfter(CLAIM_TIMEOUT, payload=("claim", attempt))
 
     def _start_instance(self) -> None:
         assert self.core is not None
@@ -292,14 +350,17 @@ class ClusterSingleton(Actor):
         self.send(address, SupervisedBy(supervisor=self.myAddress, child_id=spec.id))
         how = spec.register_as
         assert how is not None
-        self._ask(
-            Register(name=how.name, address=address, kind=how.kind, scope="global", meta=how.meta),
-            "instance",
+        request = Register(
+            name=how.name, address=address, kind=how.kind, scope="global", meta=how.meta
         )
+        self._registering[request.request_id] = address
+        self._ask(request, "instance")
 
-    def _instance_registered(self, reply: Registered | AlreadyRegistered | RegistryError) -> None:
-        if self.instance is None or self._failing is not None:
-            return
+    def _instance_registered(
+        self, reply: Registered | AlreadyRegistered | RegistryError, instance: Any
+    ) -> None:
+        if self.instance is None or self._failing is not None or instance != self.instance:
+            return  # about an instance that is gone already
         if isinstance(reply, Registered) and reply.address == self.instance:
             took = time.monotonic() - (self._instance_started or time.monotonic())
             logger.info(
@@ -311,6 +372,10 @@ class ClusterSingleton(Actor):
             return
         if isinstance(reply, AlreadyRegistered):
             why = f"its name is registered to {reply.owner} on {reply.node}"
+            # We hold the lock, so that owner is a stale instance: one whose manager
+            # was killed before it (Thespian stops children only on a graceful exit).
+            # Ask it to go; the retry finds the name free.
+            self.send(reply.owner, ActorExitRequest())
         else:
             why = f"its registration failed: {getattr(reply, 'detail', reply)}"
         logger.warning("singleton {}: the instance could not start: {}", self._name, why)
@@ -369,6 +434,14 @@ class ClusterSingleton(Actor):
                 self._do(self.core.paused(late + TICK))
         elif what == "subscribe":
             self._subscribe_lock()
+        elif what == "recheck":
+            # Lost replies and events leave nothing behind: read the lock now and then.
+            self._subscribe_lock()
+            self.wakeupAfter(RECHECK, payload=("recheck",))
+        elif what == "claim" and len(payload) == 2 and self.core is not None:
+            self._do(self.core.claim_unanswered(payload[1]))
+        elif what == "finish" and self.core is not None and self.core.role == "finished":
+            self._mark_finished()
         elif what == "partition":
             self._subscribe_partition()
         elif what == "start":
@@ -397,15 +470,27 @@ class ClusterSingleton(Actor):
         self.send(registry, request)
 
     def _exiting(self) -> None:
-        """Asked to exit (its supervisor stops it, or the node stops): free both names
-        now, so another node takes over without waiting for death detection."""
+        """Asked to exit (its supervisor stops it, or the node stops): stop the instance,
+        and free the lock only once it has exited (Thespian keeps this actor until its
+        children are gone), so no other node starts one beside it."""
+        self._exit_asked = True
+        if self.instance is None:
+            self._gone()
+            return
         registry = node_registry()
         if registry is not None:
-            if self.instance is not None:
-                self.send(registry, ActorExiting(address=self.instance))
-            self.send(registry, ActorExiting(address=self.myAddress))
-        if self.instance is not None:
+            self.send(registry, ActorExiting(address=self.instance))
+        if self._spec.shutdown == "brutal_kill":
+            self._kill(self.instance)
+        else:
             self.send(self.instance, ActorExitRequest())
+
+    def _gone(self) -> None:
+        """The instance is gone and this manager exits: the lock is free for another."""
+        self.instance = None
+        registry = node_registry()
+        if registry is not None:
+            self.send(registry, ActorExiting(address=self.myAddress))
 
     def _status(self, request_id: str) -> SingletonStatus:
         assert self.core is not None

@@ -487,12 +487,12 @@ class Supervisor(Actor):
 
     def _begin_stop(self, state: ChildState) -> None:
         self._stopping = _Stop(state.spec.id, state.address)
-        if state.spec.shutdown == "brutal_kill":
+        if _killed_outright(state.spec):
             self._kill(state.address)
         else:
             self.send(state.address, ActorExitRequest())
             self.wakeupAfter(
-                state.spec.shutdown, payload=("shutdown", state.spec.id, state.started_at)
+                _grace(state.spec), payload=("shutdown", state.spec.id, state.started_at)
             )
 
     def _timeout(self, payload: Any) -> None:
@@ -636,10 +636,28 @@ class Supervisor(Actor):
         for child_id in self.core.shutdown_order():
             state = self.core.child(child_id)
             assert state is not None
-            if state.spec.shutdown == "brutal_kill":
+            if _killed_outright(state.spec):
                 self._kill(state.address)
             else:
                 self.send(state.address, ActorExitRequest())
+
+
+#: Seconds a cluster singleton's manager gets beyond the spec's shutdown: it stops the
+#: instance first (by that shutdown), then frees the lock and exits.
+MANAGER_GRACE = 2.0
+
+
+def _killed_outright(spec: ChildSpec) -> bool:
+    """A ``brutal_kill`` child is SIGKILLed — but never a singleton's manager: Thespian
+    stops an actor's children only when it exits, so its instance would live on, an
+    orphan beside the one the next holder starts. The manager kills the instance."""
+    return spec.shutdown == "brutal_kill" and spec.placement != "cluster"
+
+
+def _grace(spec: ChildSpec) -> float:
+    """Seconds a child asked to exit gets before it is SIGKILLed."""
+    own = 0.0 if spec.shutdown == "brutal_kill" else spec.shutdown
+    return own + (MANAGER_GRACE if spec.placement == "cluster" else 0.0)
 
 
 def _is_supervisor(spec: ChildSpec) -> bool:
