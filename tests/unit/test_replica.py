@@ -7,6 +7,7 @@ import itertools
 from tests.unit.test_table import FakeAddress
 from thespian_cluster.core.replica import (
     ALREADY_REGISTERED,
+    MINORITY,
     NODE_DOWN,
     NOT_OWNER,
     OK,
@@ -59,6 +60,38 @@ def test_claims_race_one_winner_others_told_the_owner() -> None:
     assert first.outcome == OK and first.seq == 1
     assert second.outcome == ALREADY_REGISTERED and second.owner is not None
     assert second.owner.node == "a" and second.seq == 1  # nothing new applied
+
+
+def test_a_losing_sides_sequencer_grants_no_claims_but_releases_and_purges() -> None:
+    """A write sent before the cut and re-sent to this side's new sequencer: granted
+    here, it would be lost at the heal's merge (an acknowledged claim gone)."""
+    sequencer, (ra, _) = started(A, B)
+    origin = Origin(A)
+    held = sequencer.decide(origin.write(claim("held", 1), sequencer.term))
+    assert held is not None and held.outcome == OK
+    refused = [
+        sequencer.decide(origin.write(request, sequencer.term), claims_allowed=False)
+        for request in (
+            claim("new", 2),
+            SetMeta("server", "held", {"v": 2}),
+            JoinGroup("g", FakeAddress(2), {}),
+        )
+    ]
+    assert [d.outcome if d else None for d in refused] == [MINORITY] * 3
+    assert all(d is not None and not d.ok and d.seq == held.seq for d in refused)
+    release = sequencer.decide(
+        origin.write(Release("server", "held"), sequencer.term), claims_allowed=False
+    )
+    assert release is not None and release.outcome == OK
+    purge = sequencer.decide(Origin(A).write(PurgeNode(B), sequencer.term), claims_allowed=False)
+    assert purge is not None and purge.ok
+    delta = sequencer.flush()
+    assert delta is not None
+    ra.apply(delta)
+    assert ra.names() == [] and B in ra.down
+    # Winning again, the same kind of claim is granted.
+    again = sequencer.decide(origin.write(claim("new", 2), sequencer.term))
+    assert again is not None and again.outcome == OK
 
 
 def test_read_your_writes_the_origin_completes_once_its_replica_applied() -> None:

@@ -55,6 +55,7 @@ from thespian_cluster.backends.reads import READS
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, NoBackendConfig, ScopeHost
 from thespian_cluster.cluster_messages import (
     ClusterView,
+    ForceResolution,
     PartitionDetected,
     PartitionStatus,
     SubscribeClusterView,
@@ -117,6 +118,10 @@ class RegistryDist(Actor, ScopeHost):
 
     def probe_dead(self, addresses: Sequence[Any]) -> list[Any]:
         return refused(addresses)
+
+    def fetch_verdict(self) -> None:
+        if self._detector is not None:  # it answers PartitionStatus: see _receive
+            self.send(self._detector, ForceResolution())
 
     def wake(self) -> None:
         pair = self._wake_pair

@@ -141,6 +141,12 @@ class ScopeHost(ABC):
         """The mirror holds the whole scope now (for a backend with ``catches_up``):
         name events start from here. Later calls do nothing."""
 
+    def fetch_verdict(self) -> None:
+        """Ask this node's split-brain detector for a verdict now: a
+        :meth:`GlobalBackend.writability_changed` call follows with it (unless the node
+        has no detector). For a backend that must know, at a view change, whether its
+        side may still grant claims."""
+
     @abstractmethod
     def wake(self) -> None:
         """Thread-safe: have the host call :meth:`GlobalBackend.woken` in its thread soon.

@@ -113,6 +113,11 @@ HEARTBEAT = 0.5  # seconds between the sequencer's empty deltas when idle
 TICK = 0.1  # seconds between timer rounds (retries, probes, gaps)
 TAKEOVER_RETRY = 3.0  # seconds a takeover may wait for owned states before it asks again
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
+#: Seconds claims wait for the split-brain verdict after nodes left the view, at most.
+VERDICT_WAIT = 1.0
+#: The writes a losing side's sequencer refuses (core.sequencer): claims, meta updates
+#: and joins.
+VERDICT_BOUND = (core.Claim, core.SetMeta, core.JoinGroup)
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
 # Seconds a snapshot request (or a Collect answer) has before it is repeated, until a
 # round trip is measured: a lost one is rare (a peer restarting), a slow one is not
@@ -194,6 +199,10 @@ class SequencedBackend(GlobalBackend):
         self._takeover_since = 0.0
         self._joining: dict[NodeId, float] = {}  # arrived, asked Collect at our term: since
         self.writable = True  # False while SplitBrainDetector says this side must not write
+        # Nodes left the view at this moment and no verdict has come since: claims wait
+        # in _held (see _on_writes) until one does, or VERDICT_WAIT has passed.
+        self._verdict_asked: float | None = None
+        self._held: list[Write] = []
         # The partition being healed, as this node saw it (until a merge used it):
         self.partition: tuple[bool, frozenset[str]] | None = None  # (winner?, unreachable)
 
@@ -245,6 +254,8 @@ class SequencedBackend(GlobalBackend):
 
     def writability_changed(self, writable: bool, reason: str) -> None:
         self._set_writable(writable, reason)
+        self._verdict_asked = None
+        self._release_held()
 
     def partitioned(self, winner: bool, unreachable: frozenset[str]) -> None:
         self._cut_off(winner, unreachable)
@@ -319,6 +330,11 @@ class SequencedBackend(GlobalBackend):
                 peers[node] = address
         gone = [node for node in self.peers if node not in peers]
         arrived = [node for node in peers if node not in self.peers and node != self.me]
+        if gone:
+            # This side shrank: until the detector says whether it still may write,
+            # grant no claims (this node may now lead a side that lost a partition).
+            self._verdict_asked = time.monotonic()
+            self.host.fetch_verdict()
         self.peers = peers
         self.leader = view.leader
         self.quiet = set(view.suspect)
@@ -572,16 +588,30 @@ class SequencedBackend(GlobalBackend):
 
     # ---- the sequencer ---------------------------------------------------------------------
 
+    def _release_held(self) -> None:
+        held, self._held = self._held, []
+        if held:
+            self._on_writes(held, self.host.address)
+
     def _on_writes(self, writes: list[Write], sender: Any) -> None:
         sequencer = self.sequencer
         if sequencer is None:
             return  # not (yet) the sequencer: the origin re-sends to whoever is
         decisions: dict[NodeId, list[Decision]] = {}
+        hold = self._verdict_asked is not None
         for write in writes:
             if not _valid_write(write):
                 logger.warning("registry dist dropped a malformed write from {}", sender)
                 continue
-            decision = sequencer.decide(write)
+            if hold and isinstance(write.request, VERDICT_BOUND):
+                # Nodes just left the view: whether this side may still grant claims
+                # is the verdict the host is fetching (a side that lost a partition
+                # must not grant one only to lose it at the heal).
+                self._held.append(write)
+                continue
+            # A losing side's sequencer grants no claims: writes its origins sent while
+            # they could write, re-sent to it after the cut, would be lost at the heal.
+            decision = sequencer.decide(write, claims_allowed=self.writable)
             if decision is not None:  # None: addressed to another term, re-sent later
                 decisions.setdefault(write.origin, []).append(decision)
         # The origins get the delta inside their decisions: one message each, not two.
@@ -689,6 +719,13 @@ class SequencedBackend(GlobalBackend):
             self._flush(heartbeat=True)
         if self._catch_up.due(now):
             self._ask_snapshot(now)
+        asked = self._verdict_asked
+        if asked is not None and now - asked > VERDICT_WAIT:
+            logger.warning(
+                "registry dist got no split-brain verdict in {} s; deciding", VERDICT_WAIT
+            )
+            self._verdict_asked = None
+            self._release_held()
         if now >= self._next_retry:
             self._next_retry = now + RETRY
             self._send_writes(self._origin.unacknowledged(self._replica))
@@ -755,6 +792,13 @@ def _reply(request: Request, decision: Decision, node: str) -> Reply:
     outcome, rid = decision.outcome, request.request_id
     if outcome == core.NODE_DOWN:
         return _error(request, ErrorCode.UNAVAILABLE, "this node was declared down by the cluster")
+    if outcome == core.MINORITY:
+        return _error(
+            request,
+            ErrorCode.MINORITY_PARTITION,
+            "the global registry's side lost a partition while this write waited: "
+            "claims, joins and meta updates wait for the heal",
+        )
     if isinstance(request, Register):
         if outcome == core.ALREADY_REGISTERED and decision.owner is not None:
             owner = decision.owner

@@ -209,6 +209,10 @@ NOT_REGISTERED = "not_registered"
 NOT_OWNER = "not_owner"
 NOT_MEMBER = "not_member"
 NODE_DOWN = "node_down"  # the origin's incarnation was purged: a late write, refused
+#: The sequencer's side lost a partition: it decides no claims, joins or meta updates
+#: (a write its origin sent while it could write, re-sent to this side's new sequencer,
+#: must not be granted here only to be lost at the heal's merge).
+MINORITY = "minority_partition"
 
 
 @dataclass(frozen=True, slots=True)

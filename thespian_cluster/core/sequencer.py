@@ -18,6 +18,11 @@ Rules
       after its node's purge would otherwise leave an entry nobody ever purges. The set
       of purged incarnations travels in deltas (the purge), snapshots and owned states,
       so every later sequencer knows it too.
+    * A sequencer whose side lost a partition (its host says ``claims_allowed=False``)
+      refuses claims, joins and meta updates (``minority_partition``) and decides
+      releases and purges as ever. Its origins refuse new claims at once; this covers
+      the ones they sent before the cut and send again to this side's sequencer, which
+      would otherwise grant them here and lose them at the heal's merge.
     * Only writes addressed to this term are decided (see ``core/replica.py``: a copy
       from an older term could otherwise be applied twice).
     * Recent decisions are remembered by ``(origin, op_id)``: a write sent again (a lost
@@ -54,6 +59,7 @@ from dataclasses import dataclass
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.replica import (
     ALREADY_REGISTERED,
+    MINORITY,
     NODE_DOWN,
     NOT_MEMBER,
     NOT_OWNER,
@@ -129,11 +135,13 @@ class Sequencer:
     def node(self) -> NodeId:
         return self.term.sequencer
 
-    def decide(self, write: Write) -> Decision | None:
+    def decide(self, write: Write, claims_allowed: bool = True) -> Decision | None:
         """Decide one write; a granted change is applied and batched for :meth:`flush`.
 
         None: the write is addressed to another term; drop it (its origin sends it again
-        once its replica is in this term).
+        once its replica is in this term). Without ``claims_allowed`` (this side lost a
+        partition) claims, joins and meta updates are refused (:data:`MINORITY`);
+        releases and purges are decided as ever.
         """
         if write.term != self.term:
             return None
@@ -141,6 +149,8 @@ class Sequencer:
         known = self._recent.get(key)
         if known is not None:
             return known
+        if not claims_allowed and isinstance(write.request, Claim | SetMeta | JoinGroup):
+            return Decision(write.op_id, self.term, self.seq, MINORITY, None)  # not kept
         outcome, owner, effect = self._judge(write)
         if effect is not None:
             version = (self.term.epoch, self.seq + 1)

@@ -216,7 +216,9 @@ class ClusterSingleton(Actor):
         )
         holder = None if entry is None else _holder(entry.address, entry.node, entry.meta)
         assert self.core is not None
+        before = self.core.role
         self._do(self.core.lock_is(holder))
+        self._log_won(before, "a snapshot")
 
     def _lock_event(self, event: NameEvent) -> None:
         lost = bool(event.seq) and event.seq != self._seq + 1
@@ -233,7 +235,20 @@ class ClusterSingleton(Actor):
             self._do(self.core.lock_unregistered(event.reason))
         else:
             holder = _holder(event.address, event.node, event.meta)
+            before = self.core.role
             self._do(self.core.lock_registered(holder, event.reason))
+            self._log_won(before, f"a {type(event).__name__}")
+
+    def _log_won(self, before: str, how: str) -> None:
+        if before == "claiming" and self.core is not None and self.core.role != "claiming":
+            holder = self.core.holder
+            logger.info(
+                "singleton {}: {} shows the lock held by {} ({})",
+                self._name,
+                how,
+                "us" if self.core.holds else (holder.node if holder else "nobody"),
+                self.core.role,
+            )
 
     def _reply(self, reply: Registered | AlreadyRegistered | RegistryError | MetaUpdated) -> None:
         what = self._requests.pop(reply.request_id, None)
@@ -244,6 +259,7 @@ class ClusterSingleton(Actor):
             attempt = self._claims.pop(reply.request_id, None)
             if isinstance(reply, Registered):
                 self.node = reply.node
+                logger.info("singleton {}: claim {} won the lock", self._name, attempt)
                 self._do(self.core.claimed(reply.node, attempt))
             elif isinstance(reply, AlreadyRegistered):
                 holder = _holder(reply.owner, reply.node, {})
