@@ -940,9 +940,10 @@ def _deliver(c: SingletonCore, shell: Shell, event: str) -> None:
         return  # the manager exits
     if c.role == "running" and role_before != "running":
         # Running only on the cluster's word: the reply to the current claim
-        # (or the table showing our lock while a claim is out: its reply may be lost)
+        # (or our claim's event while it is out: its reply may be lost; never a
+        # snapshot, which may be this node's table from before a heal's merge)
         by_reply = event in ("claimed", "refused_mine") and not stale
-        by_table = event in ("lock_is_mine", "registered_mine") and role_before == "claiming"
+        by_table = event == "registered_mine" and role_before == "claiming"
         assert by_reply or by_table, f"running after {event}"
     if shell.alive and not shell.stopping:
         # An instance that nobody told to stop runs only where the lock is ours.
@@ -1006,3 +1007,17 @@ def test_random_sequences_keep_the_invariants(restart: RestartType, events: list
     else:
         assert c.instance == "none" and not shell.alive
         assert c.finished
+
+
+def test_a_snapshot_showing_our_lock_while_claiming_is_not_a_win() -> None:
+    """After a heal, this node's table may still hold the lock it had before the cut:
+    only the claim's reply, or the event of the claim being applied, says it is ours."""
+    c = running()
+    c.writable_changed(False)  # fenced: the instance is stopped
+    c.instance_exited(False, 1.0)
+    assert c.writable_changed(True) == [Recheck(c.settle)]
+    assert c.lock_is(MINE) == [Claim(RUNNING)]  # believed: confirm through the cluster
+    assert c.lock_is(MINE) == []  # the periodic reading, stale table: still waiting
+    assert c.role == "claiming" and c.instance == "none"
+    assert c.lock_registered(MINE, "registered") == [StartInstance()]  # our claim applied
+    assert c.role == "running"

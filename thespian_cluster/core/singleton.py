@@ -157,10 +157,11 @@ class SingletonCore:
         if holder is not None and holder.state == FINISHED:
             self.finished = True
         if self.role == "claiming":
-            if holder is not None and self._mine(holder):
-                return self.claimed(holder.node)  # the table says so: the reply may be lost
+            # The claim's reply decides. Not a snapshot showing the lock ours: it may be
+            # this node's table from before a heal's merge (an event of our claim being
+            # applied is another matter: lock_registered).
             self.holder = holder
-            return []  # the claim's reply decides
+            return []
         if holder is None:
             return self._lost("the lock is free") + self._claim()
         if self._mine(holder):
