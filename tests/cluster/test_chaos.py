@@ -128,8 +128,11 @@ def test_chaos(netns_lab: NetnsLab, netns_cluster: LocalCluster, tmp_path: Path)
         nodes[name] = netns_cluster.start(name, leader=first, **netns_lab.place(name), **settings)
     netns_cluster.wait_formed(NAMES, timeout=30)
     log = tmp_path / "singleton.log"
-    for node in nodes.values():
-        declare(node, [probe_spec(log)])
+    # The singleton starts on n4, which the faults hit (kills, cuts, hangs), so it moves.
+    declare(nodes["n4"], [probe_spec(log)])
+    wait_for(lambda: [r.node for r in runs(log)] == ["n4"], 10, "the singleton to run on n4")
+    for name in ["n1", "n2", "n3", "n5"]:
+        declare(nodes[name], [probe_spec(log)])
 
     stop = threading.Event()
     clients = [Client(nodes[name], seed + i, stop) for i, name in enumerate(CLIENTS)]
