@@ -77,7 +77,7 @@ def _runs(
             declared[holder] = declare(back, [probe_spec(log)])
         cluster.wait_formed(NAMES, timeout=30)
         standing_by = declared[holder]
-        wait_for(partial(_standing_by, standing_by), 15, f"{holder} to stand by again")
+        wait_for(partial(_standing_by, standing_by), 30, f"{holder} to stand by again")
         holder = one_instance(list(nodes.values()))[0]
     return moves
 
