@@ -203,6 +203,8 @@ class SequencedBackend(GlobalBackend):
         # in _held (see _on_writes) until one does, or VERDICT_WAIT has passed.
         self._verdict_asked: float | None = None
         self._held: list[Write] = []
+        self._seen_peers: set[str] = set()  # every node this one has had in its view
+        self._lost_touch = False  # the partition record is a loss of a real partition
         # The partition being healed, as this node saw it (until a merge used it):
         self.partition: tuple[bool, frozenset[str]] | None = None  # (winner?, unreachable)
 
@@ -291,9 +293,21 @@ class SequencedBackend(GlobalBackend):
         has them all back: a partition that grows (n5 cut, then n4 too) or heals a node
         at a time must still be merged by one rule, or the heal takes a node cut off
         for the winner side and may hand it a contested name."""
-        if self.partition is not None and self.partition[0] == winner:
-            unreachable |= self.partition[1]
-        self.partition = (winner, unreachable)
+        seen = self.partition
+        if not winner and unreachable & self._seen_peers:
+            self._lost_touch = True  # lost with nodes it had seen: a real partition
+        if seen is not None and seen[0] == winner:
+            self.partition = (winner, seen[1] | unreachable)
+        elif seen is not None and not seen[0] and self._lost_touch:
+            # This side lost a real partition (touch with nodes it had seen). A heal
+            # that reaches some nodes first can make it a majority for a moment ("a, c
+            # win; b unreachable" on a node that was alone): that moment must not give
+            # its names the merge over the side that did win. Lost stays lost. (Waiting
+            # for expected nodes never seen is no lost partition: that record yields.)
+            self.partition = (False, seen[1] | unreachable)
+        else:
+            self._lost_touch = not winner and bool(unreachable & self._seen_peers)
+            self.partition = (winner, unreachable)
 
     def _set_writable(self, writable: bool, reason: str) -> None:
         if writable != self.writable:
@@ -336,6 +350,7 @@ class SequencedBackend(GlobalBackend):
             self._verdict_asked = time.monotonic()
             self.host.fetch_verdict()
         self.peers = peers
+        self._seen_peers |= {n.name for n in peers if n != self.me}
         self.leader = view.leader
         self.quiet = set(view.suspect)
         for node in gone:
@@ -458,6 +473,7 @@ class SequencedBackend(GlobalBackend):
         # node that returns later must be merged by the same rule.
         if self.partition is not None and self.partition[1] <= {n.name for n in self.peers}:
             self.partition = None
+            self._lost_touch = False
         if sequencer.down & self.peers.keys():
             # Nodes purged while they were cut off are back, same incarnation: they were
             # never dead, so their writes are welcome again (their names came back with
@@ -588,7 +604,22 @@ class SequencedBackend(GlobalBackend):
 
     # ---- the sequencer ---------------------------------------------------------------------
 
+    def _holding_claims(self) -> bool:
+        """Claims, meta updates and joins wait (in ``_held``) while this sequencer may not
+        know whether it may grant them:
+
+        * nodes just left the view: whether this side still may write is the verdict
+          the host is fetching (a side that lost a partition must not grant a claim only
+          to lose it at the heal);
+        * nodes arrived and were asked what they own at our term: one that answers from
+          a newer term (the other side of a healed partition) makes this term stale, and
+          a claim granted here meanwhile would contradict that side's table.
+        """
+        return self._verdict_asked is not None or bool(self._joining)
+
     def _release_held(self) -> None:
+        if self._holding_claims():
+            return
         held, self._held = self._held, []
         if held:
             self._on_writes(held, self.host.address)
@@ -598,15 +629,12 @@ class SequencedBackend(GlobalBackend):
         if sequencer is None:
             return  # not (yet) the sequencer: the origin re-sends to whoever is
         decisions: dict[NodeId, list[Decision]] = {}
-        hold = self._verdict_asked is not None
+        hold = self._holding_claims()
         for write in writes:
             if not _valid_write(write):
                 logger.warning("registry dist dropped a malformed write from {}", sender)
                 continue
             if hold and isinstance(write.request, VERDICT_BOUND):
-                # Nodes just left the view: whether this side may still grant claims
-                # is the verdict the host is fetching (a side that lost a partition
-                # must not grant one only to lose it at the heal).
                 self._held.append(write)
                 continue
             # A losing side's sequencer grants no claims: writes its origins sent while
@@ -725,7 +753,8 @@ class SequencedBackend(GlobalBackend):
                 "registry dist got no split-brain verdict in {} s; deciding", VERDICT_WAIT
             )
             self._verdict_asked = None
-            self._release_held()
+        if self._held:
+            self._release_held()  # once nothing holds them (the arrivals answered, say)
         if now >= self._next_retry:
             self._next_retry = now + RETRY
             self._send_writes(self._origin.unacknowledged(self._replica))
