@@ -128,8 +128,15 @@ def test_restart_types_and_intensity_as_in_otp(cluster: LocalCluster, tmp_path: 
     wait_for(lambda: (s := declared.status("trans")) and s.role == "finished", 10, "trans done")
     assert declared.status("trans").restarts == 1  # type: ignore[union-attr]
     assert node.ask(Whereis(name="trans", scope="global")).address is None
-    lock = node.ask(Whereis(name="trans", kind="singleton", scope="global"))
-    assert lock.meta == {"state": "finished"}
+    # The manager marks the lock finished (an UpdateMeta) as it says so: wait for it.
+    wait_for(
+        lambda: (
+            node.ask(Whereis(name="trans", kind="singleton", scope="global")).meta
+            == {"state": "finished"}
+        ),
+        10,
+        "the lock marked finished",
+    )
 
     # temporary: never restarted, even after a crash.
     client.tell(instance("temp"), "crash")
