@@ -420,6 +420,7 @@ class SequencedBackend(GlobalBackend):
             address = self.peers.get(state.node)
             if address is not None:
                 self.host.send(address, sequencer.snapshot())
+            self._release_held()  # the claims held for this answer, if it was the last
             return
         logger.info("registry dist: {} arrived owning names; taking over", state.node.name)
         self._start_takeover(max(self._replica.seen, state.seen).epoch)
