@@ -92,6 +92,12 @@ def test_a_losing_sides_sequencer_grants_no_claims_but_releases_and_purges() -> 
     # Winning again, the same kind of claim is granted.
     again = sequencer.decide(origin.write(claim("new", 2), sequencer.term))
     assert again is not None and again.outcome == OK
+    # A claim the table already grants (its decision lost, sent again) is answered
+    # truthfully on a losing side, and a refusal is a refusal.
+    same = sequencer.decide(origin.write(claim("new", 2), sequencer.term), claims_allowed=False)
+    assert same is not None and same.outcome == OK
+    taken = sequencer.decide(Origin(C).write(claim("new", 3), sequencer.term), False)
+    assert taken is not None and taken.outcome == ALREADY_REGISTERED
 
 
 def test_read_your_writes_the_origin_completes_once_its_replica_applied() -> None:

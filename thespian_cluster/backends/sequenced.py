@@ -114,7 +114,7 @@ TICK = 0.1  # seconds between timer rounds (retries, probes, gaps)
 TAKEOVER_RETRY = 3.0  # seconds a takeover may wait for owned states before it asks again
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 #: Seconds claims wait for the split-brain verdict after nodes left the view, at most.
-VERDICT_WAIT = 1.0
+VERDICT_WAIT = 3.0  # above the detector's own wait for NodeMonitor's view (2 s)
 #: The writes a losing side's sequencer refuses (core.sequencer): claims, meta updates
 #: and joins.
 VERDICT_BOUND = (core.Claim, core.SetMeta, core.JoinGroup)
@@ -352,6 +352,15 @@ class SequencedBackend(GlobalBackend):
         self.peers = peers
         self._seen_peers |= {n.name for n in peers if n != self.me}
         self.leader = view.leader
+        if (
+            self.partition is not None
+            and self.leader != self.me.name
+            and self.partition[1] <= {n.name for n in peers}
+        ):
+            # Everyone cut off is back and another node leads the heal's merge: this
+            # record is spent (a later partition starts its own).
+            self.partition = None
+            self._lost_touch = False
         self.quiet = set(view.suspect)
         for node in gone:
             self._joining.pop(node, None)
@@ -631,12 +640,17 @@ class SequencedBackend(GlobalBackend):
             return  # not (yet) the sequencer: the origin re-sends to whoever is
         decisions: dict[NodeId, list[Decision]] = {}
         hold = self._holding_claims()
+        held_origins = {w.origin for w in self._held}
         for write in writes:
             if not _valid_write(write):
                 logger.warning("registry dist dropped a malformed write from {}", sender)
                 continue
-            if hold and isinstance(write.request, VERDICT_BOUND):
-                self._held.append(write)
+            if hold and (isinstance(write.request, VERDICT_BOUND) or write.origin in held_origins):
+                # (an origin's later writes wait behind its held ones: its release must
+                # not overtake its claim)
+                if all(w.op_id != write.op_id or w.origin != write.origin for w in self._held):
+                    self._held.append(write)  # the origin re-sends: keep one copy
+                held_origins.add(write.origin)
                 continue
             # A losing side's sequencer grants no claims: writes its origins sent while
             # they could write, re-sent to it after the cut, would be lost at the heal.

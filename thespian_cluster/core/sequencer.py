@@ -149,9 +149,16 @@ class Sequencer:
         known = self._recent.get(key)
         if known is not None:
             return known
-        if not claims_allowed and isinstance(write.request, Claim | SetMeta | JoinGroup):
-            return Decision(write.op_id, self.term, self.seq, MINORITY, None)  # not kept
         outcome, owner, effect = self._judge(write)
+        if (
+            not claims_allowed
+            and outcome == OK
+            and isinstance(write.request, Claim | SetMeta | JoinGroup)
+            and not self._holds_already(write.request)
+        ):
+            # Refusals are answered as they are, and a claim the table already grants
+            # (its decision lost, sent again) truthfully: only a change is refused.
+            return Decision(write.op_id, self.term, self.seq, MINORITY, None)  # not kept
         if effect is not None:
             version = (self.term.epoch, self.seq + 1)
             # A purge always goes out, changed or not: replicas learn the node is down.
@@ -170,6 +177,13 @@ class Sequencer:
         if len(self._recent) > self._remember:
             del self._recent[next(iter(self._recent))]  # dicts keep insertion order
         return decision
+
+    def _holds_already(self, request: Claim | SetMeta | JoinGroup) -> bool:
+        """The table has this claim's owner already (granting it again changes nothing)."""
+        if not isinstance(request, Claim):
+            return False
+        owner = self.table.whereis(request.name, request.kind)
+        return owner is not None and address_key(owner.address) == address_key(request.address)
 
     def _judge(self, write: Write) -> tuple[str, Entry | None, Effect | None]:
         request, origin = write.request, write.origin
