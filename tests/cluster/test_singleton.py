@@ -42,12 +42,19 @@ def start_three(cluster: LocalCluster) -> dict[str, ClusterNode]:
     return dict(cluster.nodes)
 
 
+def declared_on_three(
+    cluster: LocalCluster, log: Path
+) -> tuple[dict[str, ClusterNode], dict[str, Declared]]:
+    """Three nodes, each declaring the probe singleton (logging to ``log``)."""
+    nodes = start_three(cluster)
+    return nodes, {n: declare(node, [probe_spec(log)]) for n, node in nodes.items()}
+
+
 def test_one_instance_runs_and_moves_within_detection_plus_a_second_after_sigkill(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     log = tmp_path / "instances.log"
-    nodes = start_three(cluster)
-    declared = {n: declare(node, [probe_spec(log)]) for n, node in nodes.items()}
+    nodes, declared = declared_on_three(cluster, log)
     holder, _ = one_instance(list(nodes.values()))
     roles = {n: d.status() for n, d in declared.items()}
     assert {n: s.role for n, s in roles.items() if s} == {
@@ -173,8 +180,7 @@ def test_a_paused_holder_stops_its_instance_when_it_resumes(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     log = tmp_path / "instances.log"
-    nodes = start_three(cluster)
-    declared = {n: declare(node, [probe_spec(log)]) for n, node in nodes.items()}
+    nodes, declared = declared_on_three(cluster, log)
     holder, stale_pid = one_instance(list(nodes.values()))
     survivors = [node for n, node in nodes.items() if n != holder]
     nodes[holder].pause()
@@ -214,8 +220,7 @@ def test_a_stopped_or_killed_manager_never_leaves_two_instances(
     only on a graceful exit), and the next holder makes that orphan go before its own
     instance takes the name."""
     log = tmp_path / "instances.log"
-    nodes = start_three(cluster)
-    declared = {n: declare(node, [probe_spec(log)]) for n, node in nodes.items()}
+    nodes, declared = declared_on_three(cluster, log)
     holder, pid = one_instance(list(nodes.values()))
     client = nodes[holder].client()
     stopped = ask(client, declared[holder].supervisor, TerminateChild(child_id="coord"), 15)
