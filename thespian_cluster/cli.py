@@ -483,7 +483,7 @@ def status_renderables(report: dict[str, Any]) -> list[Any]:
         )
     if report.get("singletons"):
         table = Table(title="cluster singletons", title_justify="left")
-        for column in ("name", "runs on", "state"):
+        for column in ("name", "held by", "state"):
             table.add_column(column)
         for one in report["singletons"]:
             table.add_row(str(one["name"]), one["node"], one["state"])

@@ -64,7 +64,7 @@ from thespian_cluster.core.limits import (  # the one source of truth for limits
     name_key,
     surely_fits,
 )
-from thespian_cluster.core.supervision import ChildSpec, RestartType, Strategy
+from thespian_cluster.core.supervision import ChildSpec, Placement, RestartType, Strategy
 from thespian_cluster.core.table import Entry, Member
 
 if TYPE_CHECKING:  # at run time by __getattr__ below: they import this module
@@ -185,10 +185,10 @@ def new_request_id() -> str:
 class Message(BaseModel):
     """Base of every protocol message: immutable, strict about unknown fields.
 
-    ``str()`` is short (the class, the request id, the name or group): Thespian formats
-    every message it sends for a debug line, whatever the log level, and pydantic's
-    full form of a message with an actor address cost ~16 us per send, twice (``repr()``
-    still shows every field).
+    ``str()`` is short (the class; the request id, name, group, kind and code it has):
+    Thespian formats every message it sends for two debug lines, whatever the log
+    level, and pydantic's full form of a message with an actor address cost 5-6 us
+    each time (``repr()`` still shows every field).
     """
 
     model_config = ConfigDict(frozen=True, extra="forbid", arbitrary_types_allowed=True)
@@ -596,7 +596,7 @@ class ChildInfo(Message):
     type: Literal["worker", "supervisor"]
     up: bool = False
     #: ``cluster``: a cluster singleton's manager (``GetSingletonStatus`` says more).
-    placement: Literal["node", "cluster"] = "node"
+    placement: Placement = "node"
 
 
 class ChildStarted(Reply):

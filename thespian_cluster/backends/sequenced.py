@@ -67,6 +67,7 @@ from thespian_cluster.core.replica import (
     mirror_update,
 )
 from thespian_cluster.core.sequencer import (
+    CLAIM_WRITES,
     MergeConflict,
     MergeResolver,
     Resolver,
@@ -115,9 +116,6 @@ TAKEOVER_RETRY = 3.0  # seconds a takeover may wait for owned states before it a
 RETRY = 0.5  # seconds between re-sends of writes that have no decision yet
 #: Seconds claims wait for the split-brain verdict after nodes left the view, at most.
 VERDICT_WAIT = 3.0  # above the detector's own wait for NodeMonitor's view (2 s)
-#: The writes a losing side's sequencer refuses (core.sequencer): claims, meta updates
-#: and joins.
-VERDICT_BOUND = (core.Claim, core.SetMeta, core.JoinGroup)
 GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
 # Seconds a snapshot request (or a Collect answer) has before it is repeated, until a
 # round trip is measured: a lost one is rare (a peer restarting), a slow one is not
@@ -204,7 +202,7 @@ class SequencedBackend(GlobalBackend):
         self._verdict_asked: float | None = None
         self._held: list[Write] = []
         self._seen_peers: set[str] = set()  # every node this one has had in its view
-        self._lost_touch = False  # the partition record is a loss of a real partition
+        self._lost_real_partition = False  # the partition record is a loss of a real partition
         # The partition being healed, as this node saw it (until a merge used it):
         self.partition: tuple[bool, frozenset[str]] | None = None  # (winner?, unreachable)
 
@@ -295,10 +293,10 @@ class SequencedBackend(GlobalBackend):
         for the winner side and may hand it a contested name."""
         seen = self.partition
         if not winner and unreachable & self._seen_peers:
-            self._lost_touch = True  # lost with nodes it had seen: a real partition
+            self._lost_real_partition = True  # lost with nodes it had seen: a real partition
         if seen is not None and seen[0] == winner:
             self.partition = (winner, seen[1] | unreachable)
-        elif seen is not None and not seen[0] and self._lost_touch:
+        elif seen is not None and not seen[0] and self._lost_real_partition:
             # This side lost a real partition (touch with nodes it had seen). A heal
             # that reaches some nodes first can make it a majority for a moment ("a, c
             # win; b unreachable" on a node that was alone): that moment must not give
@@ -306,8 +304,13 @@ class SequencedBackend(GlobalBackend):
             # for expected nodes never seen is no lost partition: that record yields.)
             self.partition = (False, seen[1] | unreachable)
         else:
-            self._lost_touch = not winner and bool(unreachable & self._seen_peers)
+            self._lost_real_partition = not winner and bool(unreachable & self._seen_peers)
             self.partition = (winner, unreachable)
+
+    def _forget_partition_if_back(self) -> None:
+        if self.partition is not None and self.partition[1] <= {n.name for n in self.peers}:
+            self.partition = None
+            self._lost_real_partition = False
 
     def _set_writable(self, writable: bool, reason: str) -> None:
         if writable != self.writable:
@@ -352,15 +355,10 @@ class SequencedBackend(GlobalBackend):
         self.peers = peers
         self._seen_peers |= {n.name for n in peers if n != self.me}
         self.leader = view.leader
-        if (
-            self.partition is not None
-            and self.leader != self.me.name
-            and self.partition[1] <= {n.name for n in peers}
-        ):
-            # Everyone cut off is back and another node leads the heal's merge: this
-            # record is spent (a later partition starts its own).
-            self.partition = None
-            self._lost_touch = False
+        if self.leader != self.me.name:
+            # Everyone cut off back, another node leads the heal's merge: this record
+            # is spent (a later partition starts its own).
+            self._forget_partition_if_back()
         self.quiet = set(view.suspect)
         for node in gone:
             self._joining.pop(node, None)
@@ -481,9 +479,7 @@ class SequencedBackend(GlobalBackend):
         sequencer, snapshot, conflicts = takeover.finish(resolver)
         # Forget the partition only once every node cut off is back in this merge: a
         # node that returns later must be merged by the same rule.
-        if self.partition is not None and self.partition[1] <= {n.name for n in self.peers}:
-            self.partition = None
-            self._lost_touch = False
+        self._forget_partition_if_back()
         if sequencer.down & self.peers.keys():
             # Nodes purged while they were cut off are back, same incarnation: they were
             # never dead, so their writes are welcome again (their names came back with
@@ -645,7 +641,7 @@ class SequencedBackend(GlobalBackend):
             if not _valid_write(write):
                 logger.warning("registry dist dropped a malformed write from {}", sender)
                 continue
-            if hold and (isinstance(write.request, VERDICT_BOUND) or write.origin in held_origins):
+            if hold and (isinstance(write.request, CLAIM_WRITES) or write.origin in held_origins):
                 # (an origin's later writes wait behind its held ones: its release must
                 # not overtake its claim)
                 if all(w.op_id != write.op_id or w.origin != write.origin for w in self._held):

@@ -107,6 +107,10 @@ class MergeConflict:
     winner: Entry
 
 
+#: The writes a losing side's sequencer refuses: claims, meta updates and joins.
+CLAIM_WRITES = (Claim, SetMeta, JoinGroup)
+
+
 class Sequencer:
     """Decides and orders every write of one term; see the module docstring."""
 
@@ -153,7 +157,7 @@ class Sequencer:
         if (
             not claims_allowed
             and outcome == OK
-            and isinstance(write.request, Claim | SetMeta | JoinGroup)
+            and isinstance(write.request, CLAIM_WRITES)
             and not self._holds_already(write.request)
         ):
             # Refusals are answered as they are, and a claim the table already grants

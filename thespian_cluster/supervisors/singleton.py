@@ -1,8 +1,8 @@
 """``ClusterSingleton``: the manager, on every node, of one cluster singleton.
 
 A :class:`~thespian_cluster.supervisors.supervisor.Supervisor` starts one for each
-child spec with ``placement="cluster"``; it is an ordinary (permanent, by the spec's
-restart type) child of that supervisor, so the node's tree shows it. The rules it
+child spec with ``placement="cluster"``; it is a child of that supervisor with the
+spec's restart type, so the node's tree shows it. The rules it
 follows are in :mod:`thespian_cluster.core.singleton`; this actor turns the
 registry's answers and events into calls on :class:`SingletonCore` and carries out
 the actions:
@@ -95,6 +95,9 @@ PAUSE_FENCE_ENV = "THESPIAN_CLUSTER_PAUSE_FENCE"
 TICK = 0.2
 #: Seconds between attempts to reach a registry or detector that is not up yet.
 RETRY = 0.5
+#: The pause fence without the node's setting (the default heartbeat timeout less two
+#: intervals).
+PAUSE_FENCE = 2.0
 #: Seconds between two readings of the lock with nothing to prompt them (a lost event
 #: or reply is found by the next one), and after a refusal other than "not up yet".
 RECHECK = 5.0
@@ -122,7 +125,7 @@ class ClusterSingleton(Actor):
         self._stop_started: float | None = None  # a stop under way (its shutdown timer)
         self._instance_started: float | None = None
         self._tick_due = 0.0
-        self._pause_fence = 2.0
+        self._pause_fence = PAUSE_FENCE
 
     # ---- receiving --------------------------------------------------------------------
 
@@ -178,7 +181,7 @@ class ClusterSingleton(Actor):
             retry_delay=config.retry_delay,
             settle=config.settle,
         )
-        fence = config.pause_fence or _float_env(PAUSE_FENCE_ENV, 2.0)
+        fence = config.pause_fence or _float_env(PAUSE_FENCE_ENV, PAUSE_FENCE)
         self._pause_fence = fence
         self._subscribe_partition()
         self._subscribe_lock()
@@ -218,7 +221,7 @@ class ClusterSingleton(Actor):
         assert self.core is not None
         before = self.core.role
         self._do(self.core.lock_is(holder))
-        self._log_won(before, "a snapshot")
+        self._log_claim_outcome(before, "a snapshot")
 
     def _lock_event(self, event: NameEvent) -> None:
         lost = bool(event.seq) and event.seq != self._seq + 1
@@ -237,12 +240,12 @@ class ClusterSingleton(Actor):
             holder = _holder(event.address, event.node, event.meta)
             before = self.core.role
             self._do(self.core.lock_registered(holder, event.reason))
-            self._log_won(before, f"a {type(event).__name__}")
+            self._log_claim_outcome(before, f"a {type(event).__name__}")
 
-    def _log_won(self, before: str, how: str) -> None:
+    def _log_claim_outcome(self, before: str, how: str) -> None:
         if before == "claiming" and self.core is not None and self.core.role != "claiming":
             holder = self.core.holder
-            logger.info(
+            logger.debug(
                 "singleton {}: {} shows the lock held by {} ({})",
                 self._name,
                 how,
@@ -259,7 +262,8 @@ class ClusterSingleton(Actor):
             attempt = self._claims.pop(reply.request_id, None)
             if isinstance(reply, Registered):
                 self.node = reply.node
-                logger.info("singleton {}: claim {} won the lock", self._name, attempt)
+                if attempt == self.core.attempt:
+                    logger.debug("singleton {}: claim {} won the lock", self._name, attempt)
                 self._do(self.core.claimed(reply.node, attempt))
             elif isinstance(reply, AlreadyRegistered):
                 holder = _holder(reply.owner, reply.node, {})
@@ -284,7 +288,8 @@ class ClusterSingleton(Actor):
         elif what == "finish" and isinstance(reply, RegistryError):
             # The lock must say finished, or another node restarts the singleton later.
             logger.warning("singleton {}: marking it finished failed: {}", self._name, reply.detail)
-            self.wakeupAfter(self.config.retry_delay if self.config else RETRY, ("finish",))
+            assert self.config is not None
+            self.wakeupAfter(self.config.retry_delay, ("finish",))
         elif isinstance(reply, RegistryError):
             logger.warning("singleton {}: {} failed: {}", self._name, what, reply.detail)
 

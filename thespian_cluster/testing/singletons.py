@@ -32,6 +32,7 @@ from thespian_cluster.messages import (
 from thespian_cluster.netns import subscribe_timed, timed_events
 from thespian_cluster.node import ask
 from thespian_cluster.singleton_messages import GetSingletonStatus, SingletonStatus
+from thespian_cluster.supervisors.singleton import NODE_NAME_ENV
 
 TICK = 0.05
 PROBE = "thespian_cluster.testing.singletons.SingletonProbe"
@@ -47,7 +48,7 @@ class SingletonProbe(Actor):
 
     def __init__(self) -> None:
         super().__init__()
-        self.node = os.environ.get("THESPIAN_CLUSTER_THIS_NODE", "?")
+        self.node = os.environ.get(NODE_NAME_ENV, "?")
         self.log: str | None = None
         self.supervised_by: SupervisedBy | None = None
 
