@@ -14,7 +14,14 @@ from pathlib import Path
 import pytest
 
 from tests.integration._cli import run_cli
-from thespian_cluster import ChildTerminated, ListNames, TerminateChild, Whereis, ask
+from thespian_cluster import (
+    ChildTerminated,
+    ListNames,
+    NameUnregistered,
+    TerminateChild,
+    Whereis,
+    ask,
+)
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster, wait_for
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.testing.singletons import (
@@ -61,6 +68,23 @@ def test_one_instance_runs_and_moves_within_detection_plus_a_second_after_sigkil
         n: ("running" if n == holder else "standby") for n in NAMES
     }
     assert all(s is not None and s.holder_node == holder for s in roles.values())
+    # A malformed event (its sender may run other code) is dropped: the holder keeps
+    # its instance; a status request after it proves the manager took it and went on.
+    _, pid = one_instance(list(nodes.values()))
+    junk = NameUnregistered.model_construct(
+        scope="global",
+        name="coord",
+        kind="singleton",
+        address=None,
+        node=5,
+        reason=None,
+        version="x",
+        seq=0,
+    )
+    nodes[holder].client().tell(declared[holder].managers["coord"], junk)
+    after = declared[holder].status()
+    assert after is not None and after.role == "running" and after.last_stop is None, after
+    assert one_instance(list(nodes.values())) == (holder, pid)
     locks = nodes[holder].ask(ListNames(kind="singleton", scope="global")).names
     assert [(i.name, i.node, i.meta) for i in locks] == [("coord", holder, {"state": "running"})]
     # `status` lists the singletons and where they run, as JSON and for a person.

@@ -637,6 +637,7 @@ class SequencedBackend(GlobalBackend):
         decisions: dict[NodeId, list[Decision]] = {}
         hold = self._holding_claims()
         held_origins = {w.origin for w in self._held}
+        held_ops = {(w.origin, w.op_id) for w in self._held}
         for write in writes:
             if not _valid_write(write):
                 logger.warning("registry dist dropped a malformed write from {}", sender)
@@ -644,8 +645,9 @@ class SequencedBackend(GlobalBackend):
             if hold and (isinstance(write.request, CLAIM_WRITES) or write.origin in held_origins):
                 # (an origin's later writes wait behind its held ones: its release must
                 # not overtake its claim)
-                if all(w.op_id != write.op_id or w.origin != write.origin for w in self._held):
-                    self._held.append(write)  # the origin re-sends: keep one copy
+                if (write.origin, write.op_id) not in held_ops:  # re-sent: keep one copy
+                    held_ops.add((write.origin, write.op_id))
+                    self._held.append(write)
                 held_origins.add(write.origin)
                 continue
             # A losing side's sequencer grants no claims: writes its origins sent while

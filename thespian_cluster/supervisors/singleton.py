@@ -67,9 +67,11 @@ from thespian_cluster.event_messages import (
 )
 from thespian_cluster.global_messages import NameConflict
 from thespian_cluster.messages import (
+    RECEIVED,
     ActorExiting,
     AlreadyRegistered,
     ErrorCode,
+    Message,
     MetaUpdated,
     NormalExit,
     Register,
@@ -130,6 +132,16 @@ class ClusterSingleton(Actor):
     # ---- receiving --------------------------------------------------------------------
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
+        checked = _checked(message)
+        if checked is None:
+            logger.debug("singleton manager dropped a malformed {}", type(message).__name__)
+            return
+        try:
+            self._receive(checked, sender)
+        except Exception:  # last resort: Thespian would retry the message, then drop it
+            logger.exception("singleton manager failed on a {}", type(message).__name__)
+
+    def _receive(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ConfigureSingleton):
             self._configure(message)
         elif self.core is None:
@@ -527,6 +539,19 @@ class ClusterSingleton(Actor):
             finished=self.core.finished,
             last_stop=self.core.last_stop,
         )
+
+
+def _checked(message: Any) -> Any:
+    """A fresh, validated copy of a protocol message (its sender may run other code), the
+    message itself if it is Thespian's own, or None if it does not validate."""
+    if not isinstance(message, Message):
+        return message
+    try:
+        return type(message).__pydantic_validator__.validate_python(
+            dict(message.__dict__), context=RECEIVED
+        )
+    except Exception:  # any failure: the fields are not what the type promises
+        return None
 
 
 def _holder(address: Any, node: str, meta: dict[str, Any]) -> LockHolder:
