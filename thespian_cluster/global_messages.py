@@ -13,12 +13,13 @@ from typing import Any
 
 from pydantic import Field
 
+from thespian_cluster.core.records import WireMessage
 from thespian_cluster.core.replica import Decision, Delta, Term, Write
 from thespian_cluster.messages import Message, Name, Reply, Request
 
 
 @dataclass(frozen=True, slots=True)
-class Forwarded:
+class Forwarded(WireMessage):
     """Registry -> another actor of its node (RegistryDist, NodeMonitor, ...): a request
     the Registry validated; the receiver validates it again and answers ``reply_to``."""
 
@@ -27,14 +28,14 @@ class Forwarded:
 
 
 @dataclass(frozen=True, slots=True)
-class Writes:
+class Writes(WireMessage):
     """Origin -> sequencer: writes in submission order."""
 
     writes: list[Write]
 
 
 @dataclass(frozen=True, slots=True)
-class Decisions:
+class Decisions(WireMessage):
     """Sequencer -> origin: the decisions on its writes, in order, with the delta that
     applies them (so the origin can answer its clients after one message, not two)."""
 
@@ -86,7 +87,7 @@ class GlobalStatus(Reply):
 
 
 @dataclass(frozen=True, slots=True)
-class NewerTerm:
+class NewerTerm(WireMessage):
     """Replica -> a sequencer whose delta it ignored: it already answered a takeover of
     ``term`` (newer than the sender's). The leader takes over above it, so a replica
     fenced by an abandoned takeover cannot stay behind for good."""

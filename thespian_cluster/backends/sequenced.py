@@ -50,7 +50,6 @@ from thespian_cluster.backends.batches import Gathered, write_items
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
 from thespian_cluster.cluster_messages import ClusterView
 from thespian_cluster.core import replica as core
-from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.replica import (
     Changes,
     Collect,
@@ -562,11 +561,7 @@ class SequencedBackend(GlobalBackend):
 
     def _on_death(self, address: Any) -> None:
         """An actor of this node died: purge it if it owns anything."""
-        key = address_key(address)
-        owns = any(address_key(e.address) == key for e in self._replica.names()) or any(
-            address_key(m.address) == key for m in self._all_members()
-        )
-        if owns:
+        if self._replica.table.owns_anything(address):
             self._submit_internal(core.PurgeAddress(address))
 
     def _submit_internal(self, request: core.Request) -> None:
@@ -777,14 +772,11 @@ class SequencedBackend(GlobalBackend):
 
     def _probe_owners(self) -> None:
         """Probe the ports of this node's global owners: a refused one is dead."""
-        owners: dict[Any, Any] = {}
-        for entry in self._replica.names():
-            if entry.node == self.me.name and entry.incarnation == self.me.incarnation:
-                owners.setdefault(address_key(entry.address), entry.address)
-        for member in self._all_members():
-            if member.node == self.me.name and member.incarnation == self.me.incarnation:
-                owners.setdefault(address_key(member.address), member.address)
-        watched = list(owners.values())
+        # One holding tells whose actor an address is: the node hosting an actor writes
+        # all of its claims (core.homes). A dead actor's leftovers on a reused port are
+        # its own node's to probe and purge (or the leader's, for a node gone down).
+        me = self.me
+        watched = [a for a, held in self._replica.table.holders() if core.owned_by(held, me)]
         if not watched:
             return
         batch = self._settings.liveness_probe_batch

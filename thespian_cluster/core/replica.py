@@ -78,13 +78,14 @@ from typing import Any
 
 from thespian_cluster.core import reasons as why
 from thespian_cluster.core.addresses import AddressKey, address_key
+from thespian_cluster.core.records import Record, WireMessage
 from thespian_cluster.core.table import Entry, Member, Name, NameKey, NameTable
 
 # ---- identities -------------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True, order=True)
-class NodeId:
+class NodeId(Record):
     """One life of a node: its configured name and a fresh string per start."""
 
     name: str
@@ -92,7 +93,7 @@ class NodeId:
 
 
 @dataclass(frozen=True, slots=True, order=True)
-class Term:
+class Term(Record):
     """The reign of one sequencer; newer terms compare greater (epoch, then sequencer,
     then life).
 
@@ -125,7 +126,7 @@ def owner_id(item: Entry | Member) -> NodeId:
 
 
 @dataclass(frozen=True, slots=True)
-class Claim:
+class Claim(Record):
     """Register ``(kind, name)`` for ``address`` (hosted on the origin node)."""
 
     kind: str
@@ -135,7 +136,7 @@ class Claim:
 
 
 @dataclass(frozen=True, slots=True)
-class Release:
+class Release(Record):
     """Unregister a name the origin node owns (any owner with ``force``)."""
 
     kind: str
@@ -144,7 +145,7 @@ class Release:
 
 
 @dataclass(frozen=True, slots=True)
-class SetMeta:
+class SetMeta(Record):
     """Replace the meta of a name the origin node owns (any owner with ``force``)."""
 
     kind: str
@@ -154,7 +155,7 @@ class SetMeta:
 
 
 @dataclass(frozen=True, slots=True)
-class JoinGroup:
+class JoinGroup(Record):
     """Make ``address`` (hosted on the origin node) a member of ``group``."""
 
     group: str
@@ -163,20 +164,20 @@ class JoinGroup:
 
 
 @dataclass(frozen=True, slots=True)
-class LeaveGroup:
+class LeaveGroup(Record):
     group: str
     address: Any
 
 
 @dataclass(frozen=True, slots=True)
-class PurgeAddress:
+class PurgeAddress(Record):
     """An actor died: forget its names and memberships. Also an effect, applied as is."""
 
     address: Any
 
 
 @dataclass(frozen=True, slots=True)
-class PurgeNode:
+class PurgeNode(Record):
     """A node incarnation is down: forget what it owned. Also an effect, applied as is."""
 
     node: NodeId
@@ -186,7 +187,7 @@ Request = Claim | Release | SetMeta | JoinGroup | LeaveGroup | PurgeAddress | Pu
 
 
 @dataclass(frozen=True, slots=True)
-class Write:
+class Write(Record):
     """One request from ``origin`` to the sequencer of ``term``.
 
     ``op_id`` is unique per origin incarnation, across restarts of its actor too
@@ -216,7 +217,7 @@ MINORITY = "minority_partition"
 
 
 @dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(Record):
     """The sequencer's answer to one write.
 
     The origin answers its client once its replica has applied ``(term, seq)``
@@ -239,7 +240,7 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
-class PutName:
+class PutName(Record):
     """Set the entry of ``(kind, name)`` exactly (a claim or a meta update)."""
 
     kind: str
@@ -251,13 +252,13 @@ class PutName:
 
 
 @dataclass(frozen=True, slots=True)
-class DropName:
+class DropName(Record):
     kind: str
     name: Name
 
 
 @dataclass(frozen=True, slots=True)
-class PutMember:
+class PutMember(Record):
     group: str
     address: Any
     node: NodeId
@@ -265,7 +266,7 @@ class PutMember:
 
 
 @dataclass(frozen=True, slots=True)
-class DropMember:
+class DropMember(Record):
     group: str
     address: Any
 
@@ -274,7 +275,7 @@ Effect = PutName | DropName | PutMember | DropMember | PurgeAddress | PurgeNode
 
 
 @dataclass(frozen=True, slots=True)
-class Delta:
+class Delta(WireMessage):
     """Effects ``first_seq, first_seq + 1, ...`` of ``term``; no effects = a heartbeat
     saying the sequencer's last seq is ``first_seq - 1``."""
 
@@ -288,7 +289,7 @@ class Delta:
 
 
 @dataclass(frozen=True, slots=True)
-class Snapshot:
+class Snapshot(WireMessage):
     """The whole table of ``term`` after ``seq`` (``seq`` 0: a takeover's merged table)."""
 
     term: Term
@@ -299,7 +300,7 @@ class Snapshot:
 
 
 @dataclass(frozen=True, slots=True)
-class SnapshotRequest:
+class SnapshotRequest(WireMessage):
     """``node`` (holding ``term`` up to ``seq``) asks ``sequencer`` for a snapshot."""
 
     node: NodeId
@@ -309,14 +310,14 @@ class SnapshotRequest:
 
 
 @dataclass(frozen=True, slots=True)
-class Collect:
+class Collect(WireMessage):
     """A would-be sequencer of ``term`` asks a node for what it owns."""
 
     term: Term
 
 
 @dataclass(frozen=True, slots=True)
-class OwnedState:
+class OwnedState(WireMessage):
     """A node's answer to :class:`Collect`: its own entries and members.
 
     ``accepted`` is false when the node already knows a term at least as new (``seen``);

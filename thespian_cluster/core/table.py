@@ -26,6 +26,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from thespian_cluster.core.addresses import AddressKey, address_key
+from thespian_cluster.core.records import Record
 
 Name = str | tuple[str, ...]
 NameKey = tuple[str, Name]  # (kind, name)
@@ -44,7 +45,7 @@ AUTOMATIC_GROUPS: frozenset[str] = frozenset([*KIND_GROUPS.values(), *CAPABILITY
 
 
 @dataclass(frozen=True, slots=True)
-class Entry:
+class Entry(Record):
     """One registered name and who owns it."""
 
     name: Name
@@ -65,7 +66,7 @@ class Entry:
 
 
 @dataclass(frozen=True, slots=True)
-class Member:
+class Member(Record):
     """One member of a process group."""
 
     group: str
@@ -281,6 +282,18 @@ class NameTable:
     def addresses(self) -> list[Any]:
         """One address per distinct owner or member: the actors worth watching."""
         return list(self._canonical.values())
+
+    def holders(self) -> Iterator[tuple[Any, Entry | Member]]:
+        """Each distinct owner or member address with one thing it holds (its first
+        name, else its first membership): a check of who hosts each actor that costs
+        one look per actor, not one per name."""
+        for akey, address in self._canonical.items():
+            held = self._names_by_address.get(akey)
+            if held is not None:
+                key = held if not isinstance(held, set) else next(iter(held))
+                yield address, self._names[key]
+            elif groups := self._groups_by_address.get(akey):
+                yield address, self._groups[next(iter(groups))][akey]
 
     def owns_anything(self, address: Any) -> bool:
         akey = address_key(address)
