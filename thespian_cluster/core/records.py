@@ -26,6 +26,9 @@ a dataclass without ``kw_only`` or ``init=False`` fields).
 
 from __future__ import annotations
 
+import dataclasses
+import operator
+from collections.abc import Callable
 from typing import Any
 
 
@@ -33,10 +36,26 @@ class Record:
     """A slotted dataclass that pickles as ``cls(*fields)``."""
 
     __slots__ = ()
+    _fields_of: Callable[[Any], tuple[Any, ...]] = staticmethod(lambda record: ())
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        # ``@dataclass(slots=True)`` builds the class a second time with ``__slots__``
+        # (its fields, in order); this runs for that one too. One C call per pickle.
+        if "__slots__" not in cls.__dict__ or "__dataclass_fields__" not in cls.__dict__:
+            return  # the first build, or not a slotted dataclass: nothing to pickle
+        fields = dataclasses.fields(cls)  # type: ignore[arg-type]
+        if any(not f.init or f.kw_only for f in fields):
+            raise TypeError(f"{cls.__name__}: a Record's fields must be positional arguments")
+        names = [f.name for f in fields]
+        if len(names) > 1:
+            cls._fields_of = staticmethod(operator.attrgetter(*names))
+        elif names:
+            getter = operator.attrgetter(names[0])
+            cls._fields_of = staticmethod(lambda record: (getter(record),))
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        names: tuple[str, ...] = type(self).__slots__
-        return type(self), tuple([getattr(self, name) for name in names])
+        return type(self), self._fields_of(self)
 
 
 class WireMessage(Record):
