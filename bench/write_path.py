@@ -103,11 +103,12 @@ def less_idle(result: dict[str, Any], idle: dict[str, float], units: int) -> dic
     return result
 
 
-def run(count: int, batches: int) -> dict[str, Any]:
+def run(count: int, batches: int, links: bool = True) -> dict[str, Any]:
     tmp = tempfile.TemporaryDirectory(prefix="bench-write-path-")
     with tmp, LocalCluster(Path(tmp.name), log_level="WARNING") as cluster:
-        a = cluster.start("a")
-        b, c = cluster.start("b", leader=a), cluster.start("c", leader=a)
+        a = cluster.start("a", global_peer_links=links)
+        b = cluster.start("b", leader=a, global_peer_links=links)
+        c = cluster.start("c", leader=a, global_peer_links=links)
         cluster.wait_formed(["a", "b", "c"], timeout=30)
         system = b.client()
         echo = system.createActor(Echo)
@@ -147,6 +148,7 @@ def run(count: int, batches: int) -> dict[str, Any]:
                 measured = measure(pids, n, lambda i, f=call, o=offset: f(o + i), per)
                 results.setdefault(kind, []).append(less_idle(measured, idle, n * per))
         return {
+            "peer_links": links,
             "count": count,
             "batches": batches,
             "processes": list(pids),
@@ -160,8 +162,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--count", type=int, default=1000, help="asks per kind and round")
     parser.add_argument("--batches", type=int, default=5, help="RegisterMany batches per round")
+    parser.add_argument(
+        "--no-links", action="store_true", help="global_peer_links = false: all by Thespian"
+    )
     args = parser.parse_args()
-    print(json.dumps(run(args.count, args.batches), indent=2))
+    print(json.dumps(run(args.count, args.batches, not args.no_links), indent=2))
 
 
 if __name__ == "__main__":

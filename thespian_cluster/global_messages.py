@@ -93,3 +93,18 @@ class NewerTerm(WireMessage):
     fenced by an abandoned takeover cannot stay behind for good."""
 
     term: Term
+
+
+@dataclass(frozen=True, slots=True)
+class LinkOffer(WireMessage):
+    """RegistryDist -> a peer RegistryDist, by Thespian: dial ``port`` on my host for a
+    direct link (:mod:`thespian_cluster.actors.peer_links`)."""
+
+    port: int
+
+
+@dataclass(frozen=True, slots=True)
+class LinkHello(WireMessage):
+    """The first frame on a peer link: the dialling RegistryDist's Thespian address."""
+
+    sender: Any

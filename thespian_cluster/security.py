@@ -549,6 +549,13 @@ def install_from_settings(settings: ClusterSettings) -> None:
     install_wire_security(cookie, settings.message_modules)
 
 
+def wire_codec() -> Any:
+    """What this process's Thespian transport pickles packets with: ``pickle`` itself,
+    or the sealed :class:`WireSerializer` once :func:`install_wire_security` ran. Other
+    channels between nodes (peer links) use it so that every packet is checked alike."""
+    return _transport_module().serializer
+
+
 def wire_security_status() -> dict[str, Any]:
     """What this process enforces, for status output: never the cookie or its key.
 

@@ -80,6 +80,11 @@ class ClusterSettings(BaseSettings):
     )
     liveness_probe_interval: float = Field(1.0, gt=0, le=3600)
     liveness_probe_batch: int = Field(200, ge=1, le=100_000)
+    global_peer_links: bool = Field(
+        True,
+        description="carry the global scope's writes, decisions and deltas between "
+        "RegistryDists on direct TCP links (sealed like Thespian's packets)",
+    )
 
     # ---- cluster (the seeds' keys) ----
     cluster_enabled: bool = False

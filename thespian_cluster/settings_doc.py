@@ -48,6 +48,9 @@ MEANINGS: dict[str, str] = {
     "answered `RegistryError(timeout)`",
     "liveness_probe_interval": "seconds between rounds of liveness probes",
     "liveness_probe_batch": "actors probed per round (round robin beyond that)",
+    "global_peer_links": "carry the global scope's writes, decisions and deltas between "
+    "RegistryDists on direct TCP links, sealed like every packet (docs/global-protocol.md); "
+    "`false`: all by Thespian",
     "cluster_enabled": "start the ClusterSupervisor (RegistryDist, NodeMonitor, "
     "SplitBrainDetector)",
     "cluster_nodes": "the expected members, for split-brain decisions",

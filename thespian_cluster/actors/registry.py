@@ -69,6 +69,13 @@ from thespian.system.messages.status import Thespian_ActorStatus, Thespian_Statu
 from thespian_cluster.actors.event_service import EVENT_REQUESTS, EventService, ObservedTable
 from thespian_cluster.actors.front_door import FrontDoor
 from thespian_cluster.actors.liveness import listening, refused
+from thespian_cluster.actors.peer_links import (
+    FLUSH,
+    FLUSH_AFTER,
+    FROM_REGISTRY,
+    LINK_ROLE,
+    PeerLinks,
+)
 from thespian_cluster.backends import RegistryBehavior, load_backend
 from thespian_cluster.backends.reads import whereis_reply
 from thespian_cluster.cluster_messages import ClusterView, SubscribeClusterView
@@ -119,6 +126,7 @@ from thespian_cluster.messages import (
     new_request_id,
 )
 from thespian_cluster.node_table import TableReader
+from thespian_cluster.security import wire_codec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.validation import entry_problem, member_problem, revalidate
 
@@ -182,6 +190,9 @@ class Registry(Actor):
         self._gathers: list[_Gather] = []
         self._monitor: Any = None  # the NodeMonitor this Registry gets ClusterViews from
         self._timer_at: float | None = None
+        # A link to this node's RegistryDist (actors.peer_links), None without a cluster.
+        self._links: PeerLinks | None = None
+        self._flush_armed = False
         self._handlers: dict[type, Callable[[Any], Reply]] = {
             Register: self._register,
             Unregister: self._unregister,
@@ -197,6 +208,16 @@ class Registry(Actor):
         }
 
     # ---- receive ---------------------------------------------------------------------
+
+    def send(self, to: Any, message: Any) -> None:
+        """Forwards to this node's RegistryDist by a link when one is up, else Thespian."""
+        links = self._links
+        if links is not None and isinstance(message, FROM_REGISTRY) and links.send(to, message):
+            if links.backlog and not self._flush_armed:
+                self._flush_armed = True
+                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
+            return
+        Actor.send(self, to, message)
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if type(message) is ConfigureRegistry:
@@ -218,6 +239,8 @@ class Registry(Actor):
                 self._homes_timer()
             elif message.payload == _EVENTS_TIMER:
                 self._events_tick()
+            elif message.payload == FLUSH:
+                self._flush_links()
             else:
                 self._probe_batch()
         elif isinstance(message, DeadEnvelope):
@@ -304,6 +327,9 @@ class Registry(Actor):
                 remember=settings.liveness_probe_interval,
             )
             self._watch_view()
+            if settings.global_peer_links:
+                self._links = PeerLinks(None, self.myAddress, wire_codec())
+                self._link_to_dist()
         self.handleDeadLetters()
         self.wakeupAfter(settings.liveness_probe_interval)
         early, self._early = self._early, []
@@ -497,6 +523,9 @@ class Registry(Actor):
             )
         self._gathers.clear()
         self._parts.clear()
+        if self._links is not None:
+            self._links.close()
+            self._links = None
 
     def _on_view(self, view: ClusterView) -> None:
         if self.homes is not None:
@@ -507,6 +536,25 @@ class Registry(Actor):
             )
             for address in settled:
                 self._resume(address)
+
+    def _link_to_dist(self) -> None:
+        """Learn where this node's RegistryDist takes links (again, once it restarted)."""
+        links = self._links
+        if links is None:
+            return
+        reader = self._front_door.reader
+        dist, port = reader.agent("registry_dist"), reader.agent(LINK_ROLE)
+        if isinstance(dist, ActorAddress) and type(port) is int:
+            links.learn(dist, port)
+
+    def _flush_links(self) -> None:
+        self._flush_armed = False
+        links = self._links
+        if links is not None:
+            links.flush()
+            if links.backlog:
+                self._flush_armed = True
+                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
 
     def _watch_view(self) -> None:
         """Subscribe to this node's NodeMonitor (again, when it restarted elsewhere)."""
@@ -784,6 +832,8 @@ class Registry(Actor):
                     self._forget(address, "liveness probe")
             if self.homes is not None:
                 self._watch_view()
+                self._link_to_dist()
+                self._flush_links()
         except Exception:  # logged, not hidden; the next round must still come
             logger.exception("registry liveness probe round failed")
         finally:

@@ -50,6 +50,14 @@ from thespian_cluster.actors.cluster_members import ConfigureComponent
 from thespian_cluster.actors.event_service import EVENT_REQUESTS, EventService, ObservedMirror
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
+from thespian_cluster.actors.peer_links import (
+    FLUSH,
+    FLUSH_AFTER,
+    FROM_REGISTRY,
+    LINK_ROLE,
+    LINKED,
+    PeerLinks,
+)
 from thespian_cluster.backends.loading import backend_config, scope_backend
 from thespian_cluster.backends.reads import READS
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, NoBackendConfig, ScopeHost
@@ -63,9 +71,10 @@ from thespian_cluster.cluster_messages import (
     WritableChanged,
 )
 from thespian_cluster.core import replica as core
+from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.replica import NodeId
 from thespian_cluster.core.sequencer import default_resolver
-from thespian_cluster.global_messages import Forwarded, GetGlobalStatus, GlobalStatus
+from thespian_cluster.global_messages import Forwarded, GetGlobalStatus, GlobalStatus, LinkOffer
 from thespian_cluster.messages import (
     ActorExiting,
     ErrorCode,
@@ -76,6 +85,7 @@ from thespian_cluster.messages import (
 )
 from thespian_cluster.node_identity import read_identity
 from thespian_cluster.node_table import GlobalMirror, TableReader, publish_agent
+from thespian_cluster.security import wire_codec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.validation import revalidate
 
@@ -104,6 +114,9 @@ class RegistryDist(Actor, ScopeHost):
         self._cut_off: tuple[bool, frozenset[str]] | None = None  # (winner?, unreachable)
         self._wake_pair: tuple[socket.socket, socket.socket] | None = None
         self._next_tick = 0.0
+        self._links: PeerLinks | None = None
+        self._flush_armed = False
+        self._peer_dists: dict[AddressKey, Any] = {}  # peers' RegistryDists offered a link
 
     # ---- ScopeHost -------------------------------------------------------------------
 
@@ -122,6 +135,16 @@ class RegistryDist(Actor, ScopeHost):
     def fetch_verdict(self) -> None:
         if self._detector is not None:  # it answers PartitionStatus: see _receive
             self.send(self._detector, ForceResolution())
+
+    def send(self, to: Any, message: Any) -> None:
+        """By a peer link when one is up for ``message``'s type, else by Thespian."""
+        links = self._links
+        if links is not None and isinstance(message, LINKED) and links.send(to, message):
+            if links.backlog and not self._flush_armed:
+                self._flush_armed = True
+                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
+            return
+        Actor.send(self, to, message)
 
     def wake(self) -> None:
         pair = self._wake_pair
@@ -152,9 +175,10 @@ class RegistryDist(Actor, ScopeHost):
         return self._watch()
 
     def _watch(self) -> ThespianWatch | None:
-        if self._wake_pair is not None:
-            return ThespianWatch([self._wake_pair[0].fileno()])
-        return None
+        watched = [] if self._wake_pair is None else [self._wake_pair[0].fileno()]
+        if self._links is not None:
+            watched += self._links.filenos()
+        return ThespianWatch(watched) if watched else None
 
     def _receive(self, message: Any, sender: ActorAddress) -> None:
         if isinstance(message, ConfigureComponent):
@@ -166,10 +190,14 @@ class RegistryDist(Actor, ScopeHost):
         elif isinstance(message, Forwarded):
             self._on_client(backend, message)
         elif isinstance(message, WatchMessage):
-            self._drain_wakeups()
-            backend.woken()
+            self._on_ready(backend, message)
+        elif isinstance(message, LinkOffer):
+            self._on_link_offer(message, sender)
         elif isinstance(message, WakeupMessage):
-            self._tick(backend)
+            if message.payload == FLUSH:
+                self._flush_links()
+            else:
+                self._tick(backend)
         elif isinstance(message, ActorExiting):
             if isinstance(message.address, ActorAddress):
                 backend.owner_died(message.address, "died")
@@ -208,6 +236,10 @@ class RegistryDist(Actor, ScopeHost):
         config = config or NoBackendConfig()
         restarted = TableReader(settings.node_dir).agent(_STARTED_ROLE) == identity.incarnation
         self._wake_pair = _socket_pair()
+        if settings.global_peer_links:
+            self._links = PeerLinks(
+                settings.host, self.myAddress, wire_codec(), accepts=LINKED + FROM_REGISTRY
+            )
         self._mirror.declare(backend_class.feeds_node_table, settings.registry_backend)
         reader = TableReader(settings.node_dir)
         feeds = backend_class.feeds_node_table
@@ -230,6 +262,8 @@ class RegistryDist(Actor, ScopeHost):
             self.events.ready()
         publish_agent(settings.node_dir, _STARTED_ROLE, identity.incarnation)
         publish_agent(settings.node_dir, "registry_dist", self.myAddress)
+        if self._links is not None:
+            publish_agent(settings.node_dir, LINK_ROLE, self._links.port)
         self.wakeupAfter(self.backend.tick_interval)
 
     @property
@@ -248,6 +282,9 @@ class RegistryDist(Actor, ScopeHost):
                 for end in self._wake_pair:
                     end.close()
                 self._wake_pair = None
+            if self._links is not None:
+                self._links.close()
+                self._links = None
 
     def _on_agents(self, message: Agents) -> None:
         monitor = message.agents.get("node_monitor")
@@ -315,6 +352,52 @@ class RegistryDist(Actor, ScopeHost):
         backend.view_changed(view)
         for node in gone:
             backend.node_down(node, "left the view")
+        self._offer_links(view)
+
+    # ---- peer links (actors.peer_links) ------------------------------------------------
+
+    def _offer_links(self, view: ClusterView) -> None:
+        """Offer a link to every peer RegistryDist new in ``view``; close the links of
+        those no longer in it."""
+        links = self._links
+        if links is None:
+            return
+        dists = {}
+        for record in view.records:
+            dist = record.agents.get("registry_dist")
+            if isinstance(dist, ActorAddress) and dist != self.myAddress:
+                dists[address_key(dist)] = dist
+        for key, dist in self._peer_dists.items():
+            if key not in dists:
+                links.forget(dist)
+        for key, dist in dists.items():
+            if key not in self._peer_dists:
+                self.send(dist, LinkOffer(port=links.port))
+        self._peer_dists = dists
+
+    def _on_link_offer(self, offer: LinkOffer, sender: Any) -> None:
+        links = self._links
+        port = offer.port
+        if links is None or not isinstance(sender, ActorAddress):
+            return
+        if type(port) is not int or not 0 < port < 65536:
+            logger.warning("registry dist ignored a link offer of port {!r}", port)
+            return
+        links.learn(sender, port)
+        key = address_key(sender)
+        if key not in self._peer_dists:  # a peer that (re)started: it needs my port too
+            self._peer_dists[key] = sender
+            self.send(sender, LinkOffer(port=links.port))
+
+    def _on_ready(self, backend: GlobalBackend, ready: WatchMessage) -> None:
+        fds = list(getattr(ready, "ready", ()) or ())
+        if self._links is not None:
+            for message, sender in self._links.readable(fds):
+                self._receive(message, sender)  # only the types the links accept
+        pair = self._wake_pair
+        if pair is not None and pair[0].fileno() in fds:
+            self._drain_wakeups()
+            backend.woken()
 
     def _partitioned(
         self, backend: GlobalBackend, winner: bool, unreachable: frozenset[str]
@@ -337,10 +420,20 @@ class RegistryDist(Actor, ScopeHost):
                 deferred.expire(f"the global backend did not answer in {timeout:g} s")
             try:
                 backend.tick(now)
+                self._flush_links()
             finally:  # waits expire whatever the backend does
                 self._event_service.tick(now, self.probe_dead, self.settings.liveness_probe_batch)
         finally:
             self.wakeupAfter(backend.tick_interval)
+
+    def _flush_links(self) -> None:
+        self._flush_armed = False
+        links = self._links
+        if links is not None:
+            links.flush()
+            if links.backlog:
+                self._flush_armed = True
+                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
 
     def _drain_wakeups(self) -> None:
         pair = self._wake_pair
