@@ -84,6 +84,10 @@ class GlobalStatus(Reply):
     #: What the backend itself reports (for etcd: its lease, revision, whether the
     #: watch is up and for how long the node table may have been stale).
     backend: dict[str, Any] = Field(default_factory=dict)
+    #: This RegistryDist's peer links (actors.peer_links): ``up`` (links it dials that
+    #: are up), ``sent`` / ``received`` (messages on links), ``by_thespian`` (linked
+    #: types sent by Thespian: no link up yet, or it failed).
+    peer_links: dict[str, int] = Field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

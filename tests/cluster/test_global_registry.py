@@ -31,6 +31,7 @@ from thespian_cluster import (
     Whereis,
     lookup,
 )
+from thespian_cluster.global_messages import GetGlobalStatus, GlobalStatus
 from thespian_cluster.local_cluster import ClusterNode, LocalCluster
 from thespian_cluster.supervisors.os_process import pid_listening_on
 
@@ -290,3 +291,50 @@ def cluster_child(node: ClusterNode, child_id: str) -> Any:
 def _registered(node: ClusterNode, name: str, address: Any) -> Registered | None:
     reply = node.ask(Register(name=name, address=address, scope="global"))
     return reply if isinstance(reply, Registered) else None
+
+
+def _links(node: ClusterNode) -> dict[str, int]:
+    status = node.ask(GetGlobalStatus())
+    assert isinstance(status, GlobalStatus), status
+    return status.peer_links
+
+
+@pytest.mark.parametrize("links", [True, False], ids=["peer links", "thespian only"])
+def test_global_writes_travel_on_peer_links_and_find_them_again_after_a_restart(
+    cluster: LocalCluster, links: bool
+) -> None:
+    a = cluster.start("a", global_peer_links=links)
+    b = cluster.start("b", leader=a, global_peer_links=links)
+    c = cluster.start("c", leader=a, global_peer_links=links)
+    cluster.wait_formed(["a", "b", "c"])
+    owner = b.client().createActor(Worker)
+    for life in range(3):
+        for index in range(20):  # right after a restart, claims may wait to be accepted
+            name = f"life{life}-{index}"
+            wait_for(lambda n=name: _claimed(b, n, owner), 10, f"{name} registered")
+        wait_for(lambda x=life: seen_everywhere([a, b, c], f"life{x}-19", owner), 10, "agreed")
+        if links:
+            # b's writes went to the sequencer on a link, a's decisions and deltas came
+            # back and went to c on links (b's counters are its RegistryDist's: a
+            # restarted one found a's port again, and a found the new one's).
+            assert _links(b)["sent"] >= 15 and _links(b)["received"] >= 15, _links(b)
+            assert _links(a)["up"] == 2 and _links(c)["received"] >= 15, _links(a)
+        else:
+            assert _links(a) == _links(b) == {}  # no link exists: Thespian carried all
+        dist = cluster_child(b, "registry_dist")
+        os.kill(pid_of(dist), signal.SIGKILL)
+        # Asked at once, while the Registry still forwards to the dead one: answered,
+        # by its successor or with an error, never left to time out.
+        reply = b.ask(Register(name=f"restart{life}", address=owner, scope="global"), 10)
+        assert isinstance(reply, Registered | RegistryError), reply
+        wait_for(lambda d=dist: cluster_child(b, "registry_dist") != d, 10, "restart")
+        if isinstance(reply, Registered):
+            wait_for(lambda x=life: seen_everywhere([a, c], f"restart{x}", owner), 10, "kept")
+
+
+def _claimed(node: ClusterNode, name: str, owner: Any) -> bool:
+    """Registered by ``owner`` now, or by an earlier try that was answered late."""
+    reply = node.ask(Register(name=name, address=owner, scope="global"))
+    return isinstance(reply, Registered) or (
+        isinstance(reply, AlreadyRegistered) and reply.owner == owner
+    )

@@ -3,17 +3,19 @@
 A Thespian message between two actors costs each end ~350-400 µs of CPU here: the
 transport's handshake (data, then an ACK back), a fresh selector over every socket on
 each turn of its loop, and the send path's bookkeeping. The same bytes on a plain
-socket that the actor watches (``ThespianWatch``) cost ~50 µs a round trip end
-(``bench/peer_link.py`` measures both). A global write crosses RegistryDists three
-times (the write to the sequencer, its decision back, the delta to every other
-replica), so those three message types travel on links: :data:`LINKED`.
+socket that the actor watches (``ThespianWatch``) cost ~50 µs an end. A global write
+crosses RegistryDists three times (the write to the sequencer, its decision back, the
+delta to every other replica), so those three message types travel on links:
+:data:`LINKED`. ``python -m bench.write_path`` with and without ``--no-links``
+measures the difference on the whole write path.
 
 How a link works:
 
 * every RegistryDist listens on an ephemeral port of its node's host and tells each
-  peer RegistryDist it sees in the view (:class:`~thespian_cluster.global_messages.LinkOffer`,
-  by Thespian). A peer whose offer arrives from an address it has not offered to
-  offers back, so a restarted RegistryDist learns every port again;
+  peer RegistryDist it sees in the view, by Thespian
+  (:class:`~thespian_cluster.global_messages.LinkOffer`). A peer whose offer arrives
+  from an address it has not offered to offers back, so a restarted RegistryDist
+  learns every port again;
 * a link is **one way**: the sender dials the receiver's port (non-blocking) and
   starts with a :class:`~thespian_cluster.global_messages.LinkHello` naming its own
   Thespian address, which the receiver then hands to the backend as the sender of
@@ -22,10 +24,16 @@ How a link works:
   Thespian's transport would have sent: with a cluster cookie, sealed and checked
   exactly like every other packet (:mod:`thespian_cluster.security`);
 * until a link is up, or after it failed, :meth:`PeerLinks.send` returns False and
-  the caller sends by Thespian as before. A link that cannot take a frame (the peer
-  stopped reading, its host is cut off) keeps at most :data:`MAX_BACKLOG` bytes, then
-  is closed and its backlog dropped; the protocol already recovers from lost messages
-  (writes are re-sent until decided, a replica with a hole asks for a snapshot).
+  the caller sends by Thespian as before. A link whose receiver closed it (its actor
+  died) is seen before the next send, so that send goes by Thespian too. A link that
+  cannot take a frame (the peer stopped reading, its host is cut off) keeps at most
+  :data:`MAX_BACKLOG` bytes, then is closed and its backlog dropped.
+
+A link has no acknowledgement: a frame written just before its receiver dies is lost
+without a word, where Thespian would report a dead letter. That is why only the three
+types above use links: the protocol already recovers from losing them (writes are
+re-sent until decided, a replica with a hole asks for a snapshot). A client's request
+(the Registry's ``Forwarded``) is re-sent by nobody, so it keeps Thespian's delivery.
 
 Messages on one link arrive in the order they were sent. A message sent by Thespian
 while a link came up can arrive after later ones sent on the link; the three linked
@@ -50,16 +58,10 @@ from thespian.actors import ActorAddress
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.frames import FrameError, FrameReader, frame
 from thespian_cluster.core.replica import Delta
-from thespian_cluster.global_messages import Decisions, Forwarded, LinkHello, Writes
-from thespian_cluster.messages import ActorExiting
+from thespian_cluster.global_messages import Decisions, LinkHello, Writes
 
 #: The message types that travel between RegistryDists on links when one is up.
 LINKED: tuple[type, ...] = (Writes, Decisions, Delta)
-#: What a Registry sends its own node's RegistryDist on a link: client requests and
-#: the deaths of the node's actors, in the order it saw them.
-FROM_REGISTRY: tuple[type, ...] = (Forwarded, ActorExiting)
-#: The node-table role under which a RegistryDist publishes its link port.
-LINK_ROLE = "registry_dist_link"
 #: The flush timer's wakeup payload (a link held bytes back).
 FLUSH = "thespian_cluster.peer_links.flush"
 #: Seconds before a link that held bytes back tries again.
@@ -96,7 +98,7 @@ class PeerLinks:
     ``codec`` has ``dumps``/``loads`` (this process's wire serializer); ``me`` is this
     actor's Thespian address, which peers use to answer by Thespian; ``accepts`` the
     message types it takes from links (anything else closes the link). Without
-    ``host`` it only dials (a Registry sending to its RegistryDist).
+    ``host`` it only dials.
     """
 
     def __init__(
@@ -115,6 +117,7 @@ class PeerLinks:
         self._out: dict[AddressKey, _Outgoing] = {}
         self._failed_at: dict[AddressKey, float] = {}
         self._in: dict[int, _Incoming] = {}
+        self._counts = {"sent": 0, "received": 0, "by_thespian": 0}
 
     # ---- what the actor watches ---------------------------------------------------------
 
@@ -122,6 +125,10 @@ class PeerLinks:
         """The sockets to watch for reading (the listener and every incoming link)."""
         listening = [] if self._listener is None else [self._listener.fileno()]
         return [*listening, *self._in]
+
+    def stats(self) -> dict[str, int]:
+        """What :class:`~thespian_cluster.global_messages.GlobalStatus` reports."""
+        return {"up": sum(link.up for link in self._out.values()), **self._counts}
 
     @property
     def backlog(self) -> int:
@@ -153,10 +160,13 @@ class PeerLinks:
         link = self._out.get(key)
         if link is None:
             self._dial(key, to)
-            return False
-        if not link.up and not self._connected(key, link):
-            return False
-        return self._write(key, link, frame(self._codec.dumps(message)))
+        elif (link.up or self._connected(key, link)) and self._write(
+            key, link, frame(self._codec.dumps(message))
+        ):
+            self._counts["sent"] += 1
+            return True
+        self._counts["by_thespian"] += 1
+        return False
 
     def flush(self) -> None:
         """Write what links hold back (the peer's buffer was full)."""
@@ -205,6 +215,12 @@ class PeerLinks:
         return True
 
     def _write(self, key: AddressKey, link: _Outgoing, data: bytes) -> bool:
+        if _closed_by_peer(link.sock):
+            # The receiver never writes on a link: readable means it closed (its actor
+            # died). A send now would vanish without an error; Thespian's reports it.
+            self._close_out(key)
+            self._failed(key, "closed by the peer")
+            return False
         backlog = link.backlog
         if backlog:
             backlog += data
@@ -287,6 +303,7 @@ class PeerLinks:
                             raise FrameError("a link must start with a hello")
                         incoming.sender = message.sender
                     elif isinstance(message, self._accepts):
+                        self._counts["received"] += 1
                         deliver((message, incoming.sender))
                     else:
                         raise FrameError(f"a {type(message).__name__} has no place on a link")
@@ -307,6 +324,15 @@ class PeerLinks:
             self._close_in(fd)
         if self._listener is not None:
             self._listener.close()
+
+
+def _closed_by_peer(sock: socket.socket) -> bool:
+    try:
+        return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+    except (BlockingIOError, InterruptedError):
+        return False
+    except OSError:
+        return True
 
 
 def _numeric_host(address: Any) -> str | None:

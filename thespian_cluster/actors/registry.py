@@ -67,15 +67,8 @@ from thespian.actors import (
 from thespian.system.messages.status import Thespian_ActorStatus, Thespian_StatusReq
 
 from thespian_cluster.actors.event_service import EVENT_REQUESTS, EventService, ObservedTable
-from thespian_cluster.actors.front_door import FrontDoor
+from thespian_cluster.actors.front_door import ROUTES, FrontDoor
 from thespian_cluster.actors.liveness import listening, refused
-from thespian_cluster.actors.peer_links import (
-    FLUSH,
-    FLUSH_AFTER,
-    FROM_REGISTRY,
-    LINK_ROLE,
-    PeerLinks,
-)
 from thespian_cluster.backends import RegistryBehavior, load_backend
 from thespian_cluster.backends.reads import whereis_reply
 from thespian_cluster.cluster_messages import ClusterView, SubscribeClusterView
@@ -126,7 +119,6 @@ from thespian_cluster.messages import (
     new_request_id,
 )
 from thespian_cluster.node_table import TableReader
-from thespian_cluster.security import wire_codec
 from thespian_cluster.settings import ClusterSettings
 from thespian_cluster.validation import entry_problem, member_problem, revalidate
 
@@ -139,6 +131,9 @@ _short.maxstring = _short.maxother = 80
 
 
 _HOMES_TIMER = "thespian_cluster.registry.homes"  # the wakeup payload of homing deadlines
+_REDELIVER_TIMER = "thespian_cluster.registry.redeliver"
+_REDELIVER_TICK = 0.02  # seconds between looks for a restarted actor's successor
+_REDELIVER_WAIT = 2.0  # seconds a forward waits for one (a restart takes ~30-100 ms)
 _EVENTS_TIMER = "thespian_cluster.registry.events"  # ... and of AwaitName deadlines
 #: Seconds a RegistryDist may take to answer a forwarded write: it answers within its
 #: own deadline (5 s), so past this (plus a heartbeat timeout for its node to be seen
@@ -190,9 +185,8 @@ class Registry(Actor):
         self._gathers: list[_Gather] = []
         self._monitor: Any = None  # the NodeMonitor this Registry gets ClusterViews from
         self._timer_at: float | None = None
-        # A link to this node's RegistryDist (actors.peer_links), None without a cluster.
-        self._links: PeerLinks | None = None
-        self._flush_armed = False
+        # Forwards whose receiver died unread: (forward, dead address key, deadline).
+        self._redeliver: list[tuple[Forwarded, Any, float]] = []
         self._handlers: dict[type, Callable[[Any], Reply]] = {
             Register: self._register,
             Unregister: self._unregister,
@@ -208,16 +202,6 @@ class Registry(Actor):
         }
 
     # ---- receive ---------------------------------------------------------------------
-
-    def send(self, to: Any, message: Any) -> None:
-        """Forwards to this node's RegistryDist by a link when one is up, else Thespian."""
-        links = self._links
-        if links is not None and isinstance(message, FROM_REGISTRY) and links.send(to, message):
-            if links.backlog and not self._flush_armed:
-                self._flush_armed = True
-                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
-            return
-        Actor.send(self, to, message)
 
     def receiveMessage(self, message: Any, sender: ActorAddress) -> None:
         if type(message) is ConfigureRegistry:
@@ -239,11 +223,13 @@ class Registry(Actor):
                 self._homes_timer()
             elif message.payload == _EVENTS_TIMER:
                 self._events_tick()
-            elif message.payload == FLUSH:
-                self._flush_links()
+            elif message.payload == _REDELIVER_TIMER:
+                self._redeliver_due()
             else:
                 self._probe_batch()
         elif isinstance(message, DeadEnvelope):
+            if isinstance(message.deadMessage, Forwarded):
+                self._undelivered(message.deadMessage, message.deadAddress)
             # A dead letter can arrive seconds after the send failed; by then the kernel
             # may have given the dead actor's port to a new actor (a restarted child
             # that registered again). A port that accepts now is not dead.
@@ -327,9 +313,6 @@ class Registry(Actor):
                 remember=settings.liveness_probe_interval,
             )
             self._watch_view()
-            if settings.global_peer_links:
-                self._links = PeerLinks(None, self.myAddress, wire_codec())
-                self._link_to_dist()
         self.handleDeadLetters()
         self.wakeupAfter(settings.liveness_probe_interval)
         early, self._early = self._early, []
@@ -523,9 +506,6 @@ class Registry(Actor):
             )
         self._gathers.clear()
         self._parts.clear()
-        if self._links is not None:
-            self._links.close()
-            self._links = None
 
     def _on_view(self, view: ClusterView) -> None:
         if self.homes is not None:
@@ -537,24 +517,36 @@ class Registry(Actor):
             for address in settled:
                 self._resume(address)
 
-    def _link_to_dist(self) -> None:
-        """Learn where this node's RegistryDist takes links (again, once it restarted)."""
-        links = self._links
-        if links is None:
+    def _undelivered(self, forwarded: Forwarded, dead: Any) -> None:
+        """A request forwarded to an actor that died before it read it (this node's
+        RegistryDist restarting): to its successor once that is up, else answered
+        ``unavailable`` after :data:`_REDELIVER_WAIT`; never left for the client to
+        time out. (A part sent to another node's RegistryDist is answered at its
+        deadline, see _homes_timer.)"""
+        if forwarded.reply_to == self.myAddress:
             return
-        reader = self._front_door.reader
-        dist, port = reader.agent("registry_dist"), reader.agent(LINK_ROLE)
-        if isinstance(dist, ActorAddress) and type(port) is int:
-            links.learn(dist, port)
+        self._redeliver.append((forwarded, address_key(dead), time.monotonic() + _REDELIVER_WAIT))
+        self._redeliver_due()
 
-    def _flush_links(self) -> None:
-        self._flush_armed = False
-        links = self._links
-        if links is not None:
-            links.flush()
-            if links.backlog:
-                self._flush_armed = True
-                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
+    def _redeliver_due(self) -> None:
+        waiting, self._redeliver = self._redeliver, []
+        now = time.monotonic()
+        for forwarded, dead, deadline in waiting:
+            request = forwarded.request
+            role = ROUTES.get(type(request))
+            successor = None if role is None else self._front_door.reader.agent(role)
+            if successor is not None and address_key(successor) != dead:
+                logger.debug(
+                    "registry forwards a {} again, to {}", type(request).__name__, successor
+                )
+                self.send(successor, forwarded)
+            elif now >= deadline or role is None:
+                detail = f"this node's {role or 'cluster actor'} stopped before it read the request"
+                self.send(forwarded.reply_to, _error(request, ErrorCode.UNAVAILABLE, detail))
+            else:
+                self._redeliver.append((forwarded, dead, deadline))
+        if self._redeliver:
+            self.wakeupAfter(_REDELIVER_TICK, payload=_REDELIVER_TIMER)
 
     def _watch_view(self) -> None:
         """Subscribe to this node's NodeMonitor (again, when it restarted elsewhere)."""
@@ -832,8 +824,6 @@ class Registry(Actor):
                     self._forget(address, "liveness probe")
             if self.homes is not None:
                 self._watch_view()
-                self._link_to_dist()
-                self._flush_links()
         except Exception:  # logged, not hidden; the next round must still come
             logger.exception("registry liveness probe round failed")
         finally:

@@ -50,14 +50,7 @@ from thespian_cluster.actors.cluster_members import ConfigureComponent
 from thespian_cluster.actors.event_service import EVENT_REQUESTS, EventService, ObservedMirror
 from thespian_cluster.actors.liveness import refused
 from thespian_cluster.actors.node_monitor import Agents
-from thespian_cluster.actors.peer_links import (
-    FLUSH,
-    FLUSH_AFTER,
-    FROM_REGISTRY,
-    LINK_ROLE,
-    LINKED,
-    PeerLinks,
-)
+from thespian_cluster.actors.peer_links import FLUSH, FLUSH_AFTER, LINKED, PeerLinks
 from thespian_cluster.backends.loading import backend_config, scope_backend
 from thespian_cluster.backends.reads import READS
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, NoBackendConfig, ScopeHost
@@ -237,9 +230,7 @@ class RegistryDist(Actor, ScopeHost):
         restarted = TableReader(settings.node_dir).agent(_STARTED_ROLE) == identity.incarnation
         self._wake_pair = _socket_pair()
         if settings.global_peer_links:
-            self._links = PeerLinks(
-                settings.host, self.myAddress, wire_codec(), accepts=LINKED + FROM_REGISTRY
-            )
+            self._links = PeerLinks(settings.host, self.myAddress, wire_codec(), accepts=LINKED)
         self._mirror.declare(backend_class.feeds_node_table, settings.registry_backend)
         reader = TableReader(settings.node_dir)
         feeds = backend_class.feeds_node_table
@@ -262,8 +253,6 @@ class RegistryDist(Actor, ScopeHost):
             self.events.ready()
         publish_agent(settings.node_dir, _STARTED_ROLE, identity.incarnation)
         publish_agent(settings.node_dir, "registry_dist", self.myAddress)
-        if self._links is not None:
-            publish_agent(settings.node_dir, LINK_ROLE, self._links.port)
         self.wakeupAfter(self.backend.tick_interval)
 
     @property
@@ -311,7 +300,10 @@ class RegistryDist(Actor, ScopeHost):
         deferred = self._defer(checked, to)
         try:
             if isinstance(checked, GetGlobalStatus):
-                deferred.resolve(backend.status(checked.request_id))
+                status = backend.status(checked.request_id)
+                if self._links is not None:
+                    status = status.model_copy(update={"peer_links": self._links.stats()})
+                deferred.resolve(status)
             elif isinstance(checked, READS):
                 backend.read(checked, deferred)
             else:
