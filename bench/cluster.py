@@ -73,7 +73,13 @@ def run(ctx: Context) -> list[Figure]:
         owners = {n.name: n.client().createActor(BenchWorker) for n in (a, b, c)}
         figures.append(_bulk(cluster, [a, b, c], owners, sizes["bulk"]))
         ctx.step("bulk global registration")
-        figures += _asks(b, owners["b"], sizes["asks"])
+        with LocalCluster(ctx.node_dir("cluster-no-links"), log_level="WARNING") as plain:
+            pa = plain.start("a", global_peer_links=False)
+            pb = plain.start("b", leader=pa, global_peer_links=False)
+            plain.start("c", leader=pa, global_peer_links=False)
+            plain.wait_formed(["a", "b", "c"], timeout=30)
+            no_links = (pb, pb.client().createActor(BenchWorker))
+            figures += _asks(b, owners["b"], (a, owners["a"]), no_links, sizes["asks"])
         ctx.step("global vs local asks")
         figures.append(_lag(b, c, owners["b"], sizes["lag"]))
         ctx.step("replication lag")
@@ -130,12 +136,28 @@ def _bulk(
 # ---- asks ----------------------------------------------------------------------------------
 
 
-def _asks(node: ClusterNode, owner: Any, count: int) -> list[Figure]:
+def _asks(
+    node: ClusterNode,
+    owner: Any,
+    sequencer: tuple[ClusterNode, Any],
+    no_links: tuple[ClusterNode, Any],
+    count: int,
+) -> list[Figure]:
     """Global and local Register / Whereis from a node that does not sequence, in
-    alternating blocks so drift hits both alike."""
+    alternating blocks so drift hits both alike; with them, a global Register on the
+    sequencing node and on a node of a second cluster whose peer links are off."""
     node.ask(Register(name="ask-known", address=owner, scope="global"))
     node.ask(Register(name="ask-known", address=owner))
+    on_sequencer, sequencer_owner = sequencer
+    plain, plain_owner = no_links
     kinds: dict[str, Callable[[int], bool]] = {
+        "register_global_sequencer": lambda i: isinstance(
+            on_sequencer.ask(Register(name=f"as-{i}", address=sequencer_owner, scope="global")),
+            Registered,
+        ),
+        "register_global_no_links": lambda i: isinstance(
+            plain.ask(Register(name=f"an-{i}", address=plain_owner, scope="global")), Registered
+        ),
         "register_local": lambda i: isinstance(
             node.ask(Register(name=f"al-{i}", address=owner)), Registered
         ),
@@ -162,6 +184,19 @@ def _asks(node: ClusterNode, owner: Any, count: int) -> list[Figure]:
             "Register, global, via ask() on a node that does not sequence",
             "rt/s",
             [rates["register_global"]],
+        ),
+        Figure(
+            "cluster.register_global_ask_sequencer",
+            "Register, global, via ask() on the sequencing node",
+            "rt/s",
+            [rates["register_global_sequencer"]],
+        ),
+        Figure(
+            "cluster.register_global_ask_no_links",
+            "Register, global, as above, a second cluster with peer links off",
+            "rt/s",
+            [rates["register_global_no_links"]],
+            note="global_peer_links = false: RegistryDists talk by Thespian only",
         ),
         Figure(
             "cluster.register_local_ask",
