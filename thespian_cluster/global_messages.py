@@ -102,9 +102,11 @@ class NewerTerm(WireMessage):
 @dataclass(frozen=True, slots=True)
 class LinkOffer(WireMessage):
     """RegistryDist -> a peer RegistryDist, by Thespian: dial ``port`` on my host for a
-    direct link (:mod:`thespian_cluster.actors.peer_links`)."""
+    direct link (:mod:`thespian_cluster.actors.peer_links`). An offer that is not an
+    ``answer`` is answered with the receiver's own."""
 
     port: int
+    answer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

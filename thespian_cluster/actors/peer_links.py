@@ -13,9 +13,8 @@ How a link works:
 
 * every RegistryDist listens on an ephemeral port of its node's host and tells each
   peer RegistryDist it sees in the view, by Thespian
-  (:class:`~thespian_cluster.global_messages.LinkOffer`). A peer whose offer arrives
-  from an address it has not offered to offers back, so a restarted RegistryDist
-  learns every port again;
+  (:class:`~thespian_cluster.global_messages.LinkOffer`), and answers every offer
+  with its own, so a restarted RegistryDist learns every port again;
 * a link is **one way**: the sender dials the receiver's port (non-blocking) and
   starts with a :class:`~thespian_cluster.global_messages.LinkHello` naming its own
   Thespian address, which the receiver then hands to the backend as the sender of

@@ -376,10 +376,9 @@ class RegistryDist(Actor, ScopeHost):
             logger.warning("registry dist ignored a link offer of port {!r}", port)
             return
         links.learn(sender, port)
-        key = address_key(sender)
-        if key not in self._peer_dists:  # a peer that (re)started: it needs my port too
-            self._peer_dists[key] = sender
-            self.send(sender, LinkOffer(port=links.port))
+        if offer.answer is not True:  # the peer just met me (or restarted): my port too
+            self._peer_dists.setdefault(address_key(sender), sender)
+            self.send(sender, LinkOffer(port=links.port, answer=True))
 
     def _on_ready(self, backend: GlobalBackend, ready: WatchMessage) -> None:
         fds = list(getattr(ready, "ready", ()) or ())
