@@ -61,6 +61,7 @@ from thespian_cluster.core.replica import (
     OwnedState,
     Replica,
     Snapshot,
+    SnapshotChunk,
     SnapshotRequest,
     Term,
     Write,
@@ -231,6 +232,8 @@ class SequencedBackend(GlobalBackend):
             self._on_decisions(message.decisions)
         elif isinstance(message, Writes):
             self._on_writes(message.writes, sender)
+        elif isinstance(message, SnapshotChunk):
+            self._on_chunk(message)
         elif isinstance(message, Snapshot):
             self._install(message)
         elif isinstance(message, SnapshotRequest):
@@ -426,7 +429,8 @@ class SequencedBackend(GlobalBackend):
         if joins_without_merge(sequencer, state):
             address = self.peers.get(state.node)
             if address is not None:
-                self.host.send(address, sequencer.snapshot())
+                for chunk in sequencer.stream():
+                    self.host.send(address, chunk)
             self._release_held()  # the claims held for this answer, if it was the last
             return
         logger.info("registry dist: {} arrived owning names; taking over", state.node.name)
@@ -495,9 +499,11 @@ class SequencedBackend(GlobalBackend):
             sequencer.term.epoch,
             len(snapshot.entries),
         )
+        chunks = sequencer.stream(snapshot)  # one transfer, the same chunks for everyone
         for node, address in self.peers.items():
             if node != self.me:
-                self.host.send(address, snapshot)
+                for chunk in chunks:
+                    self.host.send(address, chunk)
         self._install(snapshot)
         self._tell_losers(conflicts)
 
@@ -683,9 +689,9 @@ class SequencedBackend(GlobalBackend):
 
     def _serve_snapshot(self, request: SnapshotRequest, sender: Any) -> None:
         if self.sequencer is not None and isinstance(request, SnapshotRequest):
-            snapshot = self.sequencer.serve(request)
-            if snapshot is not None:
-                self.host.send(sender, snapshot)
+            # Streamed: the replica builds its table as the chunks come.
+            for chunk in self.sequencer.serve_chunks(request):
+                self.host.send(sender, chunk)
 
     # ---- the replica -------------------------------------------------------------------
 
@@ -701,7 +707,21 @@ class SequencedBackend(GlobalBackend):
     def _install(self, snapshot: Snapshot) -> None:
         before = self._replica.term
         version = (before, self._replica.seq)
-        changes = self._replica.install(snapshot)
+        self._installed(version, self._replica.install(snapshot))
+
+    def _on_chunk(self, chunk: SnapshotChunk) -> None:
+        """One chunk of a streamed snapshot: built into the replica's next table; the
+        last one installs it (the replica re-validates every chunk)."""
+        before = self._replica.term
+        version = (before, self._replica.seq)
+        changes = self._replica.receive(chunk)
+        if changes.chunk_taken:
+            self._catch_up.progress(time.monotonic())  # the transfer is moving: wait on
+        self._installed(version, changes)
+
+    def _installed(self, version: tuple[Term, int], changes: Changes) -> None:
+        """After an install (or a chunk that may have completed one)."""
+        before = version[0]
         # The difference only: at 100,000 names a catch-up rewrites what changed, not
         # the whole mirror (a restart rewrites it whole, in start).
         self._changed(changes)

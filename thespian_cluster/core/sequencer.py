@@ -59,6 +59,7 @@ from dataclasses import dataclass
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.replica import (
     ALREADY_REGISTERED,
+    CHUNK_RECORDS,
     MINORITY,
     NODE_DOWN,
     NOT_MEMBER,
@@ -84,6 +85,7 @@ from thespian_cluster.core.replica import (
     Replica,
     SetMeta,
     Snapshot,
+    SnapshotChunk,
     SnapshotRequest,
     Term,
     Write,
@@ -91,6 +93,7 @@ from thespian_cluster.core.replica import (
     build_table,
     owned_by,
     owner_id,
+    snapshot_chunks,
 )
 from thespian_cluster.core.table import Entry, Member, NameKey
 
@@ -134,6 +137,8 @@ class Sequencer:
         self._batch: list[Effect] = []
         # Effects are applied to the sequencer's own table too; it needs no report.
         self._scratch = Changes()
+        self._transfers = 0  # snapshot transfers numbered: a replica keeps the newest
+        self.chunk_records = CHUNK_RECORDS
 
     @property
     def node(self) -> NodeId:
@@ -256,6 +261,17 @@ class Sequencer:
         if request.term == self.term and request.seq >= self.seq:
             return None
         return self.snapshot()
+
+    def stream(self, snapshot: Snapshot | None = None) -> list[SnapshotChunk]:
+        """``snapshot`` (by default the table now) as the chunks of a new transfer:
+        what goes on the wire instead of one message holding the whole table."""
+        self._transfers += 1
+        return snapshot_chunks(snapshot or self.snapshot(), self._transfers, self.chunk_records)
+
+    def serve_chunks(self, request: SnapshotRequest) -> list[SnapshotChunk]:
+        """:meth:`serve`, streamed: no chunks when the replica has everything."""
+        snapshot = self.serve(request)
+        return [] if snapshot is None else self.stream(snapshot)
 
 
 # ---- takeover and merge ------------------------------------------------------------------

@@ -142,6 +142,41 @@ class NameTable:
         finally:
             self._metas.memo = None
 
+    # ---- bulk loading (snapshots) ------------------------------------------------
+
+    def canonical_address(self, address: Any) -> Any:
+        """The table's one copy of ``address`` (kept once something holds it)."""
+        return self._intern(address, address_key(address))
+
+    def shared_meta(self, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The table's shared copy of ``meta`` (see :class:`_MetaPool`)."""
+        return self._metas.get(meta)
+
+    def load(self, entries: Iterable[Entry]) -> None:
+        """Store ``entries`` as they are, with no copy: a snapshot's, whose addresses
+        and metas came through :meth:`canonical_address` and :meth:`shared_meta`. A
+        key the table holds already goes through :meth:`register`'s rules."""
+        akeys: dict[int, AddressKey] = {}
+        names = self._names
+        for entry in entries:
+            address = entry.address
+            akey = akeys.get(id(address))
+            if akey is None:
+                akey = akeys[id(address)] = address_key(address)
+            if (entry.kind, entry.name) in names or self._canonical.get(akey) is not address:
+                self.register(
+                    entry.name,
+                    entry.kind,
+                    address,
+                    entry.node,
+                    entry.meta,
+                    incarnation=entry.incarnation,
+                    registered_at=entry.registered_at,
+                    version=entry.version,
+                )
+                continue
+            self._store(entry, akey)
+
     # ---- names -------------------------------------------------------------------
 
     def register(
@@ -190,6 +225,10 @@ class NameTable:
             self._release(entry.address)
             self.version += 1
         return entry
+
+    def by_key(self) -> Mapping[NameKey, Entry]:
+        """Every entry by its key: the table's own index (read it, never change it)."""
+        return self._names
 
     def whereis(self, name: Name, kind: str) -> Entry | None:
         return self._names.get((kind, name))

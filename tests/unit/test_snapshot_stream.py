@@ -1,0 +1,294 @@
+"""Streamed snapshots: the compact columns, and a replica building its table chunk by chunk.
+
+A snapshot travels as the chunks of one transfer (``core/replica.py``
+:class:`SnapshotChunk`), their records as columns (``core/columns.py``). The rules
+checked here: the columns give back exactly the records packed, pickled or not; a
+malformed body installs nothing and changes nothing; a replica installs only once it
+holds every chunk of one transfer, in whatever order and however often they came, and
+keeps its old table, term and seq until then; a chunk of an older transfer, of a
+snapshot the replica may not install, or below the fence is dropped; a newer transfer
+starts over.
+"""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import replace
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from thespian.actors import ActorAddress
+from thespian.system.transport.IPBase import TCPv4ActorAddress
+
+from thespian_cluster.core.columns import Columns, pack, problem, unpack
+from thespian_cluster.core.replica import (
+    Claim,
+    Collect,
+    JoinGroup,
+    NodeId,
+    Origin,
+    Replica,
+    SnapshotChunk,
+    Term,
+    snapshot_chunks,
+    table_state,
+)
+from thespian_cluster.core.sequencer import Sequencer
+from thespian_cluster.core.snapshot_pacer import SnapshotPacer
+from thespian_cluster.core.table import Entry, Member
+
+A, B, C = NodeId("a", "1"), NodeId("b", "1"), NodeId("c", "1")
+TERM = Term(1, A, 7)
+
+
+def _address(port: int) -> ActorAddress:
+    return ActorAddress(TCPv4ActorAddress("127.0.0.1", port, external=True))
+
+
+ADDRESSES = [_address(40000 + i) for i in range(4)]
+names = st.one_of(st.text(max_size=8), st.tuples(st.text(max_size=3), st.text(max_size=3)))
+metas = st.sampled_from([{}, {"capabilities": ["tools"]}, {"v": 2}, {"url": "x"}])
+owners = st.sampled_from([("a", "1"), ("b", "2"), ("c", "3")])
+entries = st.builds(
+    lambda name, kind, port, owner, meta, stamp, epoch, seq: Entry(
+        name, kind, ADDRESSES[port], owner[0], meta, stamp, owner[1], (epoch, seq)
+    ),
+    names,
+    st.sampled_from(["server", "transport", "custom"]),
+    st.integers(0, 3),
+    owners,
+    metas,
+    st.floats(0, 2e9),
+    st.integers(0, 5),
+    st.integers(0, 10**6),
+)
+members = st.builds(
+    lambda group, port, owner, meta: Member(group, ADDRESSES[port], owner[0], meta, owner[1]),
+    st.sampled_from(["g1", "g2", "g3"]),
+    st.integers(0, 3),
+    owners,
+    metas,
+)
+
+
+@settings(max_examples=200)
+@given(st.lists(entries, max_size=30), st.lists(members, max_size=10))
+def test_columns_give_back_the_records_packed_through_pickle(
+    records: list[Entry], joined: list[Member]
+) -> None:
+    columns = pickle.loads(pickle.dumps(pack(records, joined), pickle.HIGHEST_PROTOCOL))
+    assert problem(columns) is None
+    assert unpack(columns) == (records, joined)
+
+
+def test_shared_values_are_listed_once_and_interned_through_the_table() -> None:
+    meta = {"capabilities": ["tools"]}
+    records = [
+        Entry(f"n{i}", "server", ADDRESSES[0], "b", meta, 1.0, "2", (1, i)) for i in range(50)
+    ]
+    columns = pickle.loads(pickle.dumps(pack(records)))
+    assert len(columns.addresses) == len(columns.owners) == len(columns.metas) == 1
+    seen: list[object] = []
+    got, _ = unpack(columns, lambda a: seen.append(a) or ADDRESSES[0], lambda m: meta)
+    assert len(seen) == 1  # once per distinct address, not per record
+    assert all(e.address is ADDRESSES[0] and e.meta is meta for e in got)
+
+
+def _good() -> Columns:
+    return pack(
+        [Entry("x", "server", ADDRESSES[0], "b", {}, 1.0, "2", (1, 1))],
+        [Member("g", ADDRESSES[1], "b", {}, "2")],
+    )
+
+
+@pytest.mark.parametrize(
+    "broken",
+    [
+        {"address_of": (2,)},  # out of the table
+        {"address_of": (-1,)},
+        {"owner_of": (0, 0)},  # one index too many
+        {"kind_of": ("0",)},
+        {"names": (3,)},
+        {"names": (("t", 1),)},
+        {"owners": (("b",),)},
+        {"owners": (("b", 2),)},
+        {"metas": ([],)},
+        {"metas": ({1: 2},)},
+        {"kinds": (None,)},
+        {"stamps": ("1",)},
+        {"epochs": (1.5,)},
+        {"seqs": ()},
+        {"groups": (1,)},
+        {"member_meta_of": (5,)},
+        {"addresses": [ADDRESSES[0], ADDRESSES[1]]},  # not a tuple
+    ],
+)
+def test_a_malformed_column_is_refused_and_installs_nothing(broken: dict) -> None:
+    columns = replace(_good(), **broken)
+    assert problem(columns) is not None
+    with pytest.raises(ValueError):
+        unpack(columns)
+    replica = Replica(C)
+    chunk = SnapshotChunk(TERM, 1, 1, 0, 1, columns)
+    changes = replica.receive(chunk)
+    assert not changes and not changes.chunk_taken
+    assert replica.term != TERM and not replica.names() and not replica.receiving
+
+
+def test_a_chunk_that_is_no_chunk_is_refused() -> None:
+    replica = Replica(C)
+    good = SnapshotChunk(TERM, 1, 1, 0, 1, _good())
+    for bad in (
+        replace(good, index=1),
+        replace(good, count=0),
+        replace(good, seq="1"),
+        replace(good, term=(1, A)),
+        replace(good, down=frozenset({"b"})),
+        replace(good, body=None),
+    ):
+        assert not replica.receive(bad).chunk_taken  # type: ignore[arg-type]
+    assert replica.receive(good).chunk_taken and replica.term == TERM
+
+
+def _sequencer(count: int = 23) -> Sequencer:
+    sequencer = Sequencer(TERM, clock=lambda: 1.0)  # equal claims are equal entries
+    origin = Origin(B)
+    for i in range(count):
+        address = ADDRESSES[i % 3]
+        sequencer.decide(origin.write(Claim("server", f"n{i}", address, {"i": i % 2}), TERM))
+        if i % 5 == 0:
+            sequencer.decide(origin.write(JoinGroup(f"g{i % 2}", address, {}), TERM))
+    sequencer.flush()
+    sequencer.chunk_records = 4
+    return sequencer
+
+
+@settings(max_examples=100)
+@given(st.randoms(use_true_random=False), st.integers(0, 3))
+def test_any_order_and_duplicates_install_the_sequencers_table_at_the_last_chunk(
+    rnd: object, duplicates: int
+) -> None:
+    sequencer = _sequencer()
+    chunks = sequencer.stream()
+    assert len(chunks) > 3
+    mail = chunks + [chunks[i % len(chunks)] for i in range(duplicates)]
+    rnd.shuffle(mail)  # type: ignore[attr-defined]
+    replica = Replica(C)
+    seen: set[int] = set()
+    for chunk in mail:
+        complete = seen | {chunk.index} == set(range(len(chunks)))
+        was_complete = seen == set(range(len(chunks)))
+        changes = replica.receive(chunk)
+        seen.add(chunk.index)
+        if not complete or was_complete:
+            # Nothing is installed before the last chunk, nor again after it.
+            assert replica.term == TERM if was_complete else replica.term != TERM
+            assert not changes
+    assert (replica.term, replica.seq) == (sequencer.term, sequencer.seq)
+    assert table_state(replica.table) == table_state(sequencer.table)
+    # The sequencer's order too (listings, a group's join order).
+    assert replica.names() == sequencer.table.names()
+    assert replica.table.explicit_members() == sequencer.table.explicit_members()
+    assert not replica.receiving
+
+
+def test_until_the_last_chunk_the_old_table_answers() -> None:
+    old = _sequencer(3)
+    replica = Replica(C)
+    for chunk in old.stream():
+        replica.receive(chunk)
+    sequencer = _sequencer(20)
+    sequencer.term = TERM  # the same term, further along
+    chunks = sequencer.stream()
+    for chunk in chunks[:-1]:
+        assert replica.receive(chunk).chunk_taken
+        assert replica.seq == old.seq and len(replica.names()) == 3 and replica.receiving
+    changes = replica.receive(chunks[-1])
+    assert replica.seq == sequencer.seq and len(replica.names()) == 20
+    assert {e.name for e in changes.registered} == {f"n{i}" for i in range(3, 20)}
+
+
+def test_a_newer_transfer_starts_over_and_an_older_ones_chunks_are_dropped() -> None:
+    sequencer = _sequencer()
+    first, second = sequencer.stream(), sequencer.stream()
+    replica = Replica(C)
+    replica.receive(first[0])
+    replica.receive(second[1])  # a newer transfer: the first one is dropped
+    for chunk in first:
+        assert not replica.receive(chunk).chunk_taken
+    assert replica.term != TERM
+    for chunk in second:
+        replica.receive(chunk)
+    assert replica.term == TERM
+    assert table_state(replica.table) == table_state(sequencer.table)
+
+
+def test_a_newer_snapshot_supersedes_the_one_under_way_and_an_older_one_is_dropped() -> None:
+    sequencer = _sequencer()
+    older = sequencer.stream()
+    sequencer.decide(Origin(C).write(Claim("server", "late", ADDRESSES[3], {}), TERM))
+    sequencer.flush()
+    newer = sequencer.stream()
+    replica = Replica(C)
+    replica.receive(newer[0])
+    assert not any(replica.receive(chunk).chunk_taken for chunk in older)
+    for chunk in newer[1:]:
+        replica.receive(chunk)
+    assert replica.seq == sequencer.seq and replica.whereis("late", "server") is not None
+
+
+def test_a_fence_raised_during_a_transfer_drops_it() -> None:
+    """A Collect of a newer term answered half-way: the older snapshot may never be
+    installed (the promise to the new sequencer), however many chunks still come."""
+    sequencer = _sequencer()
+    chunks = sequencer.stream()
+    replica = Replica(C)
+    replica.receive(chunks[0])
+    assert replica.owned_state(Collect(Term(2, B))).accepted
+    assert not replica.receiving  # its table freed
+    assert not any(replica.receive(chunk).chunk_taken for chunk in chunks)
+    assert replica.term != TERM and not replica.names()
+
+
+def test_a_snapshot_the_replica_already_has_is_dropped() -> None:
+    sequencer = _sequencer()
+    replica = Replica(C)
+    for chunk in sequencer.stream():
+        replica.receive(chunk)
+    assert not any(replica.receive(chunk).chunk_taken for chunk in sequencer.stream())
+
+
+def test_an_empty_table_is_one_chunk() -> None:
+    sequencer = Sequencer(TERM)
+    chunks = sequencer.stream()
+    assert len(chunks) == 1
+    replica = Replica(C)
+    replica.receive(chunks[0])
+    assert replica.term == TERM and not replica.names()
+
+
+def test_chunks_hold_at_most_chunk_records_records() -> None:
+    sequencer = _sequencer()
+    snapshot = sequencer.snapshot()
+    chunks = snapshot_chunks(snapshot, 1, 4)
+    assert all(len(c.body) <= 4 for c in chunks)
+    assert sum(len(c.body) for c in chunks) == len(snapshot.entries) + len(snapshot.members)
+    assert {c.count for c in chunks} == {len(chunks)}
+
+
+def test_chunks_keep_a_transfer_from_being_asked_again() -> None:
+    pacer = SnapshotPacer(first_wait=0.5)
+    pacer.lagging(0.0, True)
+    pacer.asked(0.0)
+    for now in (0.4, 0.8, 1.2, 1.6):  # a chunk every 0.4 s: a slow transfer, moving
+        pacer.progress(now)
+        assert not pacer.due(now + 0.45)
+    assert pacer.due(1.6 + 0.5)  # the chunks stopped: ask again
+
+
+def test_progress_without_a_request_changes_nothing() -> None:
+    pacer = SnapshotPacer(gap_wait=0.05)
+    pacer.lagging(0.0, True)
+    pacer.progress(0.01)
+    assert pacer.due(0.06)
