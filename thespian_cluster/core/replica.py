@@ -637,24 +637,30 @@ def _difference(old: NameTable, new: NameTable, changes: Changes, moved_reason: 
     hands while this replica was not following). One batch of steps: a snapshot's
     differences have no order among themselves.
     """
-    old_names, new_names = old.by_key(), new.by_key()
+    old_kinds, new_kinds = old.by_kind(), new.by_kind()
     old_members = {(m.group, address_key(m.address)): m for m in old.explicit_members()}
     new_members = {(m.group, address_key(m.address)): m for m in new.explicit_members()}
     steps: list[Step]
-    if not old_names and not old_members:
+    if not old_kinds and not old_members:
         # A joiner's first table: everything is new, for normal reasons, which is what
         # an update without steps says (MirrorUpdate.steps): no 100,000 steps to build.
-        changes.registered.extend(new_names.values())
+        changes.registered.extend(new.names())
         changes.joined.extend(new_members.values())
         return
-    gone = [e for k, e in old_names.items() if k not in new_names]
+    empty: Mapping[Name, Entry] = {}
+    gone = [
+        e
+        for kind, names in old_kinds.items()
+        for name, e in names.items()
+        if name not in new_kinds.get(kind, empty)
+    ]
     left = [(m.group, m.address) for k, m in old_members.items() if k not in new_members]
     changes.unregistered.extend(gone)
     changes.left.extend(left)
     steps = [("drop", e.key, why.PURGED) for e in gone]
     steps += [("leave", m, why.PURGED) for m in left]
-    for key, entry in new_names.items():
-        was = old_names.get(key)
+    for entry in new.names():
+        was = old_kinds.get(entry.kind, empty).get(entry.name)
         if was is entry or was == entry:
             continue
         reason = why.NORMAL
