@@ -74,6 +74,7 @@ groups = st.sampled_from(["g1", "g2"])
 metas = st.sampled_from([{}, {"capabilities": ["tools"]}, {"v": 2}])
 picks = st.integers(0, 10_000)
 CHUNK_RECORDS = 2  # records per snapshot chunk here
+LOG_OPS = 3  # effects the sequencer keeps for catching up from its log here
 
 
 def address(node: int, slot: int) -> FakeAddress:
@@ -211,7 +212,10 @@ class GlobalTableMachine(RuleBasedStateMachine):
         elif isinstance(message, SnapshotRequest) and sim.sequencer is not None:
             # Streamed, as RegistryDist sends it: chunks that may come in any order,
             # twice, or never (a lost one is asked for again by the retry timer).
-            for chunk in sim.sequencer.serve_chunks(message):
+            delta = sim.sequencer.catch_up(message)  # from the log, when it covers it
+            if delta is not None:
+                self._send(message.node, delta)
+            for chunk in [] if delta is not None else sim.sequencer.serve_chunks(message):
                 self._send(message.node, chunk)
         elif isinstance(message, tuple) and isinstance(message[1], Collect):
             # An arrival asked at the current term (SequencedBackend._ask_arrivals).
@@ -297,7 +301,8 @@ class GlobalTableMachine(RuleBasedStateMachine):
             seen = takeover.retry_epoch
         for sim in live:
             sim.sequencer = None  # fenced by the collection: the old one retires
-        sequencer, snapshot, conflicts = takeover.finish(clock=self._now)
+        # A short log: replicas catch up from it or, further behind, from a snapshot.
+        sequencer, snapshot, conflicts = takeover.finish(clock=self._now, log_ops=LOG_OPS)
         sequencer.chunk_records = CHUNK_RECORDS  # a few records a chunk: many chunks
         new.sequencer = sequencer
         for conflict in conflicts:

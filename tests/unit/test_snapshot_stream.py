@@ -7,7 +7,8 @@ malformed body installs nothing and changes nothing; a replica installs only onc
 holds every chunk of one transfer, in whatever order and however often they came, and
 keeps its old table, term and seq until then; a chunk of an older transfer, of a
 snapshot the replica may not install, or below the fence is dropped; a newer transfer
-starts over.
+starts over. A replica that missed only the last few effects of its term gets them from
+the sequencer's log instead (:meth:`Sequencer.catch_up`).
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from thespian_cluster.core.replica import (
     Origin,
     Replica,
     SnapshotChunk,
+    SnapshotRequest,
     Term,
     snapshot_chunks,
     table_state,
@@ -292,3 +294,37 @@ def test_progress_without_a_request_changes_nothing() -> None:
     pacer.lagging(0.0, True)
     pacer.progress(0.01)
     assert pacer.due(0.06)
+
+
+# ---- catching up from the sequencer's log ----------------------------------------------
+
+
+def test_a_replica_that_missed_a_few_effects_gets_them_from_the_log() -> None:
+    sequencer = _sequencer(5)
+    replica = Replica(C)
+    for chunk in sequencer.stream():
+        replica.receive(chunk)
+    at, origin = replica.seq, Origin(B)
+    for i in range(3):  # deltas the replica never gets
+        sequencer.decide(origin.write(Claim("server", f"m{i}", ADDRESSES[0], {}), TERM))
+    sequencer.flush()
+    request = replica.need_snapshot() or SnapshotRequest(C, A, replica.term, replica.seq)
+    delta = sequencer.catch_up(request)
+    assert delta is not None and (delta.first_seq, delta.last_seq) == (at + 1, sequencer.seq)
+    replica.apply(delta)
+    assert replica.seq == sequencer.seq
+    assert table_state(replica.table) == table_state(sequencer.table)
+
+
+def test_the_log_is_bounded_and_a_replica_behind_it_gets_the_table() -> None:
+    sequencer = Sequencer(TERM, clock=lambda: 1.0, log_ops=4)
+    origin = Origin(B)
+    for i in range(10):
+        sequencer.decide(origin.write(Claim("server", f"n{i}", ADDRESSES[0], {}), TERM))
+    assert sequencer.catch_up(SnapshotRequest(C, A, TERM, 5)) is None  # 6 is gone
+    delta = sequencer.catch_up(SnapshotRequest(C, A, TERM, 6))
+    assert delta is not None and [op.name for op in delta.ops] == ["n6", "n7", "n8", "n9"]
+    assert sequencer.catch_up(SnapshotRequest(C, A, TERM, 10)) is None  # has everything
+    # Another term's replica holds another table: only the table helps.
+    assert sequencer.catch_up(SnapshotRequest(C, A, Term(1, B), 8)) is None
+    assert sequencer.catch_up(SnapshotRequest(C, A, Term(0, A), 0)) is None

@@ -689,7 +689,14 @@ class SequencedBackend(GlobalBackend):
 
     def _serve_snapshot(self, request: SnapshotRequest, sender: Any) -> None:
         if self.sequencer is not None and isinstance(request, SnapshotRequest):
-            # Streamed: the replica builds its table as the chunks come.
+            if not (isinstance(request.term, Term) and type(request.seq) is int):
+                return  # a peer running other code
+            # A replica that missed a few effects gets them from the log; any other
+            # gets the table, streamed: it builds its table as the chunks come.
+            delta = self.sequencer.catch_up(request)
+            if delta is not None:
+                self.host.send(sender, delta)
+                return
             for chunk in self.sequencer.serve_chunks(request):
                 self.host.send(sender, chunk)
 

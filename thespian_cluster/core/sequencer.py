@@ -52,7 +52,9 @@ Rules
 
 from __future__ import annotations
 
+import itertools
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable
 from dataclasses import dataclass
 
@@ -110,6 +112,9 @@ class MergeConflict:
     winner: Entry
 
 
+#: Effects the sequencer keeps for replicas that missed a few (:meth:`Sequencer.catch_up`).
+LOG_OPS = 10_000
+
 #: The writes a losing side's sequencer refuses: claims, meta updates and joins.
 CLAIM_WRITES = (Claim, SetMeta, JoinGroup)
 
@@ -126,6 +131,7 @@ class Sequencer:
         down: Iterable[NodeId] = (),
         clock: Callable[[], float] = time.time,
         remember: int = 100_000,
+        log_ops: int = LOG_OPS,
     ) -> None:
         self.term = term
         self.down: set[NodeId] = set(down)
@@ -138,6 +144,9 @@ class Sequencer:
         # Effects are applied to the sequencer's own table too; it needs no report.
         self._scratch = Changes()
         self._transfers = 0  # snapshot transfers numbered: a replica keeps the newest
+        # The last effects of this term (seqs seq - len + 1 .. seq): a replica that
+        # missed only those catches up from them, not from the whole table.
+        self._log: deque[Effect] = deque(maxlen=log_ops)
         self.chunk_records = CHUNK_RECORDS
 
     @property
@@ -178,6 +187,7 @@ class Sequencer:
             if changed:
                 self.seq += 1
                 self._batch.append(effect)
+                self._log.append(effect)
             elif isinstance(effect, DropMember):
                 outcome = NOT_MEMBER
             self._scratch = Changes()
@@ -255,6 +265,22 @@ class Sequencer:
             tuple(self.table.explicit_members()),
             frozenset(self.down),
         )
+
+    def catch_up(self, request: SnapshotRequest) -> Delta | None:
+        """The delta that brings a replica of this term from ``request.seq`` to now, if
+        the log still holds every effect it lacks (None: send the table instead).
+
+        Exact for the same reason deltas are: the replica holds the table of
+        ``(term, request.seq)``, and applying ``request.seq + 1 .. seq`` gives the
+        sequencer's (a replica that has moved on since ignores what it applied).
+        """
+        if request.term != self.term or request.seq >= self.seq or request.seq < 0:
+            return None
+        first = self.seq - len(self._log) + 1  # the oldest seq the log holds
+        if request.seq + 1 < first:
+            return None
+        ops = tuple(itertools.islice(self._log, request.seq + 1 - first, None))
+        return Delta(self.term, request.seq + 1, ops)
 
     def serve(self, request: SnapshotRequest) -> Snapshot | None:
         """Answer a replica's request, unless it already has everything."""
@@ -403,6 +429,7 @@ class Takeover:
         *,
         clock: Callable[[], float] = time.time,
         remember: int = 100_000,
+        log_ops: int = LOG_OPS,
     ) -> tuple[Sequencer, Snapshot, tuple[MergeConflict, ...]]:
         """The new sequencer, the snapshot to broadcast (to every node, this one too),
         and the conflicts to report to their losers."""
@@ -416,6 +443,7 @@ class Takeover:
             down=merged.down | self._dropped,
             clock=clock,
             remember=remember,
+            log_ops=log_ops,
         )
         return sequencer, sequencer.snapshot(), merged.conflicts
 
