@@ -22,11 +22,14 @@ from hypothesis import strategies as st
 from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
+from thespian_cluster.core.addresses import address_key
 from thespian_cluster.core.columns import Columns, pack, problem, unpack
 from thespian_cluster.core.replica import (
     Claim,
     Collect,
+    EarlyMirror,
     JoinGroup,
+    MirrorUpdate,
     NodeId,
     Origin,
     Replica,
@@ -328,3 +331,105 @@ def test_the_log_is_bounded_and_a_replica_behind_it_gets_the_table() -> None:
     # Another term's replica holds another table: only the table helps.
     assert sequencer.catch_up(SnapshotRequest(C, A, Term(1, B), 8)) is None
     assert sequencer.catch_up(SnapshotRequest(C, A, Term(0, A), 0)) is None
+
+
+# ---- a joiner's mirror, filled as the chunks come (EarlyMirror) ------------------------
+
+
+class _Mirror:
+    """The mirror as RegistryDist keeps it: an update, or (None) a rewrite from the replica."""
+
+    def __init__(self) -> None:
+        self.names: dict[object, Entry] = {}
+        self.members: dict[object, Member] = {}
+
+    def write(self, update: MirrorUpdate | None, replica: Replica) -> None:
+        if update is None:
+            self.names, self.members = table_state(replica.table)
+            return
+        for key in update.dropped_names:
+            self.names.pop(key, None)
+        for entry in update.entries:
+            self.names[entry.key] = entry
+        for group, where in update.dropped_members:
+            self.members.pop((group, address_key(where)), None)
+        for member in update.members:
+            self.members[(member.group, address_key(member.address))] = member
+
+    def is_replica(self, replica: Replica) -> bool:
+        return (self.names, self.members) == table_state(replica.table)
+
+
+@settings(max_examples=200)
+@given(
+    st.randoms(use_true_random=False),
+    st.integers(0, 4),
+    st.booleans(),
+    st.sampled_from(["none", "fence", "lost", "snapshot"]),
+)
+def test_a_joiners_mirror_is_its_replica_after_every_install(
+    rnd: object, duplicates: int, two_transfers: bool, meanwhile: str
+) -> None:
+    """Chunks of one or two transfers (of two versions), in any order and repeated,
+    perhaps with something else happening to the replica half-way: after every install
+    the mirror equals the replica, and until then it holds only entries of the
+    snapshots sent (never a name nobody had)."""
+    sequencer = _sequencer(12)
+    mail = list(sequencer.stream())
+    sent = {e.key: [e] for e in sequencer.table.names()}
+    if two_transfers:
+        sequencer.decide(Origin(B).write(Claim("server", "n1", ADDRESSES[0], {"x": 1}), TERM))
+        sequencer.decide(Origin(C).write(Claim("server", "late", ADDRESSES[3], {}), TERM))
+        sequencer.flush()
+        for e in sequencer.table.names():
+            sent.setdefault(e.key, []).append(e)
+        mail += sequencer.stream()
+    mail += [mail[i % len(mail)] for i in range(duplicates)]
+    rnd.shuffle(mail)  # type: ignore[attr-defined]
+    replica, mirror, early = Replica(C), _Mirror(), EarlyMirror()
+    for step, chunk in enumerate(mail):
+        if step == len(mail) // 2 and meanwhile != "none":
+            if meanwhile == "fence":
+                replica.owned_state(Collect(Term(2, B)))
+            elif meanwhile == "lost":  # a chunk that never comes
+                continue
+            else:  # a whole snapshot of another term installed here
+                other = Sequencer(Term(1, B, 1), clock=lambda: 1.0)
+                other.decide(Origin(B).write(Claim("server", "own", ADDRESSES[1], {}), other.term))
+                changes = replica.install(other.snapshot())
+                mirror.write(
+                    early.other(replica.table, changes) if changes else MirrorUpdate(), replica
+                )
+                assert mirror.is_replica(replica)
+        version = (replica.term, replica.seq)
+        was_empty = replica.empty_before(chunk.term)
+        changes = replica.receive(chunk)
+        installed = (replica.term, replica.seq) != version
+        mirror.write(early.chunk(replica.table, changes, was_empty, installed), replica)
+        if installed:
+            assert mirror.is_replica(replica)
+        else:
+            held = table_state(replica.table)[0]
+            assert all(e in sent.get(k, []) or held.get(k) == e for k, e in mirror.names.items())
+    if replica.term == TERM:
+        assert mirror.is_replica(replica)
+
+
+def test_a_joiners_mirror_fills_chunk_by_chunk_and_the_last_writes_only_its_own() -> None:
+    sequencer = _sequencer(12)
+    chunks = sequencer.stream()
+    replica, mirror, early = Replica(C), _Mirror(), EarlyMirror()
+    for count, chunk in enumerate(chunks[:-1], start=1):
+        was_empty = replica.empty_before(chunk.term)
+        changes = replica.receive(chunk)
+        update = early.chunk(replica.table, changes, was_empty, False)
+        assert update is not None and len(update.entries) == min(4, 12 - 4 * (count - 1))
+        mirror.write(update, replica)
+        assert not replica.names() and replica.term != TERM  # nothing installed yet
+    was_empty = replica.empty_before(chunks[-1].term)
+    changes = replica.receive(chunks[-1])
+    update = early.chunk(replica.table, changes, was_empty, True)
+    assert update is not None and not update.dropped_names
+    assert len(update.entries) < len(replica.names())  # the earlier chunks are not written again
+    mirror.write(update, replica)
+    assert mirror.is_replica(replica)

@@ -56,6 +56,8 @@ from thespian_cluster.core.replica import (
     Collect,
     Decision,
     Delta,
+    EarlyMirror,
+    MirrorUpdate,
     NodeId,
     Origin,
     OwnedState,
@@ -65,7 +67,6 @@ from thespian_cluster.core.replica import (
     SnapshotRequest,
     Term,
     Write,
-    mirror_update,
 )
 from thespian_cluster.core.sequencer import (
     CLAIM_WRITES,
@@ -194,6 +195,7 @@ class SequencedBackend(GlobalBackend):
         self._next_retry = 0.0
         self._next_heartbeat = 0.0
         self._catch_up = SnapshotPacer(gap_wait=GAP_WAIT, first_wait=SNAPSHOT_WAIT)
+        self._early = EarlyMirror()  # a joiner's mirror, filled as its table streams in
         self._caught_up = False  # told the host the mirror holds a real term's table
         self._takeover_since = 0.0
         self._joining: dict[NodeId, float] = {}  # arrived, asked Collect at our term: since
@@ -712,26 +714,28 @@ class SequencedBackend(GlobalBackend):
         self._answer_completed()
 
     def _install(self, snapshot: Snapshot) -> None:
-        before = self._replica.term
-        version = (before, self._replica.seq)
-        self._installed(version, self._replica.install(snapshot))
+        version = (self._replica.term, self._replica.seq)
+        # The difference only: at 100,000 names a catch-up rewrites what changed, not
+        # the whole mirror (a restart rewrites it whole, in start).
+        self._changed(self._replica.install(snapshot))
+        self._installed(version)
 
     def _on_chunk(self, chunk: SnapshotChunk) -> None:
         """One chunk of a streamed snapshot: built into the replica's next table; the
-        last one installs it (the replica re-validates every chunk)."""
-        before = self._replica.term
-        version = (before, self._replica.seq)
+        last one installs it (the replica re-validates every chunk). A joiner's mirror
+        takes each chunk's entries as they come (:class:`EarlyMirror`)."""
+        version = (self._replica.term, self._replica.seq)
+        was_empty = self._replica.empty_before(chunk.term)
         changes = self._replica.receive(chunk)
         if changes.chunk_taken:
             self._catch_up.progress(time.monotonic())  # the transfer is moving: wait on
-        self._installed(version, changes)
+        installed = (self._replica.term, self._replica.seq) != version
+        self._write_mirror(self._early.chunk(self._replica.table, changes, was_empty, installed))
+        self._installed(version)
 
-    def _installed(self, version: tuple[Term, int], changes: Changes) -> None:
-        """After an install (or a chunk that may have completed one)."""
+    def _installed(self, version: tuple[Term, int]) -> None:
+        """After an install, or a chunk that may have completed one."""
         before = version[0]
-        # The difference only: at 100,000 names a catch-up rewrites what changed, not
-        # the whole mirror (a restart rewrites it whole, in start).
-        self._changed(changes)
         now = time.monotonic()
         if (self._replica.term, self._replica.seq) != version:
             self._catch_up.installed(now)  # an ignored one (stale, fenced) answers nothing
@@ -757,13 +761,20 @@ class SequencedBackend(GlobalBackend):
     def _changed(self, changes: Changes) -> None:
         """Bring the node table's mirror to the replica's end state of every key that
         ``changes`` touched, so that it equals the replica after every apply."""
-        if not changes:
-            return
+        if changes:
+            self._write_mirror(self._early.other(self._replica.table, changes))
+
+    def _write_mirror(self, update: MirrorUpdate | None) -> None:
+        """Write ``update`` into the mirror; None, or a failed commit: rewrite it whole
+        from the replica."""
         try:
-            self._mirror.write_update(mirror_update(self._replica.table, changes))
+            if update is not None:
+                if update:
+                    self._mirror.write_update(update)
+                return
         except Exception:  # a failed commit left the mirror behind: make it whole again
             logger.exception("registry dist could not update the mirror; rewriting it whole")
-            self._mirror.replace(self._replica.names(), self._all_members())
+        self._mirror.replace(self._replica.names(), self._all_members())
 
     # ---- timers ------------------------------------------------------------------------
 

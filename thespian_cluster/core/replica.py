@@ -385,14 +385,19 @@ class _Assembly:
     loaded: int = 0  # chunks 0 .. loaded - 1 are in the table
     members: list[Member] = field(default_factory=list)
 
-    def load(self, index: int, entries: list[Entry], members: list[Member]) -> None:
+    def load(self, index: int, entries: list[Entry], members: list[Member]) -> list[Entry]:
+        """Take chunk ``index``; the entries it let into the table (its own and those
+        of the chunks after it that were waiting for it)."""
         self.received.add(index)
         self.waiting[index] = (entries, members)
+        staged: list[Entry] = []
         while self.loaded in self.waiting:
             entries, members = self.waiting.pop(self.loaded)
             self.table.load(entries)
+            staged.extend(entries)
             self.members.extend(members)  # joined at the end, after every name
             self.loaded += 1
+        return staged
 
 
 @dataclass(frozen=True, slots=True)
@@ -446,6 +451,13 @@ class Changes:
     need_snapshot: SnapshotRequest | None = None
     #: A snapshot chunk was taken (progress of a transfer, installed or not yet).
     chunk_taken: bool = False
+    #: The entries that chunk (and any waiting behind it) let into the table being
+    #: assembled for transfer ``staged_from``; ``staged_first``: the first of them.
+    #: A replica whose own table is empty may mirror them at once (the backend does:
+    #: a joiner's mirror fills as the chunks come, not all at the end).
+    staged: list[Entry] = field(default_factory=list)
+    staged_from: tuple[Term, int, int] | None = None
+    staged_first: bool = False
     #: Every effect that changed the table, in the order it was applied, with why
     #: (:mod:`thespian_cluster.core.reasons`): what name events are made of.
     steps: list[Step] = field(default_factory=list)
@@ -523,6 +535,57 @@ def mirror_update(table: NameTable, changes: Changes) -> MirrorUpdate:
         tuple(entries), tuple(dropped_names), tuple(members), tuple(dropped_members),
         tuple(changes.steps),
     )  # fmt: skip
+
+
+class EarlyMirror:
+    """What the node table's mirror gets while a joiner's table streams in.
+
+    A replica whose installed table is empty (a node that just joined) has nothing a
+    chunk could contradict, so the chunk's entries go into the mirror as they come:
+    one commit per chunk instead of 100,000 puts after the last one (~0.4 s), and
+    ``lookup()`` finds names before the node is caught up (``caught_up`` still waits
+    for the last chunk: the replica's term, seq and table are the old ones until then).
+    At the last chunk only its own entries and the members are left to write.
+
+    Whenever the mirror may hold entries that the table to come lacks (a newer
+    transfer started over, or anything else changed the replica meanwhile), the answer
+    is ``None``: rewrite the mirror whole from the replica. Otherwise the mirror equals
+    the replica plus the staged entries of one transfer, and equals the replica after
+    every install.
+    """
+
+    def __init__(self) -> None:
+        self.transfer: tuple[Term, int, int] | None = None  # its staged entries are mirrored
+        self.extra = False  # another transfer's staged entries are mirrored too
+
+    def chunk(
+        self, table: NameTable, changes: Changes, was_empty: bool, installed: bool
+    ) -> MirrorUpdate | None:
+        """The update after a chunk (``was_empty``: the replica's table before it;
+        ``installed``: it completed a transfer), or None: rewrite the mirror whole."""
+        key = changes.staged_from
+        if not installed:
+            if changes.staged and was_empty and (changes.staged_first or self.transfer == key):
+                if self.transfer is not None and self.transfer != key:
+                    self.extra = True
+                self.transfer = key
+                return MirrorUpdate(tuple(changes.staged))
+            return MirrorUpdate()
+        if self.transfer is None:
+            return mirror_update(table, changes)
+        early, extra = self.transfer, self.extra
+        self.transfer, self.extra = None, False
+        if early == key and not extra and was_empty:
+            # Every entry but this chunk's is mirrored already, and nothing else was.
+            return MirrorUpdate(tuple(changes.staged), members=tuple(table.explicit_members()))
+        return None
+
+    def other(self, table: NameTable, changes: Changes) -> MirrorUpdate | None:
+        """The update after any other apply or install (None: rewrite whole)."""
+        if self.transfer is not None:
+            self.transfer, self.extra = None, False
+            return None
+        return mirror_update(table, changes)
 
 
 # ---- applying effects -----------------------------------------------------------------
@@ -827,7 +890,10 @@ class Replica:
             return changes
         if fresh:
             self._assembly = assembly
-        assembly.load(chunk.index, entries, members)
+        first = assembly.loaded == 0
+        changes.staged = assembly.load(chunk.index, entries, members)
+        changes.staged_from = assembly.key
+        changes.staged_first = first and bool(assembly.loaded)
         changes.chunk_taken = True
         if len(assembly.received) < assembly.count:
             return changes
@@ -843,7 +909,15 @@ class Replica:
         term, seq, _ = assembly.key
         installed = self._adopt(table, term, seq, assembly.down)
         installed.chunk_taken = True
+        installed.staged, installed.staged_from = changes.staged, changes.staged_from
+        installed.staged_first = changes.staged_first
         return installed
+
+    def empty_before(self, term: Term) -> bool:
+        """Is the installed table empty and of another term than ``term`` (a joiner's,
+        before its first table)? Then a snapshot of ``term`` replaces nothing, and no
+        delta of ``term`` is applied or buffered until it is installed."""
+        return term != self.term and not self.table.by_kind() and not self.table.explicit_members()
 
     @property
     def receiving(self) -> bool:
