@@ -54,6 +54,7 @@ from thespian_cluster.core.limits import (
     NAME_PREFIX,
     member_key,
     name_key,
+    name_key_body,
 )
 from thespian_cluster.core.replica import MirrorUpdate
 from thespian_cluster.core.table import Entry, Member, Name, Removal
@@ -203,7 +204,8 @@ _member_key = member_key
 
 
 def _global_name_key(kind: str, name: Name) -> bytes:
-    return _GLOBAL_NAME_PREFIX + name_key(kind, name)[len(_NAME_PREFIX) :]
+    # name_key's encoding under the global prefix (the same length: the same limits)
+    return _GLOBAL_NAME_PREFIX + name_key_body(kind, name)
 
 
 def _global_member_key(group: str, address: Any) -> bytes:

@@ -39,7 +39,7 @@ from thespian_cluster.core.replica import (
     snapshot_chunks,
     table_state,
 )
-from thespian_cluster.core.sequencer import Sequencer
+from thespian_cluster.core.sequencer import Sequencer, Streams
 from thespian_cluster.core.snapshot_pacer import SnapshotPacer
 from thespian_cluster.core.table import Entry, Member
 
@@ -433,3 +433,43 @@ def test_a_joiners_mirror_fills_chunk_by_chunk_and_the_last_writes_only_its_own(
     assert len(update.entries) < len(replica.names())  # the earlier chunks are not written again
     mirror.write(update, replica)
     assert mirror.is_replica(replica)
+
+
+# ---- the sequencer's transfers under way (Streams) -------------------------------------
+
+
+def test_streams_send_every_chunk_of_a_transfer_and_take_turns() -> None:
+    sequencer = _sequencer()
+    streams = Streams()
+    streams.start({B: "b"}, sequencer.stream_lazily(), TERM)
+    streams.start({C: "c"}, sequencer.stream_lazily(), TERM)
+    sent: list[tuple[list[object], SnapshotChunk]] = []
+    while (step := streams.next(TERM)) is not None:
+        sent.append(step)
+    count = sent[0][1].count
+    assert [to for to, _ in sent] == [["b"], ["c"]] * count  # in turns
+    assert [c.index for to, c in sent if to == ["b"]] == list(range(count))
+    assert not streams
+
+
+def test_a_new_transfer_to_a_node_replaces_its_older_one() -> None:
+    sequencer = _sequencer()
+    streams = Streams()
+    streams.start({B: "b", C: "c"}, sequencer.stream_lazily(), TERM)  # a takeover's, to both
+    _, first = streams.next(TERM) or ([], None)
+    streams.start({B: "b"}, sequencer.stream_lazily(), TERM)  # b asked again
+    seen: dict[int, list[object]] = {}
+    while (step := streams.next(TERM)) is not None:
+        to, chunk = step
+        seen.setdefault(chunk.transfer, []).extend(to)
+    assert first is not None
+    assert set(seen[first.transfer]) == {"c"}  # b gets only its newer transfer now
+    assert set(seen[first.transfer + 1]) == {"b"}
+
+
+def test_a_transfer_of_a_term_no_longer_sequenced_is_dropped() -> None:
+    sequencer = _sequencer()
+    streams = Streams()
+    streams.start({B: "b"}, sequencer.stream_lazily(), TERM)
+    assert streams.next(TERM) is not None
+    assert streams.next(Term(2, B)) is None and not streams

@@ -41,6 +41,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -74,6 +75,7 @@ from thespian_cluster.core.sequencer import (
     MergeResolver,
     Resolver,
     Sequencer,
+    Streams,
     Takeover,
     custom_resolver,
     default_resolver,
@@ -123,6 +125,12 @@ GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
 # round trip is measured: a lost one is rare (a peer restarting), a slow one is not
 # (100,000 names take seconds), and each repeat is answered with the whole table.
 SNAPSHOT_WAIT = 2.0
+PUMP_WAIT = 1.0  # seconds without our own NextChunk before a transfer's next chunk goes anyway
+
+
+@dataclass(frozen=True, slots=True)
+class NextChunk:
+    """To itself: send the next chunk of the snapshot transfers under way."""
 
 
 class SequencedConfig(BaseModel):
@@ -196,6 +204,9 @@ class SequencedBackend(GlobalBackend):
         self._next_heartbeat = 0.0
         self._catch_up = SnapshotPacer(gap_wait=GAP_WAIT, first_wait=SNAPSHOT_WAIT)
         self._early = EarlyMirror()  # a joiner's mirror, filled as its table streams in
+        self._streams = Streams()  # snapshot transfers this sequencer has under way
+        self._pumping = False  # a NextChunk is on its way to us
+        self._pumped_at = 0.0
         self._caught_up = False  # told the host the mirror holds a real term's table
         self._takeover_since = 0.0
         self._joining: dict[NodeId, float] = {}  # arrived, asked Collect at our term: since
@@ -236,6 +247,9 @@ class SequencedBackend(GlobalBackend):
             self._on_writes(message.writes, sender)
         elif isinstance(message, SnapshotChunk):
             self._on_chunk(message)
+        elif isinstance(message, NextChunk):
+            if sender == self.host.address:
+                self._pump()
         elif isinstance(message, Snapshot):
             self._install(message)
         elif isinstance(message, SnapshotRequest):
@@ -431,8 +445,7 @@ class SequencedBackend(GlobalBackend):
         if joins_without_merge(sequencer, state):
             address = self.peers.get(state.node)
             if address is not None:
-                for chunk in sequencer.stream():
-                    self.host.send(address, chunk)
+                self._stream({state.node: address}, sequencer.stream_lazily())
             self._release_held()  # the claims held for this answer, if it was the last
             return
         logger.info("registry dist: {} arrived owning names; taking over", state.node.name)
@@ -501,11 +514,9 @@ class SequencedBackend(GlobalBackend):
             sequencer.term.epoch,
             len(snapshot.entries),
         )
-        chunks = sequencer.stream(snapshot)  # one transfer, the same chunks for everyone
-        for node, address in self.peers.items():
-            if node != self.me:
-                for chunk in chunks:
-                    self.host.send(address, chunk)
+        # One transfer, the same chunks for everyone.
+        others = {node: address for node, address in self.peers.items() if node != self.me}
+        self._stream(others, sequencer.stream_lazily(snapshot))
         self._install(snapshot)
         self._tell_losers(conflicts)
 
@@ -699,8 +710,30 @@ class SequencedBackend(GlobalBackend):
             if delta is not None:
                 self.host.send(sender, delta)
                 return
-            for chunk in self.sequencer.serve_chunks(request):
-                self.host.send(sender, chunk)
+            snapshot = self.sequencer.serve(request)
+            if snapshot is not None and isinstance(request.node, NodeId):
+                self._stream({request.node: sender}, self.sequencer.stream_lazily(snapshot))
+
+    def _stream(self, to: dict[NodeId, Any], chunks: Iterable[SnapshotChunk]) -> None:
+        """Send a snapshot transfer to ``to``, a chunk per message (see Streams)."""
+        assert self.sequencer is not None
+        self._streams.start(to, chunks, self.sequencer.term)
+        if not self._pumping:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Send the next chunk of the transfers under way, then ask ourselves for the
+        one after (NextChunk): Thespian transmits it meanwhile."""
+        self._pumping = False
+        step = self._streams.next(self.sequencer.term if self.sequencer is not None else None)
+        if step is None:
+            return
+        addresses, chunk = step
+        for address in addresses:
+            self.host.send(address, chunk)
+        self._pumping = True
+        self._pumped_at = time.monotonic()
+        self.host.send(self.host.address, NextChunk())
 
     # ---- the replica -------------------------------------------------------------------
 
@@ -793,6 +826,8 @@ class SequencedBackend(GlobalBackend):
                 # A term newer than ours may have been seen since the last view
                 # change (a newcomer's brief own term): lead above it.
                 self._lead_if_due()
+        if self._streams and (not self._pumping or now - self._pumped_at > PUMP_WAIT):
+            self._pump()  # our NextChunk went missing: the transfers must not stall
         if self.sequencer is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT
             self._flush(heartbeat=True)

@@ -72,7 +72,7 @@ from __future__ import annotations
 import heapq
 import sys
 import time
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -334,24 +334,24 @@ def snapshot_chunks(
     snapshot: Snapshot, transfer: int, size: int = CHUNK_RECORDS
 ) -> list[SnapshotChunk]:
     """``snapshot`` cut into chunks of at most ``size`` records (at least one chunk)."""
-    records: list[Entry | Member] = [*snapshot.entries, *snapshot.members]
-    parts = [records[i : i + size] for i in range(0, len(records), size)] or [[]]
-    chunks = []
-    for index, part in enumerate(parts):
-        entries = [r for r in part if isinstance(r, Entry)]
-        members = [r for r in part if isinstance(r, Member)]
-        chunks.append(
-            SnapshotChunk(
-                snapshot.term,
-                snapshot.seq,
-                transfer,
-                index,
-                len(parts),
-                pack(entries, members),
-                snapshot.down,
-            )
+    return list(iter_chunks(snapshot, transfer, size))
+
+
+def iter_chunks(
+    snapshot: Snapshot, transfer: int, size: int = CHUNK_RECORDS
+) -> Iterator[SnapshotChunk]:
+    """:func:`snapshot_chunks`, each packed only when it is asked for (the first one
+    can be on its way while the next is packed)."""
+    entries, members = snapshot.entries, snapshot.members
+    total = len(entries) + len(members)
+    count = max(1, -(-total // size))
+    for index in range(count):
+        start, end = index * size, (index + 1) * size
+        part_members = members[max(0, start - len(entries)) : max(0, end - len(entries))]
+        body = pack(entries[start:end], part_members)
+        yield SnapshotChunk(
+            snapshot.term, snapshot.seq, transfer, index, count, body, snapshot.down
         )
-    return chunks
 
 
 def valid_chunk(chunk: Any) -> bool:

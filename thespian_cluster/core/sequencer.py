@@ -55,8 +55,9 @@ from __future__ import annotations
 import itertools
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.replica import (
@@ -93,6 +94,7 @@ from thespian_cluster.core.replica import (
     Write,
     apply_effect,
     build_table,
+    iter_chunks,
     owned_by,
     owner_id,
     snapshot_chunks,
@@ -294,10 +296,63 @@ class Sequencer:
         self._transfers += 1
         return snapshot_chunks(snapshot or self.snapshot(), self._transfers, self.chunk_records)
 
+    def stream_lazily(self, snapshot: Snapshot | None = None) -> Iterator[SnapshotChunk]:
+        """:meth:`stream`, each chunk packed when it is asked for (the snapshot is taken
+        now: later writes are not in it)."""
+        self._transfers += 1
+        return iter_chunks(snapshot or self.snapshot(), self._transfers, self.chunk_records)
+
     def serve_chunks(self, request: SnapshotRequest) -> list[SnapshotChunk]:
         """:meth:`serve`, streamed: no chunks when the replica has everything."""
         snapshot = self.serve(request)
         return [] if snapshot is None else self.stream(snapshot)
+
+
+@dataclass
+class _Stream:
+    to: dict[NodeId, Any]  # recipient -> its address
+    chunks: Iterator[SnapshotChunk]
+    term: Term
+
+
+class Streams:
+    """The snapshot transfers a sequencer has under way, sent one chunk at a time.
+
+    The host sends one chunk (to every recipient of its transfer), then asks itself
+    for the next: Thespian transmits between messages, so a chunk is on the wire, and
+    its receiver building from it, while the next one is packed. Transfers take turns.
+    A new transfer to a node replaces whatever older one it was getting (the node keeps
+    only the newest transfer), and a transfer of a term the host no longer sequences is
+    dropped (its receivers would drop it too).
+    """
+
+    def __init__(self) -> None:
+        self._streams: deque[_Stream] = deque()
+
+    def start(self, to: Mapping[NodeId, Any], chunks: Iterable[SnapshotChunk], term: Term) -> None:
+        for stream in self._streams:
+            for node in to:
+                stream.to.pop(node, None)
+        self._streams = deque(s for s in self._streams if s.to)
+        if to:
+            self._streams.append(_Stream(dict(to), iter(chunks), term))
+
+    def next(self, term: Term | None) -> tuple[list[Any], SnapshotChunk] | None:
+        """The next chunk to send and the addresses to send it to, or None: done.
+        ``term``: the term the host sequences now (None: none)."""
+        while self._streams:
+            stream = self._streams.popleft()
+            if stream.term != term:
+                continue
+            chunk = next(stream.chunks, None)
+            if chunk is None:
+                continue
+            self._streams.append(stream)
+            return list(stream.to.values()), chunk
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self._streams)
 
 
 # ---- takeover and merge ------------------------------------------------------------------
