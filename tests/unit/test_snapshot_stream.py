@@ -473,3 +473,14 @@ def test_a_transfer_of_a_term_no_longer_sequenced_is_dropped() -> None:
     streams.start({B: "b"}, sequencer.stream_lazily(), TERM)
     assert streams.next(TERM) is not None
     assert streams.next(Term(2, B)) is None and not streams
+
+
+def test_a_node_that_left_gets_no_more_chunks() -> None:
+    sequencer = _sequencer()
+    streams = Streams()
+    streams.start({B: "b", C: "c"}, sequencer.stream_lazily(), TERM)
+    streams.forget([B])
+    to = set()
+    while (step := streams.next(TERM)) is not None:
+        to.update(step[0])
+    assert to == {"c"}

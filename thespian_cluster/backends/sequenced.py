@@ -379,6 +379,7 @@ class SequencedBackend(GlobalBackend):
             # is spent (a later partition starts its own).
             self._forget_partition_if_back()
         self.quiet = set(view.suspect)
+        self._streams.forget(gone)
         for node in gone:
             self._joining.pop(node, None)
             if self.takeover is not None:

@@ -64,6 +64,7 @@ from thespian_cluster.core.replica import (
     ALREADY_REGISTERED,
     CHUNK_RECORDS,
     MINORITY,
+    NO_TERM,
     NODE_DOWN,
     NOT_MEMBER,
     NOT_OWNER,
@@ -334,8 +335,12 @@ class Streams:
             for node in to:
                 stream.to.pop(node, None)
         self._streams = deque(s for s in self._streams if s.to)
-        if to:
+        if to and term != NO_TERM:
             self._streams.append(_Stream(dict(to), iter(chunks), term))
+
+    def forget(self, nodes: Iterable[NodeId]) -> None:
+        """Stop sending to ``nodes`` (they left the view)."""
+        self.start({node: None for node in nodes}, (), NO_TERM)
 
     def next(self, term: Term | None) -> tuple[list[Any], SnapshotChunk] | None:
         """The next chunk to send and the addresses to send it to, or None: done.
