@@ -150,6 +150,8 @@ def test_a_chunk_that_is_no_chunk_is_refused() -> None:
         replace(good, seq="1"),
         replace(good, term=(1, A)),
         replace(good, down=frozenset({"b"})),
+        replace(good, term=Term(1, NodeId(1, "1"))),  # type: ignore[arg-type]
+        replace(good, down=frozenset({NodeId("b", None)})),  # type: ignore[arg-type]
         replace(good, body=None),
     ):
         assert not replica.receive(bad).chunk_taken  # type: ignore[arg-type]

@@ -377,13 +377,22 @@ def valid_chunk(chunk: Any) -> bool:
     return (
         isinstance(chunk, SnapshotChunk)
         and isinstance(chunk.term, Term)
-        and isinstance(chunk.term.sequencer, NodeId)
+        and _node_ok(chunk.term.sequencer)
         and type(chunk.term.epoch) is int
         and type(chunk.term.life) is int
         and all(type(v) is int for v in (chunk.seq, chunk.transfer, chunk.index, chunk.count))
         and 0 <= chunk.index < chunk.count
         and isinstance(chunk.down, frozenset)
-        and all(isinstance(n, NodeId) for n in chunk.down)
+        and all(_node_ok(n) for n in chunk.down)
+    )
+
+
+def _node_ok(node: Any) -> bool:
+    """A NodeId of strings (ordering terms compares them: another type would raise)."""
+    return (
+        isinstance(node, NodeId)
+        and isinstance(node.name, str)
+        and isinstance(node.incarnation, str)
     )
 
 
