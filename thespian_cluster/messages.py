@@ -672,6 +672,8 @@ INTERNAL_MESSAGES: Final = frozenset(
         "Decisions",
         "Forwarded",
         "NewerTerm",
+        "LinkOffer",
+        "LinkHello",
         "Writes",
     }
 )

@@ -54,6 +54,7 @@ from thespian_cluster.core.limits import (
     NAME_PREFIX,
     member_key,
     name_key,
+    name_key_body,
 )
 from thespian_cluster.core.replica import MirrorUpdate
 from thespian_cluster.core.table import Entry, Member, Name, Removal
@@ -160,13 +161,51 @@ def _decode(raw: bytes) -> Any:
     return _TableUnpickler(io.BytesIO(raw)).load()
 
 
+# A global entry's value in its compact form (GlobalMirror): this byte, then a plain
+# pickle of the entry's fields but (kind, name), which its key holds. A value without it
+# is a pickled Entry (an address other than TCP's, or a table of an older version).
+_COMPACT = b"\x01"
+
+
+def _encode_global(entry: Entry) -> bytes:
+    """The global mirror's value for ``entry``: ~60 bytes instead of ~156 (no class
+    name, no kind or name, the address as its (ip, port)), and ~10x faster to make
+    than :func:`_encode` (no Python hook per object)."""
+    address = entry.address
+    if type(address) is ActorAddress and type(address.addressDetails) is TCPv4ActorAddress:
+        ip, port = address.addressDetails.sockname[:2]
+        epoch, seq = entry.version
+        fields = (ip, port, entry.node, entry.incarnation, entry.meta, entry.registered_at)
+        try:
+            return _COMPACT + pickle.dumps((*fields, epoch, seq), _PICKLE)
+        except Exception:  # a meta that only the table's pickler can write
+            pass
+    return _encode(entry)
+
+
+def _decode_global(raw: bytes, kind: str, name: Name) -> Any:
+    """The record stored under the global key of ``(kind, name)``: an :class:`Entry`
+    (or whatever an unreadable value holds, for the caller to refuse)."""
+    if raw[:1] != _COMPACT:
+        return _decode(raw)
+    ip, port, node, incarnation, meta, stamp, epoch, seq = pickle.loads(raw[1:])
+    return Entry(name, kind, _address(ip, port), node, meta, stamp, incarnation, (epoch, seq))
+
+
+def _global_key_fields(key: bytes) -> tuple[str, Name]:
+    """(kind, name) of a global name key (see :func:`_global_name_key`)."""
+    kind, name = pickle.loads(key[len(_GLOBAL_NAME_PREFIX) :])
+    return kind, name
+
+
 # The key encodings are shared with the message validators (core/limits.py).
 _name_key = name_key
 _member_key = member_key
 
 
 def _global_name_key(kind: str, name: Name) -> bytes:
-    return _GLOBAL_NAME_PREFIX + name_key(kind, name)[len(_NAME_PREFIX) :]
+    # name_key's encoding under the global prefix (the same length: the same limits)
+    return _GLOBAL_NAME_PREFIX + name_key_body(kind, name)
 
 
 def _global_member_key(group: str, address: Any) -> bytes:
@@ -399,7 +438,7 @@ class GlobalMirror(TableWriter):
             for kind, name in update.dropped_names:
                 txn.delete(_global_name_key(kind, name))
             for entry in update.entries:
-                txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
+                txn.put(_global_name_key(entry.kind, entry.name), _encode_global(entry))
             for group, address in update.dropped_members:
                 txn.delete(_global_member_key(group, address))
             for member in update.members:
@@ -415,7 +454,7 @@ class GlobalMirror(TableWriter):
                 for key in _keys_under(txn, prefix):
                     txn.delete(key)
             for entry in entries:
-                txn.put(_global_name_key(entry.kind, entry.name), _encode(entry))
+                txn.put(_global_name_key(entry.kind, entry.name), _encode_global(entry))
             for member in members:
                 txn.put(_global_member_key(member.group, member.address), _encode(member))
 
@@ -479,7 +518,10 @@ def _global_records(txn: Any) -> tuple[list[Entry], list[Member]]:
     entries: list[Entry] = []
     members: list[Member] = []
     for key in _keys_under(txn, _GLOBAL_NAME_PREFIX):
-        record = _decoded(txn.get(key))
+        try:
+            record = _decode_global(txn.get(key), *_global_key_fields(key))
+        except Exception:  # unreadable: skipped
+            continue
         if type(record) is Entry:
             entries.append(record)
     for key in _keys_under(txn, _GLOBAL_MEMBER_PREFIX):
@@ -577,7 +619,9 @@ class TableReader:
             if scope != "local":
                 _check_mirrored(txn)
             raw = txn.get(key)
-        entry: Entry | None = _decode(raw) if raw is not None else None
+        entry: Entry | None = None
+        if raw is not None:
+            entry = _decode(raw) if scope == "local" else _decode_global(raw, kind, name)
         if self._label is not None:
             if self._cached >= self._cache_limit:
                 self._clear()

@@ -32,7 +32,8 @@ from thespian_cluster.core.replica import (
     table_state,
 )
 from thespian_cluster.core.sequencer import Sequencer
-from thespian_cluster.node_table import GlobalMirror, TableReader
+from thespian_cluster.core.table import Entry
+from thespian_cluster.node_table import GlobalMirror, TableReader, _encode_global, lookup
 
 LEADER = NodeId("a", "1")
 ORIGIN = NodeId("b", "1")
@@ -121,3 +122,39 @@ def test_a_snapshot_install_brings_the_mirror_to_the_new_table(tmp_path: Path) -
     assert node.replica.seq == sequencer.seq
     assert [e.name for e in node.reader.global_records()[0]] == ["new"]
     node.assert_mirror_is_replica()
+
+
+def test_a_streamed_install_brings_the_mirror_to_the_new_table(tmp_path: Path) -> None:
+    """A joiner's first table (everything new) and a catch-up of a table it holds part
+    of, both streamed in chunks: the mirror is the replica after the last one."""
+    sequencer = Sequencer(TERM)
+    sequencer.chunk_records = 3
+    owner, other = _address(40005), _address(40006)
+    _decide(sequencer, *(Claim("server", f"n{i}", owner, {"i": i}) for i in range(10)))
+    _decide(sequencer, JoinGroup("g", owner, {}), JoinGroup("h", other, {}))
+    node = Node(tmp_path)
+    for chunk in sequencer.stream():
+        node.changed(node.replica.receive(chunk))
+    assert node.replica.seq == sequencer.seq
+    node.assert_mirror_is_replica()
+    _decide(sequencer, Release("server", "n3"), Claim("server", "n3", other, {}))
+    _decide(sequencer, LeaveGroup("g", owner), Claim("server", "n11", other, {"x": [1]}))
+    for chunk in reversed(sequencer.stream()):
+        node.changed(node.replica.receive(chunk))
+    assert node.replica.seq == sequencer.seq
+    node.assert_mirror_is_replica()
+
+
+def test_global_values_are_compact_and_read_back_equal(tmp_path: Path) -> None:
+    """A TCP owner's entry is stored in its compact form; any other is pickled whole."""
+    mirror = GlobalMirror(tmp_path)
+    entry = Entry("x", "server", _address(40007), "b", {"v": 2}, 12.5, "inc", (3, 9))
+    odd = Entry(("t", "1"), "custom", "not-an-actor-address", "b", {}, 1.0, "inc", (1, 1))
+    assert len(_encode_global(entry)) < 80
+    mirror.replace([entry, odd], [])
+    assert lookup("x", "server", "global", tmp_path) == entry
+    assert lookup(("t", "1"), "custom", "global", tmp_path) == odd
+    assert sorted(TableReader(tmp_path).global_records()[0], key=repr) == sorted(
+        [entry, odd], key=repr
+    )
+    assert sorted(mirror.owned_by("b", "inc")[0], key=repr) == sorted([entry, odd], key=repr)

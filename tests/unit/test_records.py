@@ -58,15 +58,16 @@ def test_a_message_survives_pickle_and_the_sealed_wire_unchanged(message: object
 
 
 @pytest.mark.parametrize("message", _messages(), ids=lambda m: type(m).__name__)
-def test_a_message_is_named_by_its_class_and_repr_keeps_every_field(message: object) -> None:
-    assert str(message) == type(message).__name__
+def test_a_message_is_summed_up_by_its_class_and_repr_keeps_every_field(message: object) -> None:
+    assert str(message).startswith(type(message).__name__)
+    assert len(str(message)) < 120  # a summary, not the fields
     assert repr(message).startswith(type(message).__name__ + "(")
     assert len(repr(message)) > len(str(message))
 
 
 def test_a_huge_snapshot_is_named_without_formatting_its_entries() -> None:
     entries = tuple(Entry(f"n{i}", "name", ADDRESS, "b") for i in range(20_000))
-    assert str(core.Snapshot(TERM, 1, entries, ())) == "Snapshot"
+    assert len(str(core.Snapshot(TERM, 1, entries, ()))) < 120
 
 
 def test_records_keep_str_of_their_fields_for_log_lines() -> None:

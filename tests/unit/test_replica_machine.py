@@ -2,7 +2,8 @@
 
 N simulated nodes, each with a Replica and an Origin, one of them with the Sequencer,
 exchange messages through a bag: any message may be delivered in any order, twice, or
-never (a drop is repaired by the heartbeat → hole → snapshot path, and by origins
+never (snapshots travel as streams of small chunks, each of them subject to the same;
+a drop is repaired by the heartbeat → hole → snapshot path, and by origins
 sending unacknowledged writes again). Nodes race for a few names, release them, lose
 actors, die, restart with a new incarnation (or restart only their RegistryDist, in the
 same incarnation), and hand the sequencer over (collect, merge, snapshot) at any moment.
@@ -46,6 +47,7 @@ from thespian_cluster.core.replica import (
     Request,
     SetMeta,
     Snapshot,
+    SnapshotChunk,
     SnapshotRequest,
     Term,
     Write,
@@ -71,6 +73,8 @@ kinds = st.sampled_from(["server", "transport"])
 groups = st.sampled_from(["g1", "g2"])
 metas = st.sampled_from([{}, {"capabilities": ["tools"]}, {"v": 2}])
 picks = st.integers(0, 10_000)
+CHUNK_RECORDS = 2  # records per snapshot chunk here
+LOG_OPS = 3  # effects the sequencer keeps for catching up from its log here
 
 
 def address(node: int, slot: int) -> FakeAddress:
@@ -200,17 +204,27 @@ class GlobalTableMachine(RuleBasedStateMachine):
             self._changed(sim, sim.replica.install(message))
             if sim.replica.term != before:
                 self._resend(sim)  # a new sequencer: what it never applied goes again
+        elif isinstance(message, SnapshotChunk):
+            before = sim.replica.term
+            self._changed(sim, sim.replica.receive(message))
+            if sim.replica.term != before:
+                self._resend(sim)
         elif isinstance(message, SnapshotRequest) and sim.sequencer is not None:
-            snapshot = sim.sequencer.serve(message)
-            if snapshot is not None:
-                self._send(message.node, snapshot)
+            # Streamed, as RegistryDist sends it: chunks that may come in any order,
+            # twice, or never (a lost one is asked for again by the retry timer).
+            delta = sim.sequencer.catch_up(message)  # from the log, when it covers it
+            if delta is not None:
+                self._send(message.node, delta)
+            for chunk in [] if delta is not None else sim.sequencer.serve_chunks(message):
+                self._send(message.node, chunk)
         elif isinstance(message, tuple) and isinstance(message[1], Collect):
             # An arrival asked at the current term (SequencedBackend._ask_arrivals).
             self._send(message[0], sim.replica.owned_state(message[1]))
         elif isinstance(message, OwnedState) and sim.sequencer is not None:
             # SequencedBackend._on_arrival_state: a snapshot, or the long way.
             if joins_without_merge(sim.sequencer, message):
-                self._send(message.node, sim.sequencer.snapshot())
+                for chunk in sim.sequencer.stream():
+                    self._send(message.node, chunk)
             elif message.term == sim.sequencer.term:
                 self._takeover(self.nodes.index(sim), above=message.seen.epoch)
 
@@ -287,7 +301,9 @@ class GlobalTableMachine(RuleBasedStateMachine):
             seen = takeover.retry_epoch
         for sim in live:
             sim.sequencer = None  # fenced by the collection: the old one retires
-        sequencer, snapshot, conflicts = takeover.finish(clock=self._now)
+        # A short log: replicas catch up from it or, further behind, from a snapshot.
+        sequencer, snapshot, conflicts = takeover.finish(clock=self._now, log_ops=LOG_OPS)
+        sequencer.chunk_records = CHUNK_RECORDS  # a few records a chunk: many chunks
         new.sequencer = sequencer
         for conflict in conflicts:
             # Merging never takes a name from an owner that still holds an acknowledgement.
@@ -297,7 +313,8 @@ class GlobalTableMachine(RuleBasedStateMachine):
             )
             assert self.acked.get((conflict.kind, conflict.name)) != loser  # type: ignore[arg-type]
         assert len({(c.kind, c.name, c.loser.node) for c in conflicts}) == len(conflicts)
-        self._broadcast(snapshot)
+        for chunk in sequencer.stream(snapshot):
+            self._broadcast(chunk)
 
     def _settle(self) -> None:
         """Repair everything: a live sequencer, every message delivered, every write done."""

@@ -41,6 +41,7 @@ import secrets
 import time
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from loguru import logger
@@ -50,20 +51,23 @@ from thespian_cluster.backends.batches import Gathered, write_items
 from thespian_cluster.backends.scope import Deferred, GlobalBackend, ScopeHost
 from thespian_cluster.cluster_messages import ClusterView
 from thespian_cluster.core import replica as core
+from thespian_cluster.core.records import WireMessage
 from thespian_cluster.core.replica import (
     Changes,
     Collect,
     Decision,
     Delta,
+    EarlyMirror,
+    MirrorUpdate,
     NodeId,
     Origin,
     OwnedState,
     Replica,
     Snapshot,
+    SnapshotChunk,
     SnapshotRequest,
     Term,
     Write,
-    mirror_update,
 )
 from thespian_cluster.core.sequencer import (
     CLAIM_WRITES,
@@ -71,6 +75,7 @@ from thespian_cluster.core.sequencer import (
     MergeResolver,
     Resolver,
     Sequencer,
+    Streams,
     Takeover,
     custom_resolver,
     default_resolver,
@@ -120,6 +125,12 @@ GAP_WAIT = 0.05  # seconds a hole may stay open before a snapshot is asked for
 # round trip is measured: a lost one is rare (a peer restarting), a slow one is not
 # (100,000 names take seconds), and each repeat is answered with the whole table.
 SNAPSHOT_WAIT = 2.0
+PUMP_WAIT = 1.0  # seconds without our own NextChunk before a transfer's next chunk goes anyway
+
+
+@dataclass(frozen=True, slots=True)
+class NextChunk(WireMessage):
+    """To itself: send the next chunk of the snapshot transfers under way."""
 
 
 class SequencedConfig(BaseModel):
@@ -192,6 +203,10 @@ class SequencedBackend(GlobalBackend):
         self._next_retry = 0.0
         self._next_heartbeat = 0.0
         self._catch_up = SnapshotPacer(gap_wait=GAP_WAIT, first_wait=SNAPSHOT_WAIT)
+        self._early = EarlyMirror()  # a joiner's mirror, filled as its table streams in
+        self._streams = Streams()  # snapshot transfers this sequencer has under way
+        self._pumping = False  # a NextChunk is on its way to us
+        self._pumped_at = 0.0
         self._caught_up = False  # told the host the mirror holds a real term's table
         self._takeover_since = 0.0
         self._joining: dict[NodeId, float] = {}  # arrived, asked Collect at our term: since
@@ -230,6 +245,11 @@ class SequencedBackend(GlobalBackend):
             self._on_decisions(message.decisions)
         elif isinstance(message, Writes):
             self._on_writes(message.writes, sender)
+        elif isinstance(message, SnapshotChunk):
+            self._on_chunk(message)
+        elif isinstance(message, NextChunk):
+            if sender == self.host.address:
+                self._pump()
         elif isinstance(message, Snapshot):
             self._install(message)
         elif isinstance(message, SnapshotRequest):
@@ -359,6 +379,7 @@ class SequencedBackend(GlobalBackend):
             # is spent (a later partition starts its own).
             self._forget_partition_if_back()
         self.quiet = set(view.suspect)
+        self._streams.forget(gone)
         for node in gone:
             self._joining.pop(node, None)
             if self.takeover is not None:
@@ -425,7 +446,7 @@ class SequencedBackend(GlobalBackend):
         if joins_without_merge(sequencer, state):
             address = self.peers.get(state.node)
             if address is not None:
-                self.host.send(address, sequencer.snapshot())
+                self._stream({state.node: address}, sequencer.stream_lazily())
             self._release_held()  # the claims held for this answer, if it was the last
             return
         logger.info("registry dist: {} arrived owning names; taking over", state.node.name)
@@ -494,9 +515,9 @@ class SequencedBackend(GlobalBackend):
             sequencer.term.epoch,
             len(snapshot.entries),
         )
-        for node, address in self.peers.items():
-            if node != self.me:
-                self.host.send(address, snapshot)
+        # One transfer, the same chunks for everyone.
+        others = {node: address for node, address in self.peers.items() if node != self.me}
+        self._stream(others, sequencer.stream_lazily(snapshot))
         self._install(snapshot)
         self._tell_losers(conflicts)
 
@@ -678,9 +699,38 @@ class SequencedBackend(GlobalBackend):
 
     def _serve_snapshot(self, request: SnapshotRequest, sender: Any) -> None:
         if self.sequencer is not None and isinstance(request, SnapshotRequest):
+            if not (isinstance(request.term, Term) and type(request.seq) is int):
+                return  # a peer running other code
+            # A replica that missed a few effects gets them from the log; any other
+            # gets the table, streamed: it builds its table as the chunks come.
+            delta = self.sequencer.catch_up(request)
+            if delta is not None:
+                self.host.send(sender, delta)
+                return
             snapshot = self.sequencer.serve(request)
-            if snapshot is not None:
-                self.host.send(sender, snapshot)
+            if snapshot is not None and isinstance(request.node, NodeId):
+                self._stream({request.node: sender}, self.sequencer.stream_lazily(snapshot))
+
+    def _stream(self, to: dict[NodeId, Any], chunks: Iterable[SnapshotChunk]) -> None:
+        """Send a snapshot transfer to ``to``, a chunk per message (see Streams)."""
+        assert self.sequencer is not None
+        self._streams.start(to, chunks, self.sequencer.term)
+        if not self._pumping:
+            self._pump()
+
+    def _pump(self) -> None:
+        """Send the next chunk of the transfers under way, then ask ourselves for the
+        one after (NextChunk): Thespian transmits it meanwhile."""
+        self._pumping = False
+        step = self._streams.next(self.sequencer.term if self.sequencer is not None else None)
+        if step is None:
+            return
+        addresses, chunk = step
+        for address in addresses:
+            self.host.send(address, chunk)
+        self._pumping = True
+        self._pumped_at = time.monotonic()
+        self.host.send(self.host.address, NextChunk())
 
     # ---- the replica -------------------------------------------------------------------
 
@@ -694,12 +744,28 @@ class SequencedBackend(GlobalBackend):
         self._answer_completed()
 
     def _install(self, snapshot: Snapshot) -> None:
-        before = self._replica.term
-        version = (before, self._replica.seq)
-        changes = self._replica.install(snapshot)
+        version = (self._replica.term, self._replica.seq)
         # The difference only: at 100,000 names a catch-up rewrites what changed, not
         # the whole mirror (a restart rewrites it whole, in start).
-        self._changed(changes)
+        self._changed(self._replica.install(snapshot))
+        self._installed(version)
+
+    def _on_chunk(self, chunk: SnapshotChunk) -> None:
+        """One chunk of a streamed snapshot: built into the replica's next table; the
+        last one installs it (the replica re-validates every chunk). A joiner's mirror
+        takes each chunk's entries as they come (:class:`EarlyMirror`)."""
+        version = (self._replica.term, self._replica.seq)
+        was_empty = self._replica.empty_before(chunk.term)
+        changes = self._replica.receive(chunk)
+        if changes.chunk_taken:
+            self._catch_up.progress(time.monotonic())  # the transfer is moving: wait on
+        installed = (self._replica.term, self._replica.seq) != version
+        self._write_mirror(self._early.chunk(self._replica.table, changes, was_empty, installed))
+        self._installed(version)
+
+    def _installed(self, version: tuple[Term, int]) -> None:
+        """After an install, or a chunk that may have completed one."""
+        before = version[0]
         now = time.monotonic()
         if (self._replica.term, self._replica.seq) != version:
             self._catch_up.installed(now)  # an ignored one (stale, fenced) answers nothing
@@ -725,13 +791,20 @@ class SequencedBackend(GlobalBackend):
     def _changed(self, changes: Changes) -> None:
         """Bring the node table's mirror to the replica's end state of every key that
         ``changes`` touched, so that it equals the replica after every apply."""
-        if not changes:
-            return
+        if changes:
+            self._write_mirror(self._early.other(self._replica.table, changes))
+
+    def _write_mirror(self, update: MirrorUpdate | None) -> None:
+        """Write ``update`` into the mirror; None, or a failed commit: rewrite it whole
+        from the replica."""
         try:
-            self._mirror.write_update(mirror_update(self._replica.table, changes))
+            if update is not None:
+                if update:
+                    self._mirror.write_update(update)
+                return
         except Exception:  # a failed commit left the mirror behind: make it whole again
             logger.exception("registry dist could not update the mirror; rewriting it whole")
-            self._mirror.replace(self._replica.names(), self._all_members())
+        self._mirror.replace(self._replica.names(), self._all_members())
 
     # ---- timers ------------------------------------------------------------------------
 
@@ -750,6 +823,8 @@ class SequencedBackend(GlobalBackend):
                 # A term newer than ours may have been seen since the last view
                 # change (a newcomer's brief own term): lead above it.
                 self._lead_if_due()
+        if self._streams and (not self._pumping or now - self._pumped_at > PUMP_WAIT):
+            self._pump()  # our NextChunk went missing: the transfers must not stall
         if self.sequencer is not None and now >= self._next_heartbeat:
             self._next_heartbeat = now + HEARTBEAT
             self._flush(heartbeat=True)

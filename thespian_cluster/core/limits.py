@@ -42,7 +42,12 @@ _KEY_PICKLE: Final = pickle.HIGHEST_PROTOCOL
 
 def name_key(kind: str, name: Any) -> bytes:
     """The node table's key for the registration ``(kind, name)``."""
-    return NAME_PREFIX + pickle.dumps((kind, name), protocol=_KEY_PICKLE)
+    return NAME_PREFIX + name_key_body(kind, name)
+
+
+def name_key_body(kind: str, name: Any) -> bytes:
+    """:func:`name_key` without its prefix (the global mirror puts its own)."""
+    return pickle.dumps((kind, name), protocol=_KEY_PICKLE)
 
 
 def member_key(group: str, address: Any) -> bytes:

@@ -52,14 +52,19 @@ Rules
 
 from __future__ import annotations
 
+import itertools
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections import deque
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from thespian_cluster.core.addresses import AddressKey, address_key
 from thespian_cluster.core.replica import (
     ALREADY_REGISTERED,
+    CHUNK_RECORDS,
     MINORITY,
+    NO_TERM,
     NODE_DOWN,
     NOT_MEMBER,
     NOT_OWNER,
@@ -84,13 +89,16 @@ from thespian_cluster.core.replica import (
     Replica,
     SetMeta,
     Snapshot,
+    SnapshotChunk,
     SnapshotRequest,
     Term,
     Write,
     apply_effect,
     build_table,
+    iter_chunks,
     owned_by,
     owner_id,
+    snapshot_chunks,
 )
 from thespian_cluster.core.table import Entry, Member, NameKey
 
@@ -106,6 +114,9 @@ class MergeConflict:
     loser: Entry
     winner: Entry
 
+
+#: Effects the sequencer keeps for replicas that missed a few (:meth:`Sequencer.catch_up`).
+LOG_OPS = 10_000
 
 #: The writes a losing side's sequencer refuses: claims, meta updates and joins.
 CLAIM_WRITES = (Claim, SetMeta, JoinGroup)
@@ -123,6 +134,7 @@ class Sequencer:
         down: Iterable[NodeId] = (),
         clock: Callable[[], float] = time.time,
         remember: int = 100_000,
+        log_ops: int = LOG_OPS,
     ) -> None:
         self.term = term
         self.down: set[NodeId] = set(down)
@@ -134,6 +146,11 @@ class Sequencer:
         self._batch: list[Effect] = []
         # Effects are applied to the sequencer's own table too; it needs no report.
         self._scratch = Changes()
+        self._transfers = 0  # snapshot transfers numbered: a replica keeps the newest
+        # The last effects of this term (seqs seq - len + 1 .. seq): a replica that
+        # missed only those catches up from them, not from the whole table.
+        self._log: deque[Effect] = deque(maxlen=log_ops)
+        self.chunk_records = CHUNK_RECORDS
 
     @property
     def node(self) -> NodeId:
@@ -173,6 +190,7 @@ class Sequencer:
             if changed:
                 self.seq += 1
                 self._batch.append(effect)
+                self._log.append(effect)
             elif isinstance(effect, DropMember):
                 outcome = NOT_MEMBER
             self._scratch = Changes()
@@ -251,11 +269,95 @@ class Sequencer:
             frozenset(self.down),
         )
 
+    def catch_up(self, request: SnapshotRequest) -> Delta | None:
+        """The delta that brings a replica of this term from ``request.seq`` to now, if
+        the log still holds every effect it lacks (None: send the table instead).
+
+        Exact for the same reason deltas are: the replica holds the table of
+        ``(term, request.seq)``, and applying ``request.seq + 1 .. seq`` gives the
+        sequencer's (a replica that has moved on since ignores what it applied).
+        """
+        if request.term != self.term or request.seq >= self.seq or request.seq < 0:
+            return None
+        first = self.seq - len(self._log) + 1  # the oldest seq the log holds
+        if request.seq + 1 < first:
+            return None
+        ops = tuple(itertools.islice(self._log, request.seq + 1 - first, None))
+        return Delta(self.term, request.seq + 1, ops)
+
     def serve(self, request: SnapshotRequest) -> Snapshot | None:
         """Answer a replica's request, unless it already has everything."""
         if request.term == self.term and request.seq >= self.seq:
             return None
         return self.snapshot()
+
+    def stream(self, snapshot: Snapshot | None = None) -> list[SnapshotChunk]:
+        """``snapshot`` (by default the table now) as the chunks of a new transfer:
+        what goes on the wire instead of one message holding the whole table."""
+        self._transfers += 1
+        return snapshot_chunks(snapshot or self.snapshot(), self._transfers, self.chunk_records)
+
+    def stream_lazily(self, snapshot: Snapshot | None = None) -> Iterator[SnapshotChunk]:
+        """:meth:`stream`, each chunk packed when it is asked for (the snapshot is taken
+        now: later writes are not in it)."""
+        self._transfers += 1
+        return iter_chunks(snapshot or self.snapshot(), self._transfers, self.chunk_records)
+
+    def serve_chunks(self, request: SnapshotRequest) -> list[SnapshotChunk]:
+        """:meth:`serve`, streamed: no chunks when the replica has everything."""
+        snapshot = self.serve(request)
+        return [] if snapshot is None else self.stream(snapshot)
+
+
+@dataclass
+class _Stream:
+    to: dict[NodeId, Any]  # recipient -> its address
+    chunks: Iterator[SnapshotChunk]
+    term: Term
+
+
+class Streams:
+    """The snapshot transfers a sequencer has under way, sent one chunk at a time.
+
+    The host sends one chunk (to every recipient of its transfer), then asks itself
+    for the next: Thespian transmits between messages, so a chunk is on the wire, and
+    its receiver building from it, while the next one is packed. Transfers take turns.
+    A new transfer to a node replaces whatever older one it was getting (the node keeps
+    only the newest transfer), and a transfer of a term the host no longer sequences is
+    dropped (its receivers would drop it too).
+    """
+
+    def __init__(self) -> None:
+        self._streams: deque[_Stream] = deque()
+
+    def start(self, to: Mapping[NodeId, Any], chunks: Iterable[SnapshotChunk], term: Term) -> None:
+        for stream in self._streams:
+            for node in to:
+                stream.to.pop(node, None)
+        self._streams = deque(s for s in self._streams if s.to)
+        if to and term != NO_TERM:
+            self._streams.append(_Stream(dict(to), iter(chunks), term))
+
+    def forget(self, nodes: Iterable[NodeId]) -> None:
+        """Stop sending to ``nodes`` (they left the view)."""
+        self.start({node: None for node in nodes}, (), NO_TERM)
+
+    def next(self, term: Term | None) -> tuple[list[Any], SnapshotChunk] | None:
+        """The next chunk to send and the addresses to send it to, or None: done.
+        ``term``: the term the host sequences now (None: none)."""
+        while self._streams:
+            stream = self._streams.popleft()
+            if stream.term != term:
+                continue
+            chunk = next(stream.chunks, None)
+            if chunk is None:
+                continue
+            self._streams.append(stream)
+            return list(stream.to.values()), chunk
+        return None
+
+    def __bool__(self) -> bool:
+        return bool(self._streams)
 
 
 # ---- takeover and merge ------------------------------------------------------------------
@@ -387,6 +489,7 @@ class Takeover:
         *,
         clock: Callable[[], float] = time.time,
         remember: int = 100_000,
+        log_ops: int = LOG_OPS,
     ) -> tuple[Sequencer, Snapshot, tuple[MergeConflict, ...]]:
         """The new sequencer, the snapshot to broadcast (to every node, this one too),
         and the conflicts to report to their losers."""
@@ -400,6 +503,7 @@ class Takeover:
             down=merged.down | self._dropped,
             clock=clock,
             remember=remember,
+            log_ops=log_ops,
         )
         return sequencer, sequencer.snapshot(), merged.conflicts
 

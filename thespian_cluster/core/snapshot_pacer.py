@@ -15,6 +15,10 @@ The rules, in order:
   answered; each unanswered request doubles ``wait`` (up to ``max_wait``): a request or
   its answer can be lost with a peer that restarts, and a lost one must not stall the
   replica for long, but a slow one must not be doubled.
+* A snapshot streams in chunks (``core/replica.py`` :class:`SnapshotChunk`): each chunk
+  taken is :meth:`progress`, and the request is repeated only once the chunks have
+  stopped coming for ``wait`` (a lost chunk stalls the transfer; asking again starts a
+  new one, which the replica prefers).
 * An answer (a snapshot that changed the replica) measures the round trip: the next request waits
   ``max(first_wait, 3 x round trip)`` before it is repeated, so the pace follows the
   table's size rather than a constant tuned for small ones.
@@ -38,6 +42,7 @@ class SnapshotPacer:
     def __post_init__(self) -> None:
         self._lagging_since: float | None = None
         self._asked_at: float | None = None  # the outstanding request's time
+        self._heard_at: float | None = None  # the last chunk of its answer, if any
         self._base = self.first_wait  # from the last round trip measured
         self._wait = self._base  # the base, doubled per unanswered request
 
@@ -50,6 +55,7 @@ class SnapshotPacer:
         if not lagging:
             self._lagging_since = None
             self._asked_at = None
+            self._heard_at = None
             self._wait = self._base
             return
         if self._lagging_since is None:
@@ -62,18 +68,26 @@ class SnapshotPacer:
             # Not capped: a table that takes 20 s to come must not be asked for every 10 s.
             self._base = max(self.first_wait, 3 * round_trip)
             self._asked_at = None
+            self._heard_at = None
         self._wait = self._base
         self._lagging_since = None
 
     def due(self, now: float, urgent: bool = False) -> bool:
         """Should a request go now? ``urgent``: the replica knows it needs one."""
         if self._asked_at is not None:
-            return now - self._asked_at >= self._wait
+            return now - max(self._asked_at, self._heard_at or self._asked_at) >= self._wait
         if urgent:
             return True
         return self._lagging_since is not None and now - self._lagging_since > self.gap_wait
+
+    def progress(self, now: float) -> None:
+        """A chunk of a streamed snapshot came: the outstanding request is being
+        answered, so it is repeated only once the chunks stop for ``wait``."""
+        if self._asked_at is not None:
+            self._heard_at = now
 
     def asked(self, now: float) -> None:
         if self._asked_at is not None:  # the previous one went unanswered
             self._wait = min(max(self.max_wait, self._base), 2 * self._wait)
         self._asked_at = now
+        self._heard_at = None

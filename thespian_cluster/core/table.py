@@ -113,19 +113,38 @@ def automatic_groups(kind: str, meta: Mapping[str, Any]) -> frozenset[str]:
     return frozenset(groups)
 
 
+#: automatic group -> the kind whose every registration is in it (no index of its own).
+_KIND_OF_GROUP: Mapping[str, str] = {group: kind for kind, group in KIND_GROUPS.items()}
+
+
+def _capability_groups(kind: str, meta: Mapping[str, Any]) -> frozenset[str] | tuple[()]:
+    """The automatic groups of a registration that its kind alone does not give."""
+    if kind != SERVER_KIND or not meta:
+        return ()
+    return automatic_groups(kind, meta) - {KIND_GROUPS[SERVER_KIND]}
+
+
 class NameTable:
-    """Names, groups and their indexes; see the module docstring for the rules."""
+    """Names, groups and their indexes; see the module docstring for the rules.
+
+    Memory, per name (the replica of a 100,000-name cluster is on every node): names
+    are kept per kind (``kind -> name -> Entry``), so no ``(kind, name)`` tuple is
+    stored for a name; an address holding one name points at its entry, one holding
+    several at its names per kind; the kind groups (``servers``, ``transports``) are
+    the names of their kind, read where they are, and only the capability groups have
+    an index of their own.
+    """
 
     def __init__(self) -> None:
         self.version = 0
-        self._names: dict[NameKey, Entry] = {}
-        # Most actors hold one name: the key itself, a set only from the second on
-        # (a one-element set costs ~216 bytes a name).
-        self._names_by_address: dict[AddressKey, NameKey | set[NameKey]] = {}
+        self._kinds: dict[str, dict[Name, Entry]] = {}
+        # Most actors hold one name: its entry (only its kind and name are read: the
+        # current entry is in _kinds), the names per kind from the second one on.
+        self._names_by_address: dict[AddressKey, Entry | dict[str, set[Name]]] = {}
         self._groups: dict[str, dict[AddressKey, Member]] = {}
         self._groups_by_address: dict[AddressKey, set[str]] = {}
-        # automatic group -> the registrations that put an address in it
-        self._automatic: dict[str, dict[NameKey, Entry]] = {}
+        # capability group -> the servers' registrations that put an address in it
+        self._automatic: dict[str, dict[Name, Entry]] = {}
         # One address object per actor, however many names it holds: every request
         # brings its own unpickled copy, and at 100,000 names the copies dominate.
         self._canonical: dict[AddressKey, Any] = {}
@@ -143,6 +162,49 @@ class NameTable:
         finally:
             self._metas.memo = None
 
+    # ---- bulk loading (snapshots) ------------------------------------------------
+
+    def canonical_address(self, address: Any) -> Any:
+        """The table's one copy of ``address`` (kept once something holds it)."""
+        return self._intern(address, address_key(address))
+
+    def shared_meta(self, meta: Mapping[str, Any]) -> Mapping[str, Any]:
+        """The table's shared copy of ``meta`` (see :class:`_MetaPool`)."""
+        return self._metas.get(meta)
+
+    def load(self, entries: Iterable[Entry]) -> None:
+        """Store ``entries`` as they are, with no copy: a snapshot's, whose addresses
+        and metas came through :meth:`canonical_address` and :meth:`shared_meta`. A
+        key the table holds already goes through :meth:`register`'s rules."""
+        akeys: dict[int, AddressKey] = {}
+        kinds = self._kinds
+        for entry in entries:
+            address = entry.address
+            akey = akeys.get(id(address))
+            if akey is None:
+                akey = akeys[id(address)] = address_key(address)
+            names = kinds.get(entry.kind)
+            if (names is not None and entry.name in names) or self._canonical.get(
+                akey
+            ) is not address:
+                self.register(
+                    entry.name,
+                    entry.kind,
+                    address,
+                    entry.node,
+                    entry.meta,
+                    incarnation=entry.incarnation,
+                    registered_at=entry.registered_at,
+                    version=entry.version,
+                )
+                continue
+            self._store(entry, akey)
+
+    def by_kind(self) -> Mapping[str, Mapping[Name, Entry]]:
+        """Every entry, per kind then name: the table's own index (read it, never
+        change it)."""
+        return self._kinds
+
     # ---- names -------------------------------------------------------------------
 
     def register(
@@ -159,9 +221,7 @@ class NameTable:
     ) -> Entry | Conflict:
         """Claim ``(kind, name)`` for ``address``; the global table passes the
         sequencer's ``registered_at`` so that every replica stores the same entry."""
-        key = (kind, name)
-        owner = self._names.get(key)
-        # One key tuple for every index of a new address (~64 bytes each otherwise).
+        owner = self.whereis(name, kind)
         akey = address_key(address)
         if owner is not None and address_key(owner.address) != akey:
             return Conflict(owner)
@@ -185,7 +245,7 @@ class NameTable:
         return entry
 
     def unregister(self, name: Name, kind: str) -> Entry | None:
-        entry = self._names.pop((kind, name), None)
+        entry = self._pop(kind, name)
         if entry is not None:
             self._unindex_name(entry)
             self._release(entry.address)
@@ -193,13 +253,16 @@ class NameTable:
         return entry
 
     def whereis(self, name: Name, kind: str) -> Entry | None:
-        return self._names.get((kind, name))
+        names = self._kinds.get(kind)
+        return names.get(name) if names is not None else None
 
     def names(self, kind: str | None = None) -> list[Entry]:
-        return [e for e in self._names.values() if kind is None or e.kind == kind]
+        if kind is not None:
+            return list(self._kinds.get(kind, {}).values())
+        return [e for names in self._kinds.values() for e in names.values()]
 
     def update_meta(self, name: Name, kind: str, meta: Mapping[str, Any]) -> Entry | None:
-        entry = self._names.get((kind, name))
+        entry = self.whereis(name, kind)
         if entry is None:
             return None
         self._unindex_name(entry)
@@ -251,11 +314,13 @@ class NameTable:
         explicit = self._groups.get(group, {}).get(akey)
         if explicit is not None or group not in AUTOMATIC_GROUPS:
             return explicit
-        held = self._names_by_address.get(akey)
-        keys = () if held is None else (held,) if isinstance(held, tuple) else held
+        kind = _KIND_OF_GROUP.get(group)
         derived = self._automatic.get(group, {})
-        for key in keys:
-            entry = derived.get(key)
+        for held_kind, name in self._iter_keys(akey):
+            if kind is not None:
+                entry = self._kinds[held_kind][name] if held_kind == kind else None
+            else:
+                entry = derived.get(name) if held_kind == SERVER_KIND else None
             if entry is not None:
                 return Member(group, entry.address, entry.node, entry.meta, entry.incarnation)
         return None
@@ -263,16 +328,18 @@ class NameTable:
     def members(self, group: str, node: str | None = None) -> list[Member]:
         """Explicit members then derived ones, one row per address, in join order."""
         found: dict[AddressKey, Member] = dict(self._groups.get(group, {}))
-        for entry in self._automatic.get(group, {}).values():
-            found.setdefault(
-                address_key(entry.address),
-                Member(group, entry.address, entry.node, entry.meta, entry.incarnation),
-            )
+        for entry in self._derived(group):
+            akey = address_key(entry.address)
+            if akey not in found:
+                found[akey] = Member(
+                    group, entry.address, entry.node, entry.meta, entry.incarnation
+                )
         return [m for m in found.values() if node is None or m.node == node]
 
     def groups(self) -> list[str]:
         """Every group with at least one member, explicit or automatic."""
-        return sorted(set(self._groups) | set(self._automatic))
+        kinds = {KIND_GROUPS[k] for k in self._kinds if k in KIND_GROUPS}
+        return sorted(set(self._groups) | set(self._automatic) | kinds)
 
     def explicit_members(self) -> list[Member]:
         return [m for members in self._groups.values() for m in members.values()]
@@ -288,10 +355,10 @@ class NameTable:
         name, else its first membership): a check of who hosts each actor that costs
         one look per actor, not one per name."""
         for akey, address in self._canonical.items():
-            held = self._names_by_address.get(akey)
-            if held is not None:
-                key = held if not isinstance(held, set) else next(iter(held))
-                yield address, self._names[key]
+            key = next(self._iter_keys(akey), None)
+            entry = None if key is None else self._kinds.get(key[0], {}).get(key[1])
+            if entry is not None:
+                yield address, entry
             elif groups := self._groups_by_address.get(akey):
                 yield address, self._groups[next(iter(groups))][akey]
 
@@ -302,9 +369,11 @@ class NameTable:
     def remove_address(self, address: Any) -> Removal:
         """Forget every name and membership of ``address`` (its actor is dead)."""
         akey = address_key(address)
-        names = tuple(self._names.pop(k) for k in sorted(self._keys_at(akey), key=repr))
+        keys = sorted(self._iter_keys(akey), key=repr)
+        self._names_by_address.pop(akey, None)
+        names = tuple(entry for kind, name in keys if (entry := self._pop(kind, name)))
         for entry in names:
-            self._unindex_name(entry)
+            self._unindex_groups(entry)
         groups = tuple(sorted(self._groups_by_address.pop(akey, ())))
         for group in groups:
             members = self._groups[group]
@@ -326,40 +395,84 @@ class NameTable:
         if not self.owns_anything(address):
             self._canonical.pop(address_key(address), None)
 
+    def _pop(self, kind: str, name: Name) -> Entry | None:
+        names = self._kinds.get(kind)
+        if names is None:
+            return None
+        entry = names.pop(name, None)
+        if not names:
+            del self._kinds[kind]
+        return entry
+
+    def _derived(self, group: str) -> Iterable[Entry]:
+        """The registrations that put their addresses in automatic ``group``."""
+        kind = _KIND_OF_GROUP.get(group)
+        if kind is not None:
+            return self._kinds.get(kind, {}).values()
+        return self._automatic.get(group, {}).values()
+
     def _store(self, entry: Entry, akey: AddressKey | None = None) -> None:
-        key = entry.key  # one tuple for every index (the property builds a new one)
-        self._names[key] = entry
+        kind, name = entry.kind, entry.name
+        names = self._kinds.get(kind)
+        if names is None:
+            names = self._kinds[kind] = {}
+        names[name] = entry
         akey = address_key(entry.address) if akey is None else akey
         held = self._names_by_address.get(akey)
         if held is None:
-            self._names_by_address[akey] = key
-        elif isinstance(held, set):
-            held.add(key)
-        elif held != key:
-            self._names_by_address[akey] = {held, key}
-        for group in automatic_groups(entry.kind, entry.meta):
-            self._automatic.setdefault(group, {})[key] = entry
+            self._names_by_address[akey] = entry
+        elif isinstance(held, Entry):
+            if held.kind == kind and held.name == name:
+                self._names_by_address[akey] = entry  # the same key: keep the newest
+            else:
+                index: dict[str, set[Name]] = {held.kind: {held.name}}
+                index.setdefault(kind, set()).add(name)
+                self._names_by_address[akey] = index
+        else:
+            held.setdefault(kind, set()).add(name)
+        for group in _capability_groups(kind, entry.meta):
+            self._automatic.setdefault(group, {})[name] = entry
         self.version += 1
 
-    def _keys_at(self, akey: AddressKey) -> tuple[NameKey, ...]:
+    def _iter_keys(self, akey: AddressKey) -> Iterator[NameKey]:
         held = self._names_by_address.get(akey)
         if held is None:
-            return ()
-        return tuple(held) if isinstance(held, set) else (held,)
+            return
+        if isinstance(held, Entry):
+            yield (held.kind, held.name)
+            return
+        for kind, names in held.items():
+            for name in names:
+                yield (kind, name)
 
     def _unindex_name(self, entry: Entry) -> None:
-        """Drop the indexes of ``entry`` (the caller owns ``_names``)."""
-        key, akey = entry.key, address_key(entry.address)
+        """Drop the indexes of ``entry`` (the caller owns ``_kinds``)."""
+        kind, name, akey = entry.kind, entry.name, address_key(entry.address)
         held = self._names_by_address.get(akey)
-        if isinstance(held, set):
-            held.discard(key)
+        if isinstance(held, Entry):
+            if held.kind == kind and held.name == name:
+                del self._names_by_address[akey]
+        elif held is not None:
+            names = held.get(kind)
+            if names is not None:
+                names.discard(name)
+                if not names:
+                    del held[kind]
             if len(held) == 1:
-                self._names_by_address[akey] = next(iter(held))
-        elif held == key:
-            del self._names_by_address[akey]
-        for group in automatic_groups(entry.kind, entry.meta):
+                ((last_kind, last),) = held.items()
+                if len(last) == 1:  # one name left: back to its entry
+                    last_name = next(iter(last))
+                    current = self.whereis(last_name, last_kind)
+                    if current is not None:
+                        self._names_by_address[akey] = current
+            elif not held:
+                del self._names_by_address[akey]
+        self._unindex_groups(entry)
+
+    def _unindex_groups(self, entry: Entry) -> None:
+        for group in _capability_groups(entry.kind, entry.meta):
             registrations = self._automatic.get(group, {})
-            registrations.pop(key, None)
+            registrations.pop(entry.name, None)
             if not registrations:
                 self._automatic.pop(group, None)
 
