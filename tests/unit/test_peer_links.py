@@ -71,8 +71,7 @@ def pair() -> Iterator[Pair]:
 
 
 def test_messages_arrive_in_order_with_the_senders_address(pair: Pair) -> None:
-    assert pair.a.send(pair.b_address, _delta(0)) is False  # dialling: Thespian carries it
-    pair.send_when_up(_delta(1))
+    pair.send_when_up(_delta(1))  # dialled when the port was learned: up at once here
     for seq in range(2, 200):
         assert pair.a.send(pair.b_address, _delta(seq))
     _until(lambda: (pair.pump(), len(pair.got) == 199)[1])
@@ -108,15 +107,48 @@ def test_a_message_type_links_do_not_carry_closes_the_link(pair: Pair) -> None:
     [pickle.dumps(_delta(1)), pickle.dumps(LinkHello(sender="not an address"))],
     ids=["no hello", "a hello without an address"],
 )
-def test_a_link_must_start_with_a_hello_naming_an_actor(pair: Pair, first: bytes) -> None:
-    raw = socket.create_connection(("127.0.0.1", pair.b.port))
+def test_a_link_must_start_with_a_hello_naming_an_actor(first: bytes) -> None:
+    receiver = PeerLinks("127.0.0.1", _address(41002), pickle, accepts=LINKED)
+    raw = socket.create_connection(("127.0.0.1", receiver.port))
+    got: list[Any] = []
+
+    def pump() -> int:
+        ready, _, _ = select.select(receiver.filenos(), [], [], 0.05)
+        got.extend(receiver.readable(ready))
+        return len(receiver.filenos())
+
     try:
         raw.sendall(frame(first) + frame(pickle.dumps(_delta(2))))
-        _until(lambda: (pair.pump(), len(pair.b.filenos()) == 2)[1])  # accepted
-        _until(lambda: (pair.pump(), len(pair.b.filenos()) == 1)[1])  # then dropped
-        assert pair.got == []
+        _until(lambda: pump() == 2)  # accepted
+        _until(lambda: pump() == 1)  # then dropped
+        assert got == []
     finally:
         raw.close()
+        receiver.close()
+
+
+def test_a_stranger_that_never_says_hello_is_dropped_and_may_not_send_a_big_frame() -> None:
+    receiver = PeerLinks("127.0.0.1", _address(41002), pickle, accepts=LINKED)
+    silent = socket.create_connection(("127.0.0.1", receiver.port))
+    big = socket.create_connection(("127.0.0.1", receiver.port))
+
+    def pump() -> int:
+        ready, _, _ = select.select(receiver.filenos(), [], [], 0.05)
+        receiver.readable(ready)
+        return len(receiver.filenos())
+
+    try:
+        big.sendall(frame(b"x" * (peer_links.MAX_HELLO + 1))[:64])  # only the length
+        _until(lambda: pump() == 3)  # both accepted
+        _until(lambda: pump() == 2)  # the oversized first frame: dropped at its length
+        deadline = time.monotonic() + peer_links.HELLO_TIMEOUT + 5
+        while pump() != 1:  # the silent one: dropped by the timer after HELLO_TIMEOUT
+            receiver.flush()
+            assert time.monotonic() < deadline
+    finally:
+        silent.close()
+        big.close()
+        receiver.close()
 
 
 def test_a_peer_that_reads_nothing_costs_a_bounded_backlog_then_the_link(
@@ -148,3 +180,33 @@ def test_no_listener_means_thespian_and_no_redial_storm() -> None:
         assert links._out == {}  # remembered as failed: no new dial within RETRY_AFTER
     finally:
         links.close()
+
+
+def test_a_sealed_receiver_refuses_a_bare_pickle_hello() -> None:
+    receiver = PeerLinks("127.0.0.1", _address(41002), WireSerializer(COOKIE), accepts=LINKED)
+    raw = socket.create_connection(("127.0.0.1", receiver.port))
+    got: list[Any] = []
+
+    def pump() -> int:
+        ready, _, _ = select.select(receiver.filenos(), [], [], 0.05)
+        got.extend(receiver.readable(ready))
+        return len(receiver.filenos())
+
+    try:
+        hello = pickle.dumps(LinkHello(sender=_address(41001)))
+        raw.sendall(frame(hello) + frame(pickle.dumps(_delta(1))))
+        _until(lambda: pump() == 2)
+        _until(lambda: pump() == 1)
+        assert got == []
+    finally:
+        raw.close()
+        receiver.close()
+
+
+def test_a_link_its_receiver_closed_is_seen_before_the_next_send(pair: Pair) -> None:
+    pair.send_when_up(_delta(1))
+    _until(lambda: (pair.pump(), len(pair.got) == 1)[1])
+    pair.b.close()  # its actor died: the kernel closes its end
+    _until(lambda: pair.a.send(pair.b_address, _delta(2)) is False)
+    assert pair.a.stats()["up"] == 0
+    assert pair.a.send(pair.b_address, _delta(3)) is False  # Thespian's, until a new life

@@ -34,10 +34,14 @@ types above use links: the protocol already recovers from losing them (writes ar
 re-sent until decided, a replica with a hole asks for a snapshot). A client's request
 (the Registry's ``Forwarded``) is re-sent by nobody, so it keeps Thespian's delivery.
 
-Messages on one link arrive in the order they were sent. A message sent by Thespian
-while a link came up can arrive after later ones sent on the link; the three linked
-types carry their own order (sequence numbers, op ids), as they do across Thespian's
-reconnects.
+Messages on one link arrive in the order they were sent. A link is dialled as soon as
+the peer's port is known (and again after a failure, on the actor's timer), so it is
+normally up before any traffic; while it is not, the three types go by Thespian,
+and one sent by Thespian just before a link came up can arrive after later ones sent
+on it. Deltas and decisions carry their own order (sequence numbers, op ids); writes
+of one origin do not (the sequencer decides in arrival order), so in that window a
+write sent without waiting for the previous one's answer can overtake it, as it can
+when Thespian itself resends.
 """
 
 from __future__ import annotations
@@ -55,7 +59,7 @@ from loguru import logger
 from thespian.actors import ActorAddress
 
 from thespian_cluster.core.addresses import AddressKey, address_key
-from thespian_cluster.core.frames import FrameError, FrameReader, frame
+from thespian_cluster.core.frames import MAX_FRAME, FrameError, FrameReader, frame
 from thespian_cluster.core.replica import Delta
 from thespian_cluster.global_messages import Decisions, LinkHello, Writes
 
@@ -70,8 +74,14 @@ MAX_BACKLOG = 8 * 1024 * 1024
 #: Seconds a link may take to connect, and a failed peer waits before the next try.
 CONNECT_TIMEOUT = 2.0
 RETRY_AFTER = 1.0
-#: Connections this actor accepts at once (every peer's link, with room for restarts).
+#: Connections this actor accepts at once (every peer's link, with room for restarts),
+#: and of those, how many may not have said hello yet, for how long, in how many bytes.
 MAX_INCOMING = 256
+MAX_STRANGERS = 32
+HELLO_TIMEOUT = 2.0
+MAX_HELLO = 64 * 1024
+#: TCP keepalive of accepted links: a peer host that vanished is noticed in ~25 s.
+_KEEPALIVE = (("TCP_KEEPIDLE", 10), ("TCP_KEEPINTVL", 5), ("TCP_KEEPCNT", 3))
 _READ = 256 * 1024
 _READS_PER_TURN = 16  # then the next turn: one busy link must not starve the actor
 
@@ -87,7 +97,10 @@ class _Outgoing:
 @dataclass
 class _Incoming:
     sock: socket.socket
-    reader: FrameReader = field(default_factory=FrameReader)
+    since: float
+    # Until the hello, frames are small: a stranger must not make us buffer 64 MiB
+    # before its first frame's tag is checked.
+    reader: FrameReader = field(default_factory=lambda: FrameReader(MAX_HELLO))
     sender: Any = None  # the peer's Thespian address, from its hello
 
 
@@ -113,6 +126,7 @@ class PeerLinks:
             self._listener.setblocking(False)
             self.port = self._listener.getsockname()[1]
         self._ports: dict[AddressKey, int] = {}
+        self._peers: dict[AddressKey, Any] = {}  # the addresses of _ports' keys
         self._out: dict[AddressKey, _Outgoing] = {}
         self._failed_at: dict[AddressKey, float] = {}
         self._in: dict[int, _Incoming] = {}
@@ -140,15 +154,23 @@ class PeerLinks:
         key = address_key(peer)
         if self._ports.get(key) != port:
             self._ports[key] = port
+            self._peers[key] = peer
             self._close_out(key)  # a new port: a new life of that peer
             self._failed_at.pop(key, None)
+            # Dialled now, not at the first message: a link up before the traffic
+            # starts does not change paths under it (a Thespian send then a link one).
+            self._dial(key, peer)
 
     def forget(self, peer: Any) -> None:
         """``peer`` left the view: close the link to it."""
         key = address_key(peer)
         self._ports.pop(key, None)
+        self._peers.pop(key, None)
         self._failed_at.pop(key, None)
         self._close_out(key)
+        for fd, incoming in list(self._in.items()):
+            if incoming.sender is not None and address_key(incoming.sender) == key:
+                self._close_in(fd)
 
     # ---- sending ----------------------------------------------------------------------
 
@@ -168,12 +190,21 @@ class PeerLinks:
         return False
 
     def flush(self) -> None:
-        """Write what links hold back (the peer's buffer was full)."""
+        """Write what links hold back (the peer's buffer was full), complete dials,
+        dial again the peers whose link failed a while ago, and drop connections that
+        never said hello. Called on the actor's timer."""
         for key, link in list(self._out.items()):
             if link.up and link.backlog:
                 self._write(key, link, b"")
             elif not link.up:
                 self._connected(key, link)
+        for key, peer in list(self._peers.items()):
+            if key not in self._out:
+                self._dial(key, peer)
+        now = time.monotonic()
+        for fd, incoming in list(self._in.items()):
+            if incoming.sender is None and now - incoming.since > HELLO_TIMEOUT:
+                self._close_in(fd)
 
     def _dial(self, key: AddressKey, to: Any) -> None:
         port = self._ports.get(key)
@@ -223,21 +254,27 @@ class PeerLinks:
         backlog = link.backlog
         if backlog:
             backlog += data
-            data = bytes(backlog)
-            backlog.clear()
+            if len(backlog) > MAX_BACKLOG:
+                self._close_out(key)
+                self._failed(key, f"the peer read nothing of {len(backlog)} bytes")
+                return False
+            pending: bytes | memoryview = memoryview(backlog)
+        else:
+            pending = data
         try:
-            sent = link.sock.send(data) if data else 0
+            sent = link.sock.send(pending) if len(pending) else 0
         except BlockingIOError:
             sent = 0
         except OSError as exc:
             self._close_out(key)
             self._failed(key, f"send: {exc}")
             return False
-        if sent < len(data):
-            if len(data) - sent > MAX_BACKLOG:
-                self._close_out(key)
-                self._failed(key, f"the peer read nothing of {len(data) - sent} bytes")
-                return False
+        finally:
+            if isinstance(pending, memoryview):
+                pending.release()  # a bytearray cannot shrink while a view is held
+        if backlog:
+            del backlog[:sent]
+        elif sent < len(data):
             backlog += data[sent:]
         return True
 
@@ -275,11 +312,13 @@ class PeerLinks:
             except OSError as exc:
                 logger.warning("peer links: accept failed: {}", exc)
                 return
-            if len(self._in) >= MAX_INCOMING:
+            strangers = sum(1 for i in self._in.values() if i.sender is None)
+            if len(self._in) >= MAX_INCOMING or strangers >= MAX_STRANGERS:
                 sock.close()
                 continue
             sock.setblocking(False)
-            self._in[sock.fileno()] = _Incoming(sock)
+            _keep_alive(sock)
+            self._in[sock.fileno()] = _Incoming(sock, time.monotonic())
 
     def _read(self, fd: int, incoming: _Incoming, deliver: Callable[[Any], None]) -> None:
         for _ in range(_READS_PER_TURN):
@@ -301,6 +340,8 @@ class PeerLinks:
                         ):
                             raise FrameError("a link must start with a hello")
                         incoming.sender = message.sender
+                        incoming.reader = incoming.reader.resized(MAX_FRAME)
+                        self._close_older(fd, message.sender)
                     elif isinstance(message, self._accepts):
                         self._counts["received"] += 1
                         deliver((message, incoming.sender))
@@ -310,6 +351,13 @@ class PeerLinks:
                 logger.warning("peer link from {} closed: {}", incoming.sender, exc)
                 self._close_in(fd)
                 return
+
+    def _close_older(self, fd: int, sender: Any) -> None:
+        """A new hello from ``sender``: its older links to us are spent (it re-dialled)."""
+        key = address_key(sender)
+        for other, incoming in list(self._in.items()):
+            if other != fd and incoming.sender is not None and address_key(incoming.sender) == key:
+                self._close_in(other)
 
     def _close_in(self, fd: int) -> None:
         incoming = self._in.pop(fd, None)
@@ -323,6 +371,13 @@ class PeerLinks:
             self._close_in(fd)
         if self._listener is not None:
             self._listener.close()
+
+
+def _keep_alive(sock: socket.socket) -> None:
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+    for option, value in _KEEPALIVE:
+        if hasattr(socket, option):  # Linux names; elsewhere the system's defaults
+            sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)
 
 
 def _closed_by_peer(sock: socket.socket) -> bool:

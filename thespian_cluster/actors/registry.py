@@ -187,6 +187,7 @@ class Registry(Actor):
         self._timer_at: float | None = None
         # Forwards whose receiver died unread: (forward, dead address key, deadline).
         self._redeliver: list[tuple[Forwarded, Any, float]] = []
+        self._redeliver_armed = False
         self._handlers: dict[type, Callable[[Any], Reply]] = {
             Register: self._register,
             Unregister: self._unregister,
@@ -526,26 +527,32 @@ class Registry(Actor):
         if forwarded.reply_to == self.myAddress:
             return
         self._redeliver.append((forwarded, address_key(dead), time.monotonic() + _REDELIVER_WAIT))
-        self._redeliver_due()
+        if not self._redeliver_armed:  # one timer for all of them, however many die
+            self._redeliver_armed = True
+            self.wakeupAfter(0.0, payload=_REDELIVER_TIMER)
 
     def _redeliver_due(self) -> None:
+        self._redeliver_armed = False
         waiting, self._redeliver = self._redeliver, []
         now = time.monotonic()
+        successors: dict[str, Any] = {}  # one node-table read per role and round
         for forwarded, dead, deadline in waiting:
             request = forwarded.request
-            role = ROUTES.get(type(request))
-            successor = None if role is None else self._front_door.reader.agent(role)
+            # A forwarded read is RegistryDist's too (a backend that keeps no mirror).
+            role = ROUTES.get(type(request), "registry_dist")
+            if role not in successors:
+                successors[role] = self._front_door.reader.agent(role)
+            successor = successors[role]
             if successor is not None and address_key(successor) != dead:
-                logger.debug(
-                    "registry forwards a {} again, to {}", type(request).__name__, successor
-                )
+                logger.debug("registry forwards a {} again", type(request).__name__)
                 self.send(successor, forwarded)
-            elif now >= deadline or role is None:
-                detail = f"this node's {role or 'cluster actor'} stopped before it read the request"
+            elif now >= deadline:
+                detail = f"this node's {role} stopped before it read the request"
                 self.send(forwarded.reply_to, _error(request, ErrorCode.UNAVAILABLE, detail))
             else:
                 self._redeliver.append((forwarded, dead, deadline))
         if self._redeliver:
+            self._redeliver_armed = True
             self.wakeupAfter(_REDELIVER_TICK, payload=_REDELIVER_TIMER)
 
     def _watch_view(self) -> None:

@@ -133,9 +133,7 @@ class RegistryDist(Actor, ScopeHost):
         """By a peer link when one is up for ``message``'s type, else by Thespian."""
         links = self._links
         if links is not None and isinstance(message, LINKED) and links.send(to, message):
-            if links.backlog and not self._flush_armed:
-                self._flush_armed = True
-                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
+            self._arm_flush()
             return
         Actor.send(self, to, message)
 
@@ -230,7 +228,10 @@ class RegistryDist(Actor, ScopeHost):
         restarted = TableReader(settings.node_dir).agent(_STARTED_ROLE) == identity.incarnation
         self._wake_pair = _socket_pair()
         if settings.global_peer_links:
-            self._links = PeerLinks(settings.host, self.myAddress, wire_codec(), accepts=LINKED)
+            try:
+                self._links = PeerLinks(settings.host, self.myAddress, wire_codec(), accepts=LINKED)
+            except OSError as exc:  # an optimisation only: Thespian carries everything
+                logger.warning("registry dist has no peer links ({}): all by Thespian", exc)
         self._mirror.declare(backend_class.feeds_node_table, settings.registry_backend)
         reader = TableReader(settings.node_dir)
         feeds = backend_class.feeds_node_table
@@ -384,7 +385,10 @@ class RegistryDist(Actor, ScopeHost):
         fds = list(getattr(ready, "ready", ()) or ())
         if self._links is not None:
             for message, sender in self._links.readable(fds):
-                self._receive(message, sender)  # only the types the links accept
+                try:  # each on its own, as Thespian delivers them
+                    self._receive(message, sender)  # only the types the links accept
+                except Exception:
+                    logger.exception("registry dist failed on a {}", type(message).__name__)
         pair = self._wake_pair
         if pair is not None and pair[0].fileno() in fds:
             self._drain_wakeups()
@@ -411,7 +415,9 @@ class RegistryDist(Actor, ScopeHost):
                 deferred.expire(f"the global backend did not answer in {timeout:g} s")
             try:
                 backend.tick(now)
-                self._flush_links()
+                if self._links is not None:
+                    self._links.flush()
+                    self._arm_flush()
             finally:  # waits expire whatever the backend does
                 self._event_service.tick(now, self.probe_dead, self.settings.liveness_probe_batch)
         finally:
@@ -419,12 +425,15 @@ class RegistryDist(Actor, ScopeHost):
 
     def _flush_links(self) -> None:
         self._flush_armed = False
-        links = self._links
-        if links is not None:
-            links.flush()
-            if links.backlog:
-                self._flush_armed = True
-                self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
+        if self._links is not None:
+            self._links.flush()
+            self._arm_flush()
+
+    def _arm_flush(self) -> None:
+        """One flush timer while a link holds bytes back (never one per caller)."""
+        if self._links is not None and self._links.backlog and not self._flush_armed:
+            self._flush_armed = True
+            self.wakeupAfter(FLUSH_AFTER, payload=FLUSH)
 
     def _drain_wakeups(self) -> None:
         pair = self._wake_pair

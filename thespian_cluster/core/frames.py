@@ -35,6 +35,12 @@ class FrameReader:
         self._max = max_frame
         self._buffer = bytearray()
 
+    def resized(self, max_frame: int) -> FrameReader:
+        """This reader, with what it holds, reading frames of up to ``max_frame``."""
+        reader = FrameReader(max_frame)
+        reader._buffer = self._buffer
+        return reader
+
     @property
     def buffered(self) -> int:
         """Bytes held for a frame not yet complete."""

@@ -21,7 +21,9 @@ Usage: inherit, and keep the dataclass decorator::
         ...
 
 Every field must be an ``__init__`` argument, in declaration order (the default of
-a dataclass without ``kw_only`` or ``init=False`` fields).
+a dataclass without ``kw_only`` or ``init=False`` fields), and no ``InitVar``. The
+fields travel by position: nodes of different versions agree only if new fields are
+appended, with defaults.
 """
 
 from __future__ import annotations
@@ -55,7 +57,12 @@ class Record:
             cls._fields_of = staticmethod(lambda record: (getter(record),))
 
     def __reduce__(self) -> tuple[type, tuple[Any, ...]]:
-        return type(self), self._fields_of(self)
+        cls = type(self)
+        if "_fields_of" not in cls.__dict__ and cls.__dict__.get("__slots__") != ():
+            # A subclass that is not a slotted dataclass itself would pickle as its
+            # parent's fields only: refuse it rather than lose a field on the wire.
+            raise TypeError(f"{cls.__name__} must be a @dataclass(slots=True) to pickle")
+        return cls, self._fields_of(self)
 
 
 class WireMessage(Record):
