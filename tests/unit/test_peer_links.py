@@ -39,6 +39,20 @@ def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
         time.sleep(0.001)
 
 
+class Receiver:
+    """A listening PeerLinks alone, read by ``pump()`` (which says how many sockets it
+    watches: the listener plus the links dialled to it)."""
+
+    def __init__(self, codec: Any = pickle) -> None:
+        self.links = PeerLinks("127.0.0.1", _address(41002), codec, accepts=LINKED)
+        self.got: list[Any] = []
+
+    def pump(self) -> int:
+        ready, _, _ = select.select(self.links.filenos(), [], [], 0.05)
+        self.got += self.links.readable(ready)
+        return len(self.links.filenos())
+
+
 class Pair:
     """``a`` sends to ``b``: ``b_address`` is the Thespian address ``a`` knows b by."""
 
@@ -108,47 +122,34 @@ def test_a_message_type_links_do_not_carry_closes_the_link(pair: Pair) -> None:
     ids=["no hello", "a hello without an address"],
 )
 def test_a_link_must_start_with_a_hello_naming_an_actor(first: bytes) -> None:
-    receiver = PeerLinks("127.0.0.1", _address(41002), pickle, accepts=LINKED)
-    raw = socket.create_connection(("127.0.0.1", receiver.port))
-    got: list[Any] = []
-
-    def pump() -> int:
-        ready, _, _ = select.select(receiver.filenos(), [], [], 0.05)
-        got.extend(receiver.readable(ready))
-        return len(receiver.filenos())
-
+    receiver = Receiver()
+    raw = socket.create_connection(("127.0.0.1", receiver.links.port))
     try:
         raw.sendall(frame(first) + frame(pickle.dumps(_delta(2))))
-        _until(lambda: pump() == 2)  # accepted
-        _until(lambda: pump() == 1)  # then dropped
-        assert got == []
+        _until(lambda: receiver.pump() == 2)  # accepted
+        _until(lambda: receiver.pump() == 1)  # then dropped
+        assert receiver.got == []
     finally:
         raw.close()
-        receiver.close()
+        receiver.links.close()
 
 
 def test_a_stranger_that_never_says_hello_is_dropped_and_may_not_send_a_big_frame() -> None:
-    receiver = PeerLinks("127.0.0.1", _address(41002), pickle, accepts=LINKED)
-    silent = socket.create_connection(("127.0.0.1", receiver.port))
-    big = socket.create_connection(("127.0.0.1", receiver.port))
-
-    def pump() -> int:
-        ready, _, _ = select.select(receiver.filenos(), [], [], 0.05)
-        receiver.readable(ready)
-        return len(receiver.filenos())
-
+    receiver = Receiver()
+    silent = socket.create_connection(("127.0.0.1", receiver.links.port))
+    big = socket.create_connection(("127.0.0.1", receiver.links.port))
     try:
         big.sendall(frame(b"x" * (peer_links.MAX_HELLO + 1))[:64])  # only the length
-        _until(lambda: pump() == 3)  # both accepted
-        _until(lambda: pump() == 2)  # the oversized first frame: dropped at its length
+        _until(lambda: receiver.pump() == 3)  # both accepted
+        _until(lambda: receiver.pump() == 2)  # the oversized first frame: dropped at once
         deadline = time.monotonic() + peer_links.HELLO_TIMEOUT + 5
-        while pump() != 1:  # the silent one: dropped by the timer after HELLO_TIMEOUT
-            receiver.flush()
+        while receiver.pump() != 1:  # the silent one: dropped by the timer after the hello
+            receiver.links.flush()  # deadline
             assert time.monotonic() < deadline
     finally:
         silent.close()
         big.close()
-        receiver.close()
+        receiver.links.close()
 
 
 def test_a_peer_that_reads_nothing_costs_a_bounded_backlog_then_the_link(
@@ -183,24 +184,17 @@ def test_no_listener_means_thespian_and_no_redial_storm() -> None:
 
 
 def test_a_sealed_receiver_refuses_a_bare_pickle_hello() -> None:
-    receiver = PeerLinks("127.0.0.1", _address(41002), WireSerializer(COOKIE), accepts=LINKED)
-    raw = socket.create_connection(("127.0.0.1", receiver.port))
-    got: list[Any] = []
-
-    def pump() -> int:
-        ready, _, _ = select.select(receiver.filenos(), [], [], 0.05)
-        got.extend(receiver.readable(ready))
-        return len(receiver.filenos())
-
+    receiver = Receiver(WireSerializer(COOKIE))
+    raw = socket.create_connection(("127.0.0.1", receiver.links.port))
     try:
         hello = pickle.dumps(LinkHello(sender=_address(41001)))
         raw.sendall(frame(hello) + frame(pickle.dumps(_delta(1))))
-        _until(lambda: pump() == 2)
-        _until(lambda: pump() == 1)
-        assert got == []
+        _until(lambda: receiver.pump() == 2)
+        _until(lambda: receiver.pump() == 1)
+        assert receiver.got == []
     finally:
         raw.close()
-        receiver.close()
+        receiver.links.close()
 
 
 def test_a_link_its_receiver_closed_is_seen_before_the_next_send(pair: Pair) -> None:

@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 from thespian.actors import ActorAddress
 from thespian.system.transport.IPBase import TCPv4ActorAddress
 
-from thespian_cluster.core.addresses import address_key
+from tests.unit.test_replica_machine import Mirror
 from thespian_cluster.core.columns import Columns, pack, problem, unpack
 from thespian_cluster.core.replica import (
     Claim,
@@ -338,25 +338,14 @@ def test_the_log_is_bounded_and_a_replica_behind_it_gets_the_table() -> None:
 # ---- a joiner's mirror, filled as the chunks come (EarlyMirror) ------------------------
 
 
-class _Mirror:
+class _Mirror(Mirror):
     """The mirror as RegistryDist keeps it: an update, or (None) a rewrite from the replica."""
 
-    def __init__(self) -> None:
-        self.names: dict[object, Entry] = {}
-        self.members: dict[object, Member] = {}
-
-    def write(self, update: MirrorUpdate | None, replica: Replica) -> None:
+    def write(self, update: MirrorUpdate | None, replica: Replica) -> None:  # type: ignore[override]
         if update is None:
             self.names, self.members = table_state(replica.table)
-            return
-        for key in update.dropped_names:
-            self.names.pop(key, None)
-        for entry in update.entries:
-            self.names[entry.key] = entry
-        for group, where in update.dropped_members:
-            self.members.pop((group, address_key(where)), None)
-        for member in update.members:
-            self.members[(member.group, address_key(member.address))] = member
+        else:
+            super().write(update)
 
     def is_replica(self, replica: Replica) -> bool:
         return (self.names, self.members) == table_state(replica.table)
