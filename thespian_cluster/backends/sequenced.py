@@ -233,6 +233,8 @@ class SequencedBackend(GlobalBackend):
         self.host.mirror.replace(self._replica.names(), self._all_members())
 
     def receive(self, message: Any, sender: Any) -> bool:
+        if isinstance(message, Delta | Snapshot | SnapshotChunk) and self._rival(message.term):
+            return True
         if isinstance(message, Delta):
             self._on_delta(message)
             if message.term < self._replica.seen and message.term.sequencer != self.me:
@@ -264,6 +266,22 @@ class SequencedBackend(GlobalBackend):
         else:
             return False
         return True
+
+    def _rival(self, term: Term) -> bool:
+        """A term newer than any this replica was told of (no Collect fenced it there),
+        sequenced by a node that does not lead this view: a losing side's sequencer
+        still sequencing its own term after a heal, until the leader's merge fences it.
+        Followed, it replaced this replica's table with the losing side's, and with it
+        the claims this side had granted meanwhile, before the merge could keep them
+        (the singleton partition test: the majority's new holder lost its lock).
+        Ignored: the leader's merge collects from both sides and decides."""
+        sequencer = term.sequencer
+        return (
+            term > self._replica.seen
+            and sequencer != self.me
+            and bool(self.leader)
+            and sequencer.name != self.leader
+        )
 
     def owner_died(self, address: Any, reason: str) -> None:
         self._on_death(address)
