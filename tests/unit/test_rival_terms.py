@@ -10,6 +10,7 @@ from thespian_cluster.backends.scope import ScopeHost
 from thespian_cluster.backends.sequenced import SequencedBackend, SequencedConfig
 from thespian_cluster.cluster_messages import ClusterView, NodeRecord
 from thespian_cluster.core.replica import Delta, NodeId, PutName, Term
+from thespian_cluster.global_messages import Decisions
 from thespian_cluster.settings import ClusterSettings
 
 A, B, C = NodeId("a", "ia"), NodeId("b", "ib"), NodeId("c", "ic")
@@ -82,3 +83,10 @@ def test_a_rival_that_leads_now_is_followed() -> None:
     backend = _backend_led_by("b")
     assert backend.receive(_delta(B), "b's RegistryDist")
     assert backend.replica.seen == Term(7, B)
+
+
+def test_a_rival_delta_carried_by_decisions_is_ignored_too() -> None:
+    backend = _backend_led_by("a")
+    assert backend.receive(Decisions(decisions=[], delta=_delta(B)), "b's RegistryDist")
+    assert backend.replica.seen < Term(7, B)
+    assert backend.replica.whereis("lock", "name") is None

@@ -258,6 +258,32 @@ def test_a_fence_raised_during_a_transfer_drops_it() -> None:
     assert replica.term != TERM and not replica.names()
 
 
+def test_a_transfer_the_deltas_carry_the_replica_up_to_is_dropped() -> None:
+    sequencer = _sequencer(3)
+    replica = Replica(C)
+    for chunk in sequencer.stream():
+        replica.receive(chunk)
+    sequencer.decide(Origin(B).write(Claim("server", "x", ADDRESSES[0], {}), TERM))
+    delta = sequencer.flush()
+    stale = sequencer.stream()  # the table after ``delta``
+    assert len(stale) > 1 and replica.receive(stale[0]).chunk_taken and replica.receiving
+    assert delta is not None
+    replica.apply(delta)  # the replica holds that table now: the transfer is spent
+    assert not replica.receiving
+    assert replica.seq == sequencer.seq and replica.whereis("x", "server") is not None
+    assert not any(replica.receive(chunk).chunk_taken for chunk in stale[1:])
+
+
+def test_a_chunk_that_disagrees_with_its_transfer_on_the_nodes_down_is_dropped() -> None:
+    sequencer = _sequencer()
+    chunks = sequencer.stream()
+    replica = Replica(C)
+    assert replica.receive(chunks[0]).chunk_taken
+    odd = replace(chunks[1], down=frozenset({B}))
+    assert not replica.receive(odd).chunk_taken
+    assert replica.receive(chunks[1]).chunk_taken
+
+
 def test_a_snapshot_the_replica_already_has_is_dropped() -> None:
     sequencer = _sequencer()
     replica = Replica(C)

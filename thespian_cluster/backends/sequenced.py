@@ -242,8 +242,9 @@ class SequencedBackend(GlobalBackend):
         elif isinstance(message, NewerTerm):
             self._on_newer_term(message)
         elif isinstance(message, Decisions):
-            if isinstance(message.delta, Delta):
-                self._on_delta(message.delta)  # first: the decisions wait for it
+            delta = message.delta
+            if isinstance(delta, Delta) and not self._rival(delta.term):
+                self._on_delta(delta)  # first: the decisions wait for it
             self._on_decisions(message.decisions)
         elif isinstance(message, Writes):
             self._on_writes(message.writes, sender)

@@ -855,6 +855,7 @@ class Replica:
             return changes
         self._apply_from(delta, changes)
         self._drain(changes)
+        self._drop_spent_assembly()  # deltas may have carried us past a transfer's seq
         return changes
 
     def _apply_from(self, delta: Delta, changes: Changes) -> None:
@@ -914,7 +915,11 @@ class Replica:
         if fresh:
             assembly = _Assembly(chunk.key, chunk.count, chunk.down)
         assert assembly is not None
-        if chunk.count != assembly.count or chunk.index in assembly.received:
+        if (
+            chunk.count != assembly.count
+            or chunk.down != assembly.down
+            or chunk.index in assembly.received
+        ):
             return changes  # a duplicate (or a chunk that contradicts its transfer)
         table = assembly.table
         try:
@@ -978,13 +983,18 @@ class Replica:
         self.down = set(down)
         if self._newer is not None and self._newer <= self.term:
             self._newer = None
-        assembly = self._assembly
-        if assembly is not None and not self._admits(assembly.key[0], assembly.key[1]):
-            self._assembly = None  # it can no longer be installed: free its table
+        self._drop_spent_assembly()
         for first in [f for f, d in self._buffer.items() if d.last_seq <= self.seq]:
             self._buffered_ops -= len(self._buffer.pop(first).ops)
         self._drain(changes)
         return changes
+
+    def _drop_spent_assembly(self) -> None:
+        """A transfer that can no longer be installed (the replica moved past it, by an
+        install or by deltas) is dropped with its table, not held until a newer one."""
+        assembly = self._assembly
+        if assembly is not None and not self._admits(assembly.key[0], assembly.key[1]):
+            self._assembly = None
 
     def owned_state(self, collect: Collect) -> OwnedState:
         """Answer a takeover: what this node owns, and fence off older terms."""
